@@ -1,0 +1,464 @@
+"""Pydantic models of the ChatModel resource: spec and status.
+
+These models are the single source of truth: the CRD in ``crds/`` is generated from them
+(``chatmodel crd``) and the operator validates every spec with them before acting.
+Field names are camelCase on the wire (aliases) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from chatmodel_operator.errors import SpecError, SpecErrors
+
+GROUP = "serving.chatmodel.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ChatModel"
+PLURAL = "chatmodels"
+SINGULAR = "chatmodel"
+SHORT_NAME = "chm"
+
+Family = Literal["auto", "sus-chat", "yi-chat", "telechat", "xverse", "llama", "chatml"]
+Backend = Literal["auto", "tensorrt-llm", "vllm", "python"]
+EngineMode = Literal["engine", "llmapi"]
+DType = Literal["auto", "bfloat16", "float16"]
+Quantization = Literal[
+    "auto",
+    "none",
+    "int8-weight-only",
+    "int4-weight-only",
+    "int4-awq",
+    "int4-gptq",
+    "int8-gptq",
+    "fp8",
+    "smoothquant",
+]
+KVCacheDType = Literal["auto", "float16", "bfloat16", "fp8", "int8"]
+AutoscalingMetric = Literal["queue-to-compute-ratio", "pending-requests", "kv-cache-utilization"]
+AutoscalingEngine = Literal["hpa", "keda"]
+DeletePolicy = Literal["Retain", "Delete"]
+
+SOURCE_PATTERN = r"^(hf://[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(@[A-Za-z0-9._/-]+)?|s3://[a-z0-9.-]+/.+|gs://[a-z0-9._-]+/.+|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.*|file:///.*)$"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+# Defaults of the autoscaling target per metric: the ratio's 1.0 is NVIDIA's tutorial value
+# (requests wait as long as they compute), 4 pending requests per replica, 80% KV-cache use.
+DEFAULT_TARGETS: dict[str, float] = {
+    "queue-to-compute-ratio": 1.0,
+    "pending-requests": 4.0,
+    "kv-cache-utilization": 0.8,
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        use_attribute_docstrings=True,
+    )
+
+
+class ModelSource(_Model):
+    """Which checkpoint to serve and how to talk to it."""
+
+    source: str = Field(pattern=SOURCE_PATTERN, min_length=6)
+    """Where the checkpoint lives: hf://org/name[@revision], s3://bucket/path, gs://bucket/path, pvc://claim/path or file:///path."""
+    family: Family = "auto"
+    """Model family, which fixes the chat format and stop tokens; auto detects it from the checkpoint."""
+    chat_template: str | None = Field(default=None, max_length=65536)
+    """Jinja chat template that overrides the family's format and the checkpoint's own template."""
+    credentials_secret: str | None = Field(default=None, pattern=DNS_LABEL_PATTERN, max_length=253)
+    """Name of a Secret in the same namespace whose key HF_TOKEN holds the hub token (hf:// sources only)."""
+    trust_remote_code: bool = False
+    """Allow the checkpoint's own Python code to run (TeleChat and XVERSE ship custom modelling code)."""
+
+
+class EngineSpec(_Model):
+    """How the model is executed inside Triton."""
+
+    backend: Backend = "auto"
+    """Triton backend: tensorrt-llm, vllm or python; auto picks the best one that supports the architecture."""
+    mode: EngineMode = "engine"
+    """For tensorrt-llm: engine converts the checkpoint and builds a TensorRT engine (TensorRT-LLM 1.2); llmapi loads the checkpoint with the PyTorch-backend LLM API, no engine build."""
+    dtype: DType = "auto"
+    """Activation and weight dtype; auto takes the checkpoint's torch_dtype."""
+    quantization: Quantization = "auto"
+    """Weight quantization; auto keeps the checkpoint's own (pre-quantized AWQ/GPTQ checkpoints) or none."""
+    kv_cache_dtype: KVCacheDType = "auto"
+    """KV-cache element type; fp8 and int8 halve the KV memory per token."""
+    max_input_length: int | None = Field(default=None, ge=16, le=1048576)
+    """Longest prompt in tokens; defaults to the context length minus maxOutputLength."""
+    max_output_length: int | None = Field(default=None, ge=1, le=1048576)
+    """Most tokens generated per request; defaults to a quarter of the context, at most 2048."""
+    max_batch_size: int = Field(default=64, ge=1, le=4096)
+    """Most requests batched together in flight by one replica."""
+    tensor_parallelism: Literal["auto", 1, 2, 4, 8] = "auto"
+    """Tensor-parallel size (GPUs one copy of the model spans); auto picks the fewest that fit."""
+    image: str | None = Field(default=None, max_length=512)
+    """Triton image; defaults to the NGC image that pairs with the backend and mode."""
+
+
+class GPUSpec(_Model):
+    """The GPUs one replica runs on."""
+
+    product: str | None = Field(default=None, max_length=128)
+    """Value of the node label nvidia.com/gpu.product, e.g. NVIDIA-A100-SXM4-80GB; used as node selector."""
+    memory_gi_b: float | None = Field(default=None, gt=0, le=1024, alias="memoryGiB")
+    """Memory of one GPU in GiB, used for planning; known products fill it in."""
+    count: Literal["auto", 1, 2, 4, 8] = "auto"
+    """GPUs per replica; auto lets the planner choose."""
+
+
+class ResourcesSpec(_Model):
+    """Compute resources of one replica."""
+
+    gpu: GPUSpec = GPUSpec()
+    """GPU product, memory and count."""
+
+
+class ServingSpec(_Model):
+    """The serving Deployment and its Service."""
+
+    replicas: int = Field(default=1, ge=0, le=1000)
+    """Replicas when autoscaling is off (the scale subresource writes here)."""
+    streaming: bool = True
+    """Decoupled models so that generate_stream streams tokens."""
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    """Triton HTTP port (KServe v2 and generate endpoints)."""
+    grpc_port: int = Field(default=8001, ge=1, le=65535)
+    """Triton gRPC port."""
+    metrics_port: int = Field(default=8002, ge=1, le=65535)
+    """Triton Prometheus metrics port."""
+    service_monitor: bool = False
+    """Also create a prometheus-operator ServiceMonitor for the Triton pods."""
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    """Type of the Service in front of the Triton pods."""
+
+
+class AutoscalingSpec(_Model):
+    """Horizontal autoscaling on a load signal derived from Triton's metrics."""
+
+    enabled: bool = False
+    """Create a HorizontalPodAutoscaler (or KEDA ScaledObject) for the serving Deployment."""
+    engine: AutoscalingEngine = "hpa"
+    """hpa uses the custom metrics API (prometheus-adapter); keda renders a ScaledObject instead."""
+    min_replicas: int = Field(default=1, ge=1, le=1000)
+    """Fewest replicas."""
+    max_replicas: int = Field(default=4, ge=1, le=1000)
+    """Most replicas."""
+    metric: AutoscalingMetric = "queue-to-compute-ratio"
+    """Load signal to scale on."""
+    target: float | None = Field(default=None, gt=0, le=1000000)
+    """Average value per replica to hold the metric at; defaults to 1 (ratio), 4 (pending) or 0.8 (KV use)."""
+    scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600)
+    """How long load must stay low before replicas are removed."""
+
+    def effective_target(self) -> float:
+        return self.target if self.target is not None else DEFAULT_TARGETS[self.metric]
+
+
+class CacheSpec(_Model):
+    """The volume that holds downloaded checkpoints and built engines, keyed by engine hash."""
+
+    storage_class_name: str | None = Field(default=None, max_length=253)
+    """StorageClass of the cache PersistentVolumeClaim; the cluster default when unset."""
+    size: str = Field(default="500Gi", pattern=QUANTITY_PATTERN)
+    """Size of the cache volume."""
+    delete_policy: DeletePolicy = "Retain"
+    """Retain keeps the cache when the ChatModel is deleted; Delete removes it with the ChatModel."""
+    access_mode: Literal["ReadWriteOnce", "ReadWriteMany"] = "ReadWriteMany"
+    """ReadWriteMany lets every replica mount the engine; ReadWriteOnce for single-node clusters."""
+
+
+# Cross-field rules, declared once: each has the CEL expression for the CRD (checked by the API
+# server) and a Python predicate over the validated spec (checked by the operator and CLI).
+CrossRule = tuple[str, str, str, str]  # (scope, CEL, message, field path)
+
+SPEC_RULES: list[CrossRule] = [
+    (
+        "autoscaling",
+        "self.minReplicas <= self.maxReplicas",
+        "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        "spec.autoscaling.minReplicas",
+    ),
+    (
+        "engine",
+        "self.mode != 'llmapi' || self.backend in ['auto', 'tensorrt-llm']",
+        "engine.mode llmapi applies to backend tensorrt-llm only; set engine.backend to tensorrt-llm or auto",
+        "spec.engine.mode",
+    ),
+    (
+        "spec",
+        "!has(self.model.credentialsSecret) || self.model.source.startsWith('hf://')",
+        "model.credentialsSecret is only used with hf:// sources; remove it or use an hf:// source",
+        "spec.model.credentialsSecret",
+    ),
+    (
+        "spec",
+        "!has(self.resources) || !has(self.resources.gpu) || !has(self.resources.gpu.count) || self.resources.gpu.count == 'auto' || !has(self.engine) || !has(self.engine.tensorParallelism) || self.engine.tensorParallelism == 'auto' || self.resources.gpu.count == self.engine.tensorParallelism",
+        "resources.gpu.count and engine.tensorParallelism must agree when both are set (one replica spans tensorParallelism GPUs)",
+        "spec.resources.gpu.count",
+    ),
+]
+
+
+class ChatModelSpec(_Model):
+    """Desired state: serve one chat model on Triton."""
+
+    model: ModelSource
+    """The checkpoint and its chat format."""
+    engine: EngineSpec = EngineSpec()
+    """Backend, precision, parallelism and limits of the engine."""
+    resources: ResourcesSpec = ResourcesSpec()
+    """GPUs per replica."""
+    serving: ServingSpec = ServingSpec()
+    """Serving replicas, streaming and ports."""
+    autoscaling: AutoscalingSpec = AutoscalingSpec()
+    """Autoscaling on Triton load signals."""
+    cache: CacheSpec = CacheSpec()
+    """Checkpoint and engine cache volume."""
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> ChatModelSpec:
+        problems: list[tuple[str, str]] = []
+        a = self.autoscaling
+        if a.min_replicas > a.max_replicas:
+            problems.append((SPEC_RULES[0][3], SPEC_RULES[0][2]))
+        e = self.engine
+        if e.mode == "llmapi" and e.backend not in ("auto", "tensorrt-llm"):
+            problems.append((SPEC_RULES[1][3], SPEC_RULES[1][2]))
+        if self.model.credentials_secret and not self.model.source.startswith("hf://"):
+            problems.append((SPEC_RULES[2][3], SPEC_RULES[2][2]))
+        count = self.resources.gpu.count
+        tp = e.tensor_parallelism
+        if count != "auto" and tp != "auto" and count != tp:
+            problems.append((SPEC_RULES[3][3], SPEC_RULES[3][2]))
+        if problems:
+            # pydantic wraps ValueError; the message carries field and fix for _to_spec_errors.
+            raise ValueError(" | ".join(f"{f}::{m}" for f, m in problems))
+        return self
+
+
+class Condition(_Model):
+    """A Kubernetes API convention condition."""
+
+    type: str
+    """Condition type: Validated, Planned, EngineReady, Available, Ready and others."""
+    status: Literal["True", "False", "Unknown"]
+    """True, False or Unknown."""
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
+    """CamelCase reason."""
+    message: str = Field(default="", max_length=32768)
+    """Human-readable detail."""
+    last_transition_time: str
+    """When the status last changed (RFC 3339)."""
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The generation this condition was computed from."""
+
+
+class PlanStatus(_Model):
+    """The planner's decision (the same shape `chatmodel plan -o json` prints)."""
+
+    fits: bool
+    """Whether the model fits the GPUs."""
+    reason: str
+    """Why: the numbers behind the decision, or what would fit."""
+    backend: str
+    """Backend chosen."""
+    mode: str | None = None
+    """TensorRT-LLM mode (engine or llmapi) when the backend is tensorrt-llm."""
+    backend_reason: str | None = None
+    """Why this backend, when it is a fallback."""
+    family: str | None = None
+    """Model family detected."""
+    architecture: str | None = None
+    """Hugging Face architecture of the checkpoint."""
+    dtype: str | None = None
+    """Dtype of the unquantized parts."""
+    quantization: str
+    """Weight quantization."""
+    kv_cache_dtype: str | None = None
+    """KV-cache element type."""
+    gpus_per_replica: int
+    """GPUs one replica needs."""
+    tensor_parallelism: int
+    """Tensor-parallel size."""
+    gpu_memory_gi_b: float | None = Field(default=None, alias="gpuMemoryGiB")
+    """Memory of one GPU planned with."""
+    weights_gi_b: float = Field(alias="weightsGiB")
+    """Weights of the whole model in GiB."""
+    weights_per_gpu_gi_b: float | None = Field(default=None, alias="weightsPerGpuGiB")
+    """Weights on one GPU in GiB."""
+    reserve_per_gpu_gi_b: float | None = Field(default=None, alias="reservePerGpuGiB")
+    """Runtime reserve and activation workspace on one GPU in GiB."""
+    kv_cache_bytes_per_token: int
+    """KV-cache bytes per token for the whole model (all layers, all GPUs)."""
+    kv_cache_tokens: int
+    """KV-cache tokens one replica holds."""
+    max_sequence_length: int | None = None
+    """maxInputLength + maxOutputLength."""
+    max_input_length: int | None = None
+    """Longest prompt in tokens."""
+    max_output_length: int | None = None
+    """Most generated tokens."""
+    max_concurrent_sequences: int
+    """Full-length sequences one replica holds at once."""
+    engine_key: str | None = None
+    """Hash of everything that changes the engine."""
+    warnings: list[str] = Field(default_factory=list)
+    """Things worth knowing that do not stop serving."""
+
+
+class EngineStatus(_Model):
+    """The engine (or prepared checkpoint) the replicas serve."""
+
+    key: str
+    """Engine key: hash of everything that changes the engine."""
+    ready: bool
+    """The engine is built and cached."""
+    job: str | None = None
+    """Name of the build Job."""
+    attempts: int | None = Field(default=None, ge=0)
+    """Build attempts so far under this key."""
+    serving_key: str | None = None
+    """Engine key the serving pods run now (differs from key during a switch)."""
+
+
+class ChatModelStatus(_Model):
+    """Observed state, written by the operator once per reconcile."""
+
+    phase: Literal["Pending", "Planning", "BuildingEngine", "Deploying", "Ready", "Degraded", "Failed"] = "Pending"
+    """Short summary for kubectl get."""
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The spec generation this status describes."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Validated, Planned, EngineBuilding, EngineReady, EngineBuildFailed, Available, rolled up into Ready."""
+    plan: PlanStatus | None = None
+    """The planner's decision."""
+    engine: EngineStatus | None = None
+    """The engine in use or being built."""
+    replicas: int | None = Field(default=None, ge=0)
+    """Replicas of the serving Deployment."""
+    ready_replicas: int | None = Field(default=None, ge=0)
+    """Replicas ready to serve."""
+    gpus: int | None = Field(default=None, ge=0)
+    """GPUs requested by all replicas."""
+    selector: str | None = None
+    """Label selector of the serving pods (for the scale subresource)."""
+    endpoint: str | None = None
+    """In-cluster URL of the Triton HTTP endpoint."""
+
+
+class ChatModel(_Model):
+    """A chat model served by Triton."""
+
+    api_version: Literal["serving.chatmodel.io/v1alpha1"] = API_VERSION
+    """serving.chatmodel.io/v1alpha1."""
+    kind: Literal["ChatModel"] = KIND
+    """ChatModel."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Standard object metadata."""
+    spec: ChatModelSpec
+    """Desired state."""
+    status: ChatModelStatus | None = None
+    """Observed state."""
+
+
+def _loc_to_path(prefix: str, loc: tuple[int | str, ...]) -> str:
+    parts = [prefix]
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1] += f"[{item}]"
+        elif item in {"literal['auto']", "int", "str", "float", "bool"} or item.startswith("literal["):
+            continue
+        else:
+            parts.append(str(item))
+    return ".".join(parts)
+
+
+_FIXES = {
+    "extra_forbidden": "remove it (see `kubectl explain chatmodel.{parent}` for the fields)",
+    "missing": "add it",
+    "literal_error": "use one of the allowed values",
+    "string_pattern_mismatch": "use the documented format",
+    "greater_than_equal": "raise it",
+    "less_than_equal": "lower it",
+    "greater_than": "raise it",
+    "less_than": "lower it",
+}
+
+
+def _to_spec_errors(exc: ValidationError, prefix: str) -> SpecErrors:
+    out: list[SpecError] = []
+    seen: set[str] = set()
+    for err in exc.errors(include_url=False):
+        etype = err["type"]
+        msg = str(err.get("msg", ""))
+        if etype == "value_error" and "::" in msg:
+            for part in msg.removeprefix("Value error, ").split(" | "):
+                field, text = part.split("::", 1)
+                out.append(SpecError(field, text.split(";")[0], text))
+            continue
+        path = _loc_to_path(prefix, tuple(err["loc"]))
+        if path in seen:  # a union reports every branch: keep the first message per field
+            continue
+        seen.add(path)
+        parent = path.rsplit(".", 1)[0].removeprefix("spec").lstrip(".") or "spec"
+        parent = "spec." + parent if parent != "spec" else parent
+        fix = _FIXES.get(etype, "correct the value").format(parent=parent)
+        if etype == "literal_error":
+            expected = err.get("ctx", {}).get("expected", "")
+            fix = f"use one of {expected}"
+        elif etype == "string_pattern_mismatch" and path.endswith("model.source"):
+            fix = "use hf://org/name[@revision], s3://bucket/path, gs://bucket/path, pvc://claim/path or file:///path"
+        problem = "unknown field" if etype == "extra_forbidden" else msg[0].lower() + msg[1:]
+        out.append(SpecError(path, problem, fix))
+    return SpecErrors(out)
+
+
+def parse_spec(spec: Any) -> ChatModelSpec:
+    """Validate a ChatModel spec dict; raise SpecErrors naming each field and its fix."""
+    if not isinstance(spec, dict):
+        raise SpecErrors([SpecError("spec", "must be a mapping", "write spec as a YAML mapping")])
+    try:
+        return ChatModelSpec.model_validate(spec)
+    except ValidationError as exc:
+        raise _to_spec_errors(exc, "spec") from None
+
+
+def parse_chatmodel(obj: Any) -> ChatModel:
+    """Validate a whole ChatModel object (apiVersion, kind, metadata, spec)."""
+    if not isinstance(obj, dict):
+        raise SpecErrors([SpecError("(document)", "is not a mapping", "write a ChatModel as YAML")])
+    if obj.get("kind") != KIND or obj.get("apiVersion") != API_VERSION:
+        raise SpecErrors(
+            [
+                SpecError(
+                    "apiVersion/kind",
+                    f"got {obj.get('apiVersion')}/{obj.get('kind')}",
+                    f"set apiVersion: {API_VERSION} and kind: {KIND}",
+                )
+            ]
+        )
+    spec = parse_spec(obj.get("spec"))
+    meta = obj.get("metadata") or {}
+    name = meta.get("name", "")
+    if not isinstance(name, str) or not re.match(DNS_LABEL_PATTERN, name) or len(name) > 52:
+        raise SpecErrors(
+            [
+                SpecError(
+                    "metadata.name",
+                    f"{name!r} is not a DNS label of at most 52 characters",
+                    "use lower-case letters, digits and '-' (children append suffixes)",
+                )
+            ]
+        )
+    return ChatModel(metadata=meta, spec=spec)
