@@ -1,0 +1,66 @@
+"""Load signals that drive autoscaling, declared once (pure).
+
+Prometheus computes them with recording rules from the Triton pods' own metrics (see README:
+why recording rules rather than operator scraping); prometheus-adapter exposes the per-pod
+series to the HPA under ``hpa_metric``, and KEDA queries ``keda_query`` directly. The
+PrometheusRule, the adapter rules, the HPA and the dashboards are all built from this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The pods carry this label, so every series can be grouped per ChatModel.
+CHATMODEL_LABEL = "chatmodel"
+
+
+@dataclass(frozen=True)
+class LoadSignal:
+    metric: str  # spec.autoscaling.metric value
+    record: str  # recording rule name (per pod)
+    expr: str  # PromQL over Triton's metrics, per pod
+    hpa_metric: str  # name under the custom metrics API
+    description: str
+    needs: tuple[str, ...]  # Triton metric families the expression reads
+
+    def keda_query(self, namespace: str, chatmodel: str) -> str:
+        """Average over a ChatModel's pods, which is what an AverageValue target compares."""
+        return f'avg({self.record}{{namespace="{namespace}",{CHATMODEL_LABEL}="{chatmodel}"}})'
+
+
+_BY = f"namespace, pod, {CHATMODEL_LABEL}"
+
+SIGNALS: dict[str, LoadSignal] = {
+    s.metric: s
+    for s in (
+        LoadSignal(
+            metric="queue-to-compute-ratio",
+            record="chatmodel:queue_to_compute_ratio",
+            expr=(
+                f"sum by ({_BY}) (rate(nv_inference_queue_duration_us[1m])) / "
+                f"clamp_min(sum by ({_BY}) (rate(nv_inference_compute_infer_duration_us[1m])), 1)"
+            ),
+            hpa_metric="chatmodel_queue_to_compute_ratio",
+            description="time requests wait in Triton's queues over time spent computing",
+            needs=("nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us"),
+        ),
+        LoadSignal(
+            metric="pending-requests",
+            record="chatmodel:pending_requests",
+            expr=f"sum by ({_BY}) (nv_inference_pending_request_count)",
+            hpa_metric="chatmodel_pending_requests",
+            description="requests received by Triton but not yet started by a backend",
+            needs=("nv_inference_pending_request_count",),
+        ),
+        LoadSignal(
+            metric="kv-cache-utilization",
+            record="chatmodel:kv_cache_utilization",
+            expr=(
+                f'max by ({_BY}) (nv_trt_llm_kv_cache_block_metrics{{kv_cache_block_type="fraction"}})'
+            ),
+            hpa_metric="chatmodel_kv_cache_utilization",
+            description="fraction of the paged KV cache in use (TensorRT-LLM C++ backend only)",
+            needs=("nv_trt_llm_kv_cache_block_metrics",),
+        ),
+    )
+}
