@@ -160,6 +160,10 @@ class AutoscalingSpec(_Model):
     """Average value per replica to hold the metric at; defaults to 1 (ratio), 4 (pending) or 0.8 (KV use)."""
     scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600)
     """How long load must stay low before replicas are removed."""
+    prometheus_address: str = Field(
+        default="http://prometheus-operated.monitoring.svc:9090", pattern=r"^https?://.+", max_length=512
+    )
+    """Prometheus that KEDA queries (engine keda only)."""
 
     def effective_target(self) -> float:
         return self.target if self.target is not None else DEFAULT_TARGETS[self.metric]

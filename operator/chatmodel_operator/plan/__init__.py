@@ -83,6 +83,7 @@ class Plan:
     engine_key: str
     image: str
     trust_remote_code: bool
+    prequantized: bool = False
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -441,6 +442,7 @@ def plan_spec(
         engine_key=engine_key(key_inputs),
         image=spec.engine.image or DEFAULT_IMAGES[route],
         trust_remote_code=spec.model.trust_remote_code,
+        prequantized=a.pre_quantization is not None,
         warnings=tuple(warnings),
     )
 

@@ -1,0 +1,172 @@
+"""The engine-build Job's shell scripts, as data (pure).
+
+Engine mode follows TensorRT-LLM 1.2's documented two-step flow: ``convert_checkpoint.py``
+(or ModelOpt's ``quantize.py`` for AWQ/FP8 calibration) then ``trtllm-build``. Every step
+writes into a temporary directory that is renamed into place with a ``.complete`` marker,
+so an interrupted or retried Job never serves half an engine.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from chatmodel_operator.catalog.source import Source
+from chatmodel_operator.render.paths import CachePaths
+
+# Where the Triton TensorRT-LLM image keeps TensorRT-LLM's examples; overridable by env.
+DEFAULT_EXAMPLES_DIR = "/app/examples"
+
+# Downloads with retries and a timeout per attempt (unbounded, silent downloads are a top
+# complaint about other operators). Written to a temp dir and renamed when complete.
+FETCH_HF = """\
+import os, sys, time
+from huggingface_hub import snapshot_download
+repo, rev, dest = sys.argv[1], (sys.argv[2] or None), sys.argv[3]
+os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "60")
+for attempt in range(1, 6):
+    try:
+        snapshot_download(repo, revision=rev, local_dir=dest + ".tmp", token=os.environ.get("HF_TOKEN") or None)
+        break
+    except Exception as exc:  # network errors differ by hub version
+        print(f"download attempt {attempt} of {repo} failed: {exc}", flush=True)
+        if attempt == 5:
+            raise
+        time.sleep(min(60, 5 * 2 ** attempt))
+"""
+
+
+def _q(*parts: object) -> str:
+    return " ".join(shlex.quote(str(p)) for p in parts)
+
+
+def fetch_script(source: Source, uri: str, paths: CachePaths) -> str:
+    """Shell that makes the checkpoint available at paths.checkpoint."""
+    dest = paths.checkpoint
+    lines = ["set -eu", f"if [ -f {_q(dest + '/.complete')} ]; then echo 'checkpoint cached'; exit 0; fi"]
+    lines.append(f"rm -rf {_q(dest + '.tmp')}")
+    if source.scheme == "hf":
+        lines.append(_q("python3", "-c", FETCH_HF, source.location, source.revision or "", dest))
+    elif source.scheme == "s3":
+        lines.append(_q("aws", "s3", "sync", "--only-show-errors", uri, dest + ".tmp"))
+    elif source.scheme == "gs":
+        lines.append(_q("gsutil", "-m", "rsync", "-r", uri, dest + ".tmp"))
+    else:  # pvc:// and file:// are read in place
+        return "true"
+    lines += [f"rm -rf {_q(dest)}", _q("mv", dest + ".tmp", dest), _q("touch", dest + "/.complete")]
+    return "\n".join(lines)
+
+
+def _convert_flags(quant: str, kv_dtype: str, prequantized: bool) -> list[str]:
+    flags: list[str] = []
+    if quant in ("int8-weight-only", "int4-weight-only"):
+        flags += ["--use_weight_only", "--weight_only_precision", quant.split("-")[0]]
+    elif quant == "smoothquant":
+        flags += ["--smoothquant", "0.5", "--per_token", "--per_channel"]
+    elif quant == "int4-gptq":
+        flags += ["--use_weight_only", "--weight_only_precision", "int4_gptq", "--per_group"]
+    if kv_dtype == "int8":
+        flags.append("--int8_kv_cache")
+    del prequantized
+    return flags
+
+
+def engine_build_script(
+    *,
+    paths: CachePaths,
+    quantization: str,
+    dtype: str,
+    kv_cache_dtype: str,
+    tensor_parallelism: int,
+    max_batch_size: int,
+    max_input_length: int,
+    max_sequence_length: int,
+    max_num_tokens: int,
+    prequantized: bool,
+) -> str:
+    """convert (or quantize) then trtllm-build, with the documented TensorRT-LLM 1.2 flags."""
+    ck, eng, tmp = paths.checkpoint, paths.engine_root, paths.engine_root + ".tmp"
+    tp = str(tensor_parallelism)
+    calibrate = quantization in ("fp8",) or (quantization == "int4-awq" and not prequantized)
+    lines = [
+        "set -eu",
+        f"if [ -f {_q(eng + '/.complete')} ]; then echo 'engine cached'; exit 0; fi",
+        f"EXAMPLES=${{TRTLLM_EXAMPLES_DIR:-{DEFAULT_EXAMPLES_DIR}}}",
+        'CONVERT=""',
+        'for d in "$EXAMPLES/models/core/llama" "$EXAMPLES/llama"; do '
+        '[ -f "$d/convert_checkpoint.py" ] && CONVERT="$d/convert_checkpoint.py" && break; done',
+        '[ -n "$CONVERT" ] || { echo "convert_checkpoint.py not found under $EXAMPLES: '
+        'this image has no TensorRT-LLM engine tools (Triton 26.07 is the last with them)"; exit 3; }',
+        f"rm -rf {_q(tmp)} && mkdir -p {_q(tmp)}",
+    ]
+    if calibrate:
+        qformat = "fp8" if quantization == "fp8" else "int4_awq"
+        cmd = [
+            "python3", "$EXAMPLES/quantization/quantize.py",
+            "--model_dir", ck, "--dtype", dtype, "--qformat", qformat,
+            "--output_dir", f"{tmp}/trtllm-checkpoint", "--tp_size", tp,
+        ]
+        if qformat == "int4_awq":
+            cmd += ["--awq_block_size", "128", "--calib_size", "32"]
+        else:
+            cmd += ["--calib_size", "512"]
+        if kv_cache_dtype in ("fp8", "int8"):
+            cmd += ["--kv_cache_dtype", kv_cache_dtype]
+    else:
+        cmd = [
+            "python3", "$CONVERT", "--model_dir", ck,
+            "--output_dir", f"{tmp}/trtllm-checkpoint", "--dtype", dtype, "--tp_size", tp,
+            *_convert_flags(quantization, kv_cache_dtype, prequantized),
+        ]
+        if quantization == "int4-gptq":
+            cmd += ["--quant_ckpt_path", ck]
+    lines.append(" ".join(c if c.startswith("$") else shlex.quote(c) for c in cmd))
+    build = [
+        "trtllm-build",
+        "--checkpoint_dir", f"{tmp}/trtllm-checkpoint",
+        "--output_dir", f"{tmp}/engine",
+        "--gemm_plugin", "auto",
+        "--kv_cache_type", "paged",
+        "--use_paged_context_fmha", "enable",
+        "--remove_input_padding", "enable",
+        "--max_batch_size", str(max_batch_size),
+        "--max_input_len", str(max_input_length),
+        "--max_seq_len", str(max_sequence_length),
+        "--max_num_tokens", str(max_num_tokens),
+        "--workers", tp,
+    ]
+    if kv_cache_dtype == "fp8" and quantization == "fp8":
+        build += ["--use_fp8_context_fmha", "enable"]
+    lines.append(_q(*build))
+    lines += [
+        f"rm -rf {_q(tmp + '/trtllm-checkpoint')}",
+        f"rm -rf {_q(eng)}",
+        _q("mv", tmp, eng),
+        _q("touch", eng + "/.complete"),
+    ]
+    return "\n".join(lines)
+
+
+def llmapi_prepare_script(*, paths: CachePaths, quantization: str, dtype: str, prequantized: bool) -> str:
+    """llmapi mode loads the checkpoint directly; only an FP8 request without an FP8 checkpoint
+    needs ModelOpt to write a quantized Hugging Face checkpoint first."""
+    eng = paths.engine_root
+    lines = ["set -eu", f"mkdir -p {_q(eng)}"]
+    if quantization == "fp8" and not prequantized:
+        lines += [
+            f"if [ ! -f {_q(paths.quantized + '/.complete')} ]; then",
+            f"  rm -rf {_q(paths.quantized + '.tmp')}",
+            "  EXAMPLES=${TRTLLM_EXAMPLES_DIR:-" + DEFAULT_EXAMPLES_DIR + "}",
+            "  python3 $EXAMPLES/quantization/quantize.py "
+            + _q("--model_dir", paths.checkpoint, "--dtype", dtype, "--qformat", "fp8",
+                 "--kv_cache_dtype", "fp8", "--calib_size", "512", "--output_dir", paths.quantized + ".tmp"),
+            "  " + _q("mv", paths.quantized + ".tmp", paths.quantized),
+            "  " + _q("touch", paths.quantized + "/.complete"),
+            "fi",
+        ]
+    lines.append(_q("touch", eng + "/.complete"))
+    return "\n".join(lines)
+
+
+def prepare_only_script(*, paths: CachePaths) -> str:
+    """vLLM and the Python backend read the checkpoint as it is."""
+    return "\n".join(["set -eu", f"mkdir -p {_q(paths.engine_root)}", _q("touch", paths.engine_root + "/.complete")])

@@ -1,0 +1,449 @@
+"""One builder per Kubernetes kind (pure): keyword arguments in, a fresh dict out."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+from typing import Any
+
+from chatmodel_operator.api.spec import API_VERSION, KIND, ChatModelSpec
+from chatmodel_operator.catalog.source import Source, parse_source
+from chatmodel_operator.plan import Plan
+from chatmodel_operator.render import build_commands as bc
+from chatmodel_operator.render.labels import (
+    cache_pvc_name,
+    configmap_name,
+    deployment_name,
+    job_name,
+    labels,
+    selector_labels,
+    service_name,
+)
+from chatmodel_operator.render.paths import (
+    CACHE_MOUNT,
+    MODEL_REPOSITORY_MOUNT,
+    SOURCE_MOUNT,
+    CachePaths,
+    cache_paths,
+)
+from chatmodel_operator.signals import SIGNALS
+
+BUILD_BACKOFF_LIMIT = 2
+BUILD_DEADLINE_SECONDS = 6 * 3600
+HF_TOKEN_KEY = "HF_TOKEN"
+REPOSITORY_HASH_ANNOTATION = "serving.chatmodel.io/repository-hash"
+
+
+def owner_reference(*, name: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _meta(
+    *, name: str, namespace: str, labels_: Mapping[str, str], owner: Mapping[str, Any] | None,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels_)}
+    if owner is not None:
+        meta["ownerReferences"] = [dict(owner)]
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
+def render_cache_pvc(*, namespace: str, spec: ChatModelSpec, chatmodel: str, owner: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The cache volume. With deletePolicy Retain it has no owner and outlives the ChatModel."""
+    c = spec.cache
+    pvc_spec: dict[str, Any] = {
+        "accessModes": [c.access_mode],
+        "resources": {"requests": {"storage": c.size}},
+        "volumeMode": "Filesystem",
+    }
+    if c.storage_class_name:
+        pvc_spec["storageClassName"] = c.storage_class_name
+    lab = labels(chatmodel, "cache")
+    lab.pop("chatmodel")  # shared between ChatModels
+    lab.pop("app.kubernetes.io/instance")
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _meta(
+            name=cache_pvc_name(c.storage_class_name, c.access_mode), namespace=namespace,
+            labels_=lab, owner=owner if c.delete_policy == "Delete" else None,
+        ),
+        "spec": pvc_spec,
+    }
+
+
+def _hardening() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _cache_volumes(spec: ChatModelSpec, source: Source, *, read_only: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    c = spec.cache
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "cache",
+            "persistentVolumeClaim": {"claimName": cache_pvc_name(c.storage_class_name, c.access_mode), "readOnly": read_only},
+        }
+    ]
+    mounts: list[dict[str, Any]] = [{"name": "cache", "mountPath": CACHE_MOUNT, "readOnly": read_only}]
+    if source.scheme == "pvc":
+        volumes.append({"name": "source", "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True}})
+        mounts.append({"name": "source", "mountPath": SOURCE_MOUNT, "readOnly": True})
+    elif source.scheme == "file":
+        # A node-local checkpoint (single-node clusters, kind): mounted read-only in place.
+        volumes.append({"name": "source", "hostPath": {"path": source.location, "type": "Directory"}})
+        mounts.append({"name": "source", "mountPath": source.location, "readOnly": True})
+    return volumes, mounts
+
+
+def _credentials_env(spec: ChatModelSpec, source: Source) -> list[dict[str, Any]]:
+    """Secrets reach the pod only as secretKeyRef: never in the spec we render or the status."""
+    secret = spec.model.credentials_secret
+    if not secret:
+        return []
+    if source.scheme == "hf":
+        return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": HF_TOKEN_KEY}}}]
+    return []
+
+
+def build_script(*, plan: Plan, paths: CachePaths, prequantized: bool) -> str:
+    if plan.route == "tensorrt-llm/engine":
+        return bc.engine_build_script(
+            paths=paths, quantization=plan.quantization, dtype=plan.dtype,
+            kv_cache_dtype=plan.kv_cache_dtype, tensor_parallelism=plan.tensor_parallelism,
+            max_batch_size=plan.max_batch_size, max_input_length=plan.max_input_length,
+            max_sequence_length=plan.max_sequence_length, max_num_tokens=plan.max_num_tokens,
+            prequantized=prequantized,
+        )
+    if plan.route == "tensorrt-llm/llmapi":
+        return bc.llmapi_prepare_script(paths=paths, quantization=plan.quantization, dtype=plan.dtype, prequantized=prequantized)
+    return bc.prepare_only_script(paths=paths)
+
+
+def render_build_job(
+    *, namespace: str, spec: ChatModelSpec, plan: Plan, chatmodel: str, prequantized: bool,
+) -> dict[str, Any]:
+    """Download the checkpoint, then convert and build (engine mode) or prepare it.
+
+    Named by the engine key and owned by no ChatModel: a build started for one ChatModel is
+    shared with every other that asks for the same key, and survives their deletion.
+    """
+    source = parse_source(spec.model.source)
+    paths = cache_paths(source, spec.model.source, plan.engine_key)
+    volumes, mounts = _cache_volumes(spec, source, read_only=False)
+    env = [{"name": "HF_HOME", "value": f"{CACHE_MOUNT}/hf-home"}]
+    init: list[dict[str, Any]] = []
+    if paths.downloaded:
+        init.append(
+            {
+                "name": "download",
+                "image": plan.image if source.scheme == "hf" else ("amazon/aws-cli:2.17.0" if source.scheme == "s3" else "google/cloud-sdk:slim"),
+                "command": ["/bin/sh", "-c"],
+                "args": [bc.fetch_script(source, spec.model.source, paths)],
+                "env": env + _credentials_env(spec, source),
+                "volumeMounts": mounts,
+                "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}},
+                "securityContext": _hardening(),
+            }
+        )
+    gpus = plan.gpus_per_replica if plan.route == "tensorrt-llm/engine" or plan.quantization == "fp8" else 0
+    resources: dict[str, Any] = {"requests": {"cpu": "4", "memory": "32Gi"}, "limits": {"memory": "256Gi"}}
+    if gpus:
+        resources["requests"]["nvidia.com/gpu"] = gpus
+        resources["limits"]["nvidia.com/gpu"] = gpus
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "initContainers": init,
+        "containers": [
+            {
+                "name": "build",
+                "image": plan.image,
+                "command": ["/bin/bash", "-c"],
+                "args": [build_script(plan=plan, paths=paths, prequantized=prequantized)],
+                "env": env,
+                "volumeMounts": mounts,
+                "resources": resources,
+                "securityContext": _hardening(),
+            }
+        ],
+        "volumes": volumes,
+    }
+    if gpus:
+        # Engines are specific to the GPU they are built on: build where they will serve.
+        pod_spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        if plan.gpu_product:
+            pod_spec["nodeSelector"] = {"nvidia.com/gpu.product": plan.gpu_product}
+    if not init:
+        pod_spec.pop("initContainers")
+    lab = labels(chatmodel, "engine-build", plan.engine_key)
+    lab.pop("chatmodel")
+    lab.pop("app.kubernetes.io/instance")
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _meta(name=job_name(plan.engine_key), namespace=namespace, labels_=lab, owner=None,
+                          annotations={"serving.chatmodel.io/source": spec.model.source, "serving.chatmodel.io/route": plan.route}),
+        "spec": {
+            "backoffLimit": BUILD_BACKOFF_LIMIT,
+            "activeDeadlineSeconds": BUILD_DEADLINE_SECONDS,
+            "ttlSecondsAfterFinished": 7 * 24 * 3600,
+            "template": {"metadata": {"labels": lab}, "spec": pod_spec},
+        },
+    }
+
+
+def config_map_key(path: PurePosixPath) -> str:
+    """ConfigMap keys cannot contain '/': nested paths are joined with '__'."""
+    return str(path).replace("/", "__")
+
+
+def repository_hash(repository: Mapping[PurePosixPath, str]) -> str:
+    h = hashlib.sha256()
+    for path in sorted(repository):
+        h.update(str(path).encode() + b"\0" + repository[path].encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def render_configmap(
+    *, name: str, namespace: str, engine_key: str, repository: Mapping[PurePosixPath, str], owner: Mapping[str, Any],
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(
+            name=configmap_name(name, engine_key), namespace=namespace,
+            labels_=labels(name, "model-repository", engine_key), owner=owner,
+            annotations={REPOSITORY_HASH_ANNOTATION: repository_hash(repository)},
+        ),
+        "data": {config_map_key(p): repository[p] for p in sorted(repository)},
+    }
+
+
+def tritonserver_args(*, http_port: int, grpc_port: int, metrics_port: int, repository: str) -> list[str]:
+    """The tritonserver command line, shared by the pod and `chatmodel serve`."""
+    return [
+        f"--model-repository={repository}",
+        f"--http-port={http_port}",
+        f"--grpc-port={grpc_port}",
+        f"--metrics-port={metrics_port}",
+        "--allow-metrics=true",
+        "--allow-cpu-metrics=false",
+        "--metrics-interval-ms=1000",
+        "--disable-auto-complete-config",
+        "--exit-on-error=true",
+        "--log-verbose=0",
+    ]
+
+
+def render_deployment(
+    *, name: str, namespace: str, spec: ChatModelSpec, plan: Plan, engine_key: str,
+    repository: Mapping[PurePosixPath, str], owner: Mapping[str, Any], replicas: int | None,
+) -> dict[str, Any]:
+    """Triton pods serving the engine ``engine_key`` (the serving key, which may lag the
+    planned key while a new engine builds). ``replicas`` None leaves them to the autoscaler."""
+    s = spec.serving
+    source = parse_source(spec.model.source)
+    volumes, mounts = _cache_volumes(spec, source, read_only=True)
+    items = [{"key": config_map_key(p), "path": str(p)} for p in sorted(repository)]
+    volumes += [
+        {"name": "model-repository", "configMap": {"name": configmap_name(name, engine_key), "items": items}},
+        # The Python backend moves tensors through shared memory; the default 64 MiB is too small.
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "4Gi"}},
+    ]
+    mounts += [
+        {"name": "model-repository", "mountPath": MODEL_REPOSITORY_MOUNT, "readOnly": True},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+    gpus = plan.gpus_per_replica
+    memory_gi = max(16, int(plan.weights_gib * 1.25) + 8)
+    env = [
+        {"name": "HF_HOME", "value": "/tmp/hf-home"},
+        {"name": "HF_HUB_OFFLINE", "value": "1"},
+    ]
+    if plan.route == "tensorrt-llm/engine" and plan.tensor_parallelism > 1:
+        # Orchestrator mode: one tritonserver spawns the other ranks itself (no mpirun).
+        env.append({"name": "TRTLLM_ORCHESTRATOR", "value": "1"})
+    probe_http = {"path": "/v2/health/ready", "port": "http"}
+    pod_labels = {**labels(name, "server", engine_key)}
+    container = {
+        "name": "triton",
+        "image": plan.image,
+        "command": ["tritonserver"],
+        "args": tritonserver_args(
+            http_port=s.http_port, grpc_port=s.grpc_port, metrics_port=s.metrics_port, repository=MODEL_REPOSITORY_MOUNT
+        ),
+        "ports": [
+            {"name": "http", "containerPort": s.http_port, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": s.grpc_port, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": s.metrics_port, "protocol": "TCP"},
+        ],
+        "env": env,
+        "resources": {
+            "requests": {"cpu": str(max(2, 4 * gpus)), "memory": f"{memory_gi}Gi", "nvidia.com/gpu": gpus},
+            "limits": {"memory": f"{memory_gi * 2}Gi", "nvidia.com/gpu": gpus},
+        },
+        "volumeMounts": mounts,
+        # Loading tens of GiB of weights takes minutes: the startup probe allows up to an hour
+        # so that liveness never kills a pod that is still loading.
+        "startupProbe": {"httpGet": probe_http, "periodSeconds": 10, "failureThreshold": 360, "timeoutSeconds": 5},
+        "readinessProbe": {"httpGet": probe_http, "periodSeconds": 5, "failureThreshold": 3, "timeoutSeconds": 5},
+        "livenessProbe": {"httpGet": probe_http, "periodSeconds": 15, "failureThreshold": 4, "timeoutSeconds": 5},
+        "securityContext": _hardening(),
+    }
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": volumes,
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "terminationGracePeriodSeconds": 60,
+        "enableServiceLinks": False,
+    }
+    if plan.gpu_product and spec.resources.gpu.product:
+        pod_spec["nodeSelector"] = {"nvidia.com/gpu.product": plan.gpu_product}
+    dep_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(name)},
+        # A new engine rolls in pod by pod and an old pod leaves only once a new one is ready.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "revisionHistoryLimit": 3,
+        "progressDeadlineSeconds": 3600,
+        "template": {
+            "metadata": {
+                "labels": pod_labels,
+                "annotations": {REPOSITORY_HASH_ANNOTATION: repository_hash(repository)},
+            },
+            "spec": pod_spec,
+        },
+    }
+    if replicas is not None:
+        dep_spec["replicas"] = replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(name=deployment_name(name), namespace=namespace, labels_=labels(name, "server"), owner=owner),
+        "spec": dep_spec,
+    }
+
+
+def render_service(*, name: str, namespace: str, spec: ChatModelSpec, owner: Mapping[str, Any]) -> dict[str, Any]:
+    s = spec.serving
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(name=service_name(name), namespace=namespace, labels_=labels(name, "server"), owner=owner),
+        "spec": {
+            "type": s.service_type,
+            "selector": selector_labels(name),
+            "ports": [
+                {"name": "http", "port": s.http_port, "targetPort": "http", "protocol": "TCP"},
+                {"name": "grpc", "port": s.grpc_port, "targetPort": "grpc", "protocol": "TCP"},
+                {"name": "metrics", "port": s.metrics_port, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def _target_quantity(value: float) -> str:
+    """A Kubernetes quantity: whole numbers plain, fractions in milli-units."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{round(value * 1000)}m"
+
+
+def render_hpa(*, name: str, namespace: str, spec: ChatModelSpec, owner: Mapping[str, Any]) -> dict[str, Any]:
+    a = spec.autoscaling
+    signal = SIGNALS[a.metric]
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(name=name, namespace=namespace, labels_=labels(name, "autoscaler"), owner=owner),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment_name(name)},
+            "minReplicas": a.min_replicas,
+            "maxReplicas": a.max_replicas,
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": signal.hpa_metric},
+                        "target": {"type": "AverageValue", "averageValue": _target_quantity(a.effective_target())},
+                    },
+                }
+            ],
+            "behavior": {
+                "scaleDown": {
+                    "stabilizationWindowSeconds": a.scale_down_stabilization_seconds,
+                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+                },
+                # New replicas need minutes to load weights: add one at a time, promptly.
+                "scaleUp": {"stabilizationWindowSeconds": 0, "policies": [{"type": "Pods", "value": 1, "periodSeconds": 30}]},
+            },
+        },
+    }
+
+
+def render_scaled_object(*, name: str, namespace: str, spec: ChatModelSpec, owner: Mapping[str, Any]) -> dict[str, Any]:
+    a = spec.autoscaling
+    signal = SIGNALS[a.metric]
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": _meta(name=name, namespace=namespace, labels_=labels(name, "autoscaler"), owner=owner),
+        "spec": {
+            "scaleTargetRef": {"name": deployment_name(name)},
+            "minReplicaCount": a.min_replicas,
+            "maxReplicaCount": a.max_replicas,
+            "advanced": {
+                "horizontalPodAutoscalerConfig": {
+                    "behavior": {"scaleDown": {"stabilizationWindowSeconds": a.scale_down_stabilization_seconds}}
+                }
+            },
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    "metricType": "AverageValue",
+                    "metadata": {
+                        "serverAddress": a.prometheus_address,
+                        "query": signal.keda_query(namespace, name),
+                        "threshold": str(a.effective_target()),
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render_pdb(*, name: str, namespace: str, owner: Mapping[str, Any]) -> dict[str, Any]:
+    # maxUnavailable rather than minAvailable: a single-replica model must not block node drains.
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(name=name, namespace=namespace, labels_=labels(name, "server"), owner=owner),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(name)}},
+    }
+
+
+def render_service_monitor(*, name: str, namespace: str, owner: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": _meta(name=name, namespace=namespace, labels_=labels(name, "server"), owner=owner),
+        "spec": {
+            "selector": {"matchLabels": {k: v for k, v in labels(name, "server").items() if k != "app.kubernetes.io/managed-by"}},
+            "namespaceSelector": {"matchNames": [namespace]},
+            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "5s"}],
+            # The recording rules group by this label: copy it from the Service onto every series.
+            "targetLabels": ["chatmodel"],
+        },
+    }
