@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from chatmodel_operator.api.spec import ChatModelSpec
-from chatmodel_operator.catalog import GPUProduct, ModelInfo, find_product
+from chatmodel_operator.catalog import GPUProduct, ModelInfo, find_product, resolve_model
 from chatmodel_operator.catalog.support import (
     KV_DTYPE_BY_BACKEND,
     NEEDS_PREQUANTIZED,
@@ -23,7 +23,7 @@ from chatmodel_operator.errors import NoFit, SpecError, Unsupported
 from chatmodel_operator.plan import memory as mem
 from chatmodel_operator.plan.engine_key import engine_key
 
-__all__ = ["DEFAULT_IMAGES", "GPUTarget", "Plan", "gpu_target", "plan_spec"]
+__all__ = ["DEFAULT_IMAGES", "GPUTarget", "Plan", "gpu_target", "plan_model", "plan_spec"]
 
 # Triton images per route: engine mode needs an image whose TensorRT-LLM (1.2.1) still has
 # trtllm-build and the C++ backend (26.07 is the last); the others follow the newest release.
@@ -491,3 +491,16 @@ def _suggestions(
     if seq > 2048:
         out.append("or a shorter engine.maxInputLength")
     return out
+
+
+def plan_model(
+    spec: ChatModelSpec,
+    *,
+    config: Any = None,
+    tokenizer_config: Any = None,
+    gpu_memory_gib: float | None = None,
+    gpu_product: str | None = None,
+) -> tuple[ModelInfo, Plan]:
+    """Resolve the model (catalog or the checkpoint's own config) and plan it."""
+    model = resolve_model(spec.model, config=config, tokenizer_config=tokenizer_config)
+    return model, plan_spec(spec, model, gpu_memory_gib=gpu_memory_gib, gpu_product=gpu_product)

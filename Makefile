@@ -1,0 +1,51 @@
+# chatmodel-operator: `make demo` runs the main job, `make test` the whole suite.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PYTHONUNBUFFERED := 1
+
+.PHONY: venv test unit lint demo generate check-generated system-deps bench clean
+
+venv: $(VENV)/.installed
+
+# torch is pinned to the CPU wheel first, so transformers never pulls a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[serve,test]'
+	touch $@
+
+# Prometheus (with promtool) for the metrics tests: Debian's package, installed when missing.
+system-deps:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	  else echo "prometheus missing: run 'sudo apt-get install prometheus' (metrics tests will be skipped)"; fi; }
+
+lint: venv
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: venv system-deps lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+unit: venv
+	$(BIN)/python -m pytest -q tests/unit
+
+demo: venv
+	@echo "== planning every example =="
+	@for f in examples/*.yaml; do $(BIN)/chatmodel plan $$f || exit 1; echo; done
+	@echo "== rendering examples/suschat.yaml =="
+	@$(BIN)/chatmodel render examples/suschat.yaml | grep -E '^(kind|  name):' | paste - - | sed 's/^/  /'
+	@if [ -f operator/chatmodel_operator/demo.py ]; then $(BIN)/python -m chatmodel_operator.demo; fi
+
+# Regenerate every committed generated file (CRD, its chart copy, API reference, dashboards).
+generate: venv
+	$(BIN)/python -m chatmodel_operator.generate
+
+bench: venv
+	$(BIN)/python bench/plan.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
