@@ -95,8 +95,9 @@ class Plan:
         return "; ".join(self.reasons)
 
     def to_status(self) -> dict[str, Any]:
-        """The shape of status.plan (camelCase), also what `chatmodel plan -o json` prints."""
-        return {
+        """The shape of status.plan (camelCase), also what `chatmodel plan -o json` prints.
+        Unset values are left out, as Kubernetes status fields are optional, not null."""
+        out = {
             "fits": self.fits,
             "reason": self.reason,
             "backend": self.backend,
@@ -122,6 +123,7 @@ class Plan:
             "engineKey": self.engine_key,
             "warnings": list(self.warnings),
         }
+        return {k: v for k, v in out.items() if v is not None}
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

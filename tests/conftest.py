@@ -1,0 +1,27 @@
+"""Shared fixtures: repository paths and example ChatModels."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+
+# Nothing in the tests may reach the model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def load_example(path: Path) -> dict[str, Any]:
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(doc, dict)
+    return doc
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
