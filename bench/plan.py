@@ -30,7 +30,14 @@ SOURCES = [
     ("hf://Tele-AI/TeleChat-52B", {"trustRemoteCode": True}),
     ("hf://xverse/XVERSE-7B-Chat", {}),
 ]
-PRODUCTS = ["NVIDIA-A100-SXM4-40GB", "NVIDIA-A100-SXM4-80GB", "NVIDIA-H100-80GB-HBM3", "NVIDIA-L4", "NVIDIA-GeForce-RTX-4090", "NVIDIA-H200"]
+PRODUCTS = [
+    "NVIDIA-A100-SXM4-40GB",
+    "NVIDIA-A100-SXM4-80GB",
+    "NVIDIA-H100-80GB-HBM3",
+    "NVIDIA-L4",
+    "NVIDIA-GeForce-RTX-4090",
+    "NVIDIA-H200",
+]
 
 
 def repository_for(spec: Any, plan: Any, model: Any) -> dict[Any, str]:
@@ -46,13 +53,23 @@ def specs(n: int) -> list[dict[str, Any]]:
     out = []
     for i in range(n):
         source, extra = rng.choice(SOURCES)
-        out.append({
-            "model": {"source": source, **extra},
-            "engine": {"maxBatchSize": rng.choice([8, 16, 64, 128]), "kvCacheDtype": rng.choice(["auto", "auto", "int8"]) if "4bits" not in source else "auto"},
-            "resources": {"gpu": {"product": rng.choice(PRODUCTS)}},
-            "serving": {"replicas": rng.randint(1, 4), "serviceMonitor": bool(i % 2)},
-            "autoscaling": {"enabled": bool(i % 3), "metric": rng.choice(["queue-to-compute-ratio", "pending-requests"])},
-        })
+        out.append(
+            {
+                "model": {"source": source, **extra},
+                "engine": {
+                    "maxBatchSize": rng.choice([8, 16, 64, 128]),
+                    "kvCacheDtype": rng.choice(["auto", "auto", "int8"])
+                    if "4bits" not in source
+                    else "auto",
+                },
+                "resources": {"gpu": {"product": rng.choice(PRODUCTS)}},
+                "serving": {"replicas": rng.randint(1, 4), "serviceMonitor": bool(i % 2)},
+                "autoscaling": {
+                    "enabled": bool(i % 3),
+                    "metric": rng.choice(["queue-to-compute-ratio", "pending-requests"]),
+                },
+            }
+        )
     return out
 
 
@@ -75,8 +92,14 @@ def main() -> None:
         counts["planned"] += 1
         if plan.fits:
             counts["fits"] += 1
-            children = render_children(name=f"m{i}", namespace="bench", uid=f"u{i}", spec=spec, plan=plan,
-                                       repository=repository_for(spec, plan, model))
+            children = render_children(
+                name=f"m{i}",
+                namespace="bench",
+                uid=f"u{i}",
+                spec=spec,
+                plan=plan,
+                repository=repository_for(spec, plan, model),
+            )
             objects += len(children.all())
             counts["rendered"] += 1
         per_spec.append(time.perf_counter() - s0)
@@ -85,10 +108,16 @@ def main() -> None:
     q = statistics.quantiles(per_spec, n=100)
     rows = [
         ("specs", f"{N}"),
-        ("planned / fit / rendered / refused", f"{counts['planned']} / {counts['fits']} / {counts['rendered']} / {counts['refused']}"),
+        (
+            "planned / fit / rendered / refused",
+            f"{counts['planned']} / {counts['fits']} / {counts['rendered']} / {counts['refused']}",
+        ),
         ("objects rendered", f"{objects}"),
         ("wall time", f"{elapsed:.2f} s"),
-        ("specs per second (one core)", f"{rate:,.0f}  (target >= 2,000: {'met' if rate >= 2000 else 'MISSED'})"),
+        (
+            "specs per second (one core)",
+            f"{rate:,.0f}  (target >= 2,000: {'met' if rate >= 2000 else 'MISSED'})",
+        ),
         ("per spec p50 / p99", f"{q[49] * 1e3:.3f} ms / {q[98] * 1e3:.3f} ms"),
     ]
     width = max(len(k) for k, _ in rows)

@@ -56,7 +56,8 @@ SIGNALS: dict[str, LoadSignal] = {
             metric="kv-cache-utilization",
             record="chatmodel:kv_cache_utilization",
             expr=(
-                f'max by ({_BY}) (nv_trt_llm_kv_cache_block_metrics{{kv_cache_block_type="fraction"}})'
+                f"max by ({_BY}) "
+                '(nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction"})'
             ),
             hpa_metric="chatmodel_kv_cache_utilization",
             description="fraction of the paged KV cache in use (TensorRT-LLM C++ backend only)",

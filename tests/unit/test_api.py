@@ -25,7 +25,9 @@ def test_defaults_fill_every_section() -> None:
 
 
 def test_camel_case_on_the_wire() -> None:
-    spec = parse_spec({**BASE, "resources": {"gpu": {"memoryGiB": 40, "count": 4}}, "engine": {"maxBatchSize": 8}})
+    spec = parse_spec(
+        {**BASE, "resources": {"gpu": {"memoryGiB": 40, "count": 4}}, "engine": {"maxBatchSize": 8}}
+    )
     assert spec.resources.gpu.memory_gi_b == 40
     assert spec.engine.max_batch_size == 8
     assert spec.model_dump(by_alias=True)["resources"]["gpu"]["memoryGiB"] == 40
@@ -35,29 +37,57 @@ def test_camel_case_on_the_wire() -> None:
     ("spec", "field", "fix_words"),
     [
         pytest.param({**BASE, "engin": {}}, "spec.engin", "remove it", id="unknown-top-field"),
-        pytest.param({**BASE, "engine": {"backend": "tensorrt"}}, "spec.engine.backend", "'tensorrt-llm'", id="bad-enum"),
-        pytest.param({**BASE, "engine": {"maxBatchSize": "lots"}}, "spec.engine.maxBatchSize", "correct", id="wrong-type"),
-        pytest.param({"model": {"source": "http://x"}}, "spec.model.source", "hf://org/name", id="bad-source"),
+        pytest.param(
+            {**BASE, "engine": {"backend": "tensorrt"}},
+            "spec.engine.backend",
+            "'tensorrt-llm'",
+            id="bad-enum",
+        ),
+        pytest.param(
+            {**BASE, "engine": {"maxBatchSize": "lots"}},
+            "spec.engine.maxBatchSize",
+            "correct",
+            id="wrong-type",
+        ),
+        pytest.param(
+            {"model": {"source": "http://x"}}, "spec.model.source", "hf://org/name", id="bad-source"
+        ),
         pytest.param({}, "spec.model", "add it", id="missing-model"),
-        pytest.param({**BASE, "engine": {"tensorParallelism": 3}}, "spec.engine.tensorParallelism", "one of", id="tp-3"),
+        pytest.param(
+            {**BASE, "engine": {"tensorParallelism": 3}},
+            "spec.engine.tensorParallelism",
+            "one of",
+            id="tp-3",
+        ),
         pytest.param(
             {**BASE, "autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
-            "spec.autoscaling.minReplicas", "maxReplicas", id="min-gt-max",
+            "spec.autoscaling.minReplicas",
+            "maxReplicas",
+            id="min-gt-max",
         ),
         pytest.param(
             {"model": {"source": "s3://b/m", "credentialsSecret": "tok"}},
-            "spec.model.credentialsSecret", "hf://", id="secret-non-hf",
+            "spec.model.credentialsSecret",
+            "hf://",
+            id="secret-non-hf",
         ),
         pytest.param(
-            {**BASE, "engine": {"backend": "vllm", "mode": "llmapi"}}, "spec.engine.mode", "tensorrt-llm", id="llmapi-vllm",
+            {**BASE, "engine": {"backend": "vllm", "mode": "llmapi"}},
+            "spec.engine.mode",
+            "tensorrt-llm",
+            id="llmapi-vllm",
         ),
         pytest.param(
             {**BASE, "resources": {"gpu": {"count": 2}}, "engine": {"tensorParallelism": 4}},
-            "spec.resources.gpu.count", "agree", id="count-vs-tp",
+            "spec.resources.gpu.count",
+            "agree",
+            id="count-vs-tp",
         ),
     ],
 )
-def test_errors_name_the_field_and_the_fix(spec: dict[str, Any], field: str, fix_words: str) -> None:
+def test_errors_name_the_field_and_the_fix(
+    spec: dict[str, Any], field: str, fix_words: str
+) -> None:
     with pytest.raises(SpecErrors) as info:
         parse_spec(spec)
     fields = [e.field for e in info.value.errors]
@@ -68,18 +98,33 @@ def test_errors_name_the_field_and_the_fix(spec: dict[str, Any], field: str, fix
 
 
 def test_whole_object_checks_kind_and_name() -> None:
-    with pytest.raises(SpecErrors, match="apiVersion"):
+    with pytest.raises(SpecErrors, match=r"apiVersion"):
         parse_chatmodel({"apiVersion": "v1", "kind": "Pod", "spec": BASE})
-    with pytest.raises(SpecErrors, match="metadata.name"):
-        parse_chatmodel({"apiVersion": "serving.chatmodel.io/v1alpha1", "kind": "ChatModel", "metadata": {"name": "Bad_Name"}, "spec": BASE})
+    with pytest.raises(SpecErrors, match=r"metadata.name"):
+        parse_chatmodel(
+            {
+                "apiVersion": "serving.chatmodel.io/v1alpha1",
+                "kind": "ChatModel",
+                "metadata": {"name": "Bad_Name"},
+                "spec": BASE,
+            }
+        )
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10, 10**6) | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-10, 10**6)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
     max_leaves=12,
 )
-spec_keys = st.sampled_from(["model", "engine", "resources", "serving", "autoscaling", "cache", "extra"])
+spec_keys = st.sampled_from(
+    ["model", "engine", "resources", "serving", "autoscaling", "cache", "extra"]
+)
 
 
 @settings(max_examples=300, deadline=None)

@@ -22,7 +22,9 @@ SEED_FACTS = [
 
 
 @pytest.mark.parametrize(("repo", "params", "bf16_bytes", "kv"), SEED_FACTS)
-def test_seed_model_shapes_match_published_figures(repo: str, params: float, bf16_bytes: float, kv: int) -> None:
+def test_seed_model_shapes_match_published_figures(
+    repo: str, params: float, bf16_bytes: float, kv: int
+) -> None:
     arch = from_hf_config(KNOWN_MODELS[repo.lower()].config)
     assert arch.total_params == pytest.approx(params, rel=5e-4)
     assert weights_bytes(arch, "none", "bfloat16") == pytest.approx(bf16_bytes, rel=2e-3)
@@ -31,14 +33,23 @@ def test_seed_model_shapes_match_published_figures(repo: str, params: float, bf1
 
 def test_telechat_gpt2_style_keys_and_no_architectures() -> None:
     arch = from_hf_config(KNOWN_MODELS["tele-ai/telechat-52b"].config)
-    assert (arch.hidden_size, arch.intermediate_size, arch.num_layers, arch.num_heads) == (8192, 21824, 64, 64)
+    assert (arch.hidden_size, arch.intermediate_size, arch.num_layers, arch.num_heads) == (
+        8192,
+        21824,
+        64,
+        64,
+    )
     assert arch.num_kv_heads == 64 and arch.context_length == 4096
     assert arch.architecture == "telechat" and arch.remote_code
 
 
 @pytest.mark.parametrize(
     ("repo", "quant"),
-    [("01-ai/Yi-34B-Chat-4bits", "int4-awq"), ("01-ai/Yi-34B-Chat-8bits", "int8-gptq"), ("xverse/XVERSE-7B-Chat-GPTQ-Int4", "int4-gptq")],
+    [
+        ("01-ai/Yi-34B-Chat-4bits", "int4-awq"),
+        ("01-ai/Yi-34B-Chat-8bits", "int8-gptq"),
+        ("xverse/XVERSE-7B-Chat-GPTQ-Int4", "int4-gptq"),
+    ],
 )
 def test_pre_quantized_checkpoints_are_recognised(repo: str, quant: str) -> None:
     pq = from_hf_config(KNOWN_MODELS[repo.lower()].config).pre_quantization
@@ -46,8 +57,10 @@ def test_pre_quantized_checkpoints_are_recognised(repo: str, quant: str) -> None
 
 
 def test_unsupported_quant_method_is_a_clear_error() -> None:
-    cfg = dict(KNOWN_MODELS["01-ai/yi-34b-chat"].config) | {"quantization_config": {"quant_method": "bitnet"}}
-    with pytest.raises(UnknownModel, match="quant_method 'bitnet'.*fix"):
+    cfg = dict(KNOWN_MODELS["01-ai/yi-34b-chat"].config) | {
+        "quantization_config": {"quant_method": "bitnet"}
+    }
+    with pytest.raises(UnknownModel, match=r"quant_method .bitnet.*fix"):
         from_hf_config(cfg)
 
 
@@ -65,26 +78,40 @@ def test_unknown_hub_model_without_config_says_how_to_fix() -> None:
 def test_any_checkpoint_is_read_from_its_config_and_template_is_honoured() -> None:
     cfg = dict(KNOWN_MODELS["01-ai/yi-34b-chat"].config)
     spec = parse_spec({"model": {"source": "file:///models/my-llama"}})
-    info = resolve_model(spec.model, config=cfg, tokenizer_config={"chat_template": "{{ messages[0]['content'] }}"})
+    info = resolve_model(
+        spec.model, config=cfg, tokenizer_config={"chat_template": "{{ messages[0]['content'] }}"}
+    )
     assert info.template_origin == "checkpoint"
     assert info.arch.num_kv_heads == 8
 
 
 def test_spec_template_overrides_everything() -> None:
-    spec = parse_spec({"model": {"source": "hf://01-ai/Yi-34B-Chat", "chatTemplate": "X{{ messages|length }}"}})
+    spec = parse_spec(
+        {"model": {"source": "hf://01-ai/Yi-34B-Chat", "chatTemplate": "X{{ messages|length }}"}}
+    )
     assert resolve_model(spec.model).template_origin == "spec"
 
 
 def test_no_chat_format_at_all_is_a_spec_error() -> None:
     spec = parse_spec({"model": {"source": "file:///models/x"}})
-    cfg = {"architectures": ["MysteryForCausalLM"], "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100}
-    with pytest.raises(SpecError, match="spec.model.family"):
+    cfg = {
+        "architectures": ["MysteryForCausalLM"],
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "vocab_size": 100,
+    }
+    with pytest.raises(SpecError, match=r"spec.model.family"):
         resolve_model(spec.model, config=cfg, tokenizer_config={})
 
 
-def render(template: str, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+def render(
+    template: str, messages: list[dict[str, Any]], add_generation_prompt: bool = True
+) -> str:
     env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt)
+    return env.from_string(template).render(
+        messages=messages, add_generation_prompt=add_generation_prompt
+    )
 
 
 CONVERSATION = [
@@ -98,27 +125,52 @@ CONVERSATION = [
 @pytest.mark.parametrize(
     ("family", "system", "expected"),
     [
-        pytest.param("sus-chat", None, "### Human: q1\n\n### Assistant: a1<|endoftext|>### Human: q2\n\n### Assistant: ", id="sus"),
-        pytest.param("sus-chat", "Be brief.", "Be brief.### Human: q1\n\n### Assistant: a1<|endoftext|>### Human: q2\n\n### Assistant: ", id="sus-system"),
         pytest.param(
-            "yi-chat", "s",
+            "sus-chat",
+            None,
+            "### Human: q1\n\n### Assistant: a1<|endoftext|>### Human: q2\n\n### Assistant: ",
+            id="sus",
+        ),
+        pytest.param(
+            "sus-chat",
+            "Be brief.",
+            "Be brief.### Human: q1\n\n### Assistant: a1<|endoftext|>### Human: q2\n\n### Assistant: ",
+            id="sus-system",
+        ),
+        pytest.param(
+            "yi-chat",
+            "s",
             "<|im_start|>system\ns<|im_end|>\n<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\na1<|im_end|>\n"
             "<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\n",
             id="yi-chatml",
         ),
         pytest.param("telechat", None, "<_user>q1<_bot>a1<_end><_user>q2<_bot>", id="telechat"),
-        pytest.param("telechat", " sys ", "sys<_user>q1<_bot>a1<_end><_user>q2<_bot>", id="telechat-system"),
-        pytest.param("xverse", None, "Human: q1\n\nAssistant: a1<|endoftext|>Human: q2\n\nAssistant: ", id="xverse"),
+        pytest.param(
+            "telechat", " sys ", "sys<_user>q1<_bot>a1<_end><_user>q2<_bot>", id="telechat-system"
+        ),
+        pytest.param(
+            "xverse",
+            None,
+            "Human: q1\n\nAssistant: a1<|endoftext|>Human: q2\n\nAssistant: ",
+            id="xverse",
+        ),
     ],
 )
-def test_family_chat_formats_render_the_documented_prompt(family: str, system: str | None, expected: str) -> None:
+def test_family_chat_formats_render_the_documented_prompt(
+    family: str, system: str | None, expected: str
+) -> None:
     messages = ([{"role": "system", "content": system}] if system else []) + CONVERSATION
     assert render(FAMILIES[family].chat_template, messages) == expected
 
 
 @pytest.mark.parametrize(
     ("family", "stop", "stop_id"),
-    [("sus-chat", "<|endoftext|>", 2), ("yi-chat", "<|im_end|>", 7), ("telechat", "</s>", 2), ("xverse", "<|endoftext|>", 3)],
+    [
+        ("sus-chat", "<|endoftext|>", 2),
+        ("yi-chat", "<|im_end|>", 7),
+        ("telechat", "</s>", 2),
+        ("xverse", "<|endoftext|>", 3),
+    ],
 )
 def test_stop_tokens(family: str, stop: str, stop_id: int) -> None:
     fam = FAMILIES[family]

@@ -9,13 +9,20 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.conftest import EXAMPLES, REPO
 
 from chatmodel_operator.cli import main
-from tests.conftest import EXAMPLES, REPO
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "chatmodel_operator.cli", *args], capture_output=True, text=True, input=stdin, cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "chatmodel_operator.cli", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        cwd=REPO,
+        timeout=120,
+    )
 
 
 def test_plan_json_is_the_status_plan_shape(capsys: pytest.CaptureFixture[str]) -> None:
@@ -25,7 +32,10 @@ def test_plan_json_is_the_status_plan_shape(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_plan_gpu_overrides(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["plan", str(REPO / "examples/suschat.yaml"), "--gpu-memory-gib", "24", "-o", "json"]) == 0
+    assert (
+        main(["plan", str(REPO / "examples/suschat.yaml"), "--gpu-memory-gib", "24", "-o", "json"])
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["gpusPerReplica"] == 4
     assert main(["plan", str(REPO / "examples/suschat.yaml"), "--gpu-product", "NVIDIA-L40S"]) == 0
     assert "2 x 48 GiB" in capsys.readouterr().out
@@ -33,15 +43,32 @@ def test_plan_gpu_overrides(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_crd_command_prints_the_committed_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["crd"]) == 0
-    assert capsys.readouterr().out == (REPO / "crds/chatmodels.serving.chatmodel.io.yaml").read_text()
+    assert (
+        capsys.readouterr().out == (REPO / "crds/chatmodels.serving.chatmodel.io.yaml").read_text()
+    )
 
 
 BAD = {
-    "unknown-field": ("spec:\n  model: {source: hf://01-ai/Yi-34B-Chat}\n  enigne: {}\n", "spec.enigne"),
-    "wrong-type": ("spec:\n  model: {source: hf://01-ai/Yi-34B-Chat}\n  serving: {replicas: many}\n", "spec.serving.replicas"),
-    "bad-enum": ("spec:\n  model: {source: hf://01-ai/Yi-34B-Chat}\n  engine: {quantization: int3}\n", "spec.engine.quantization"),
-    "impossible": ("spec:\n  model: {source: hf://01-ai/Yi-34B-Chat}\n  resources: {gpu: {product: NVIDIA-A100-SXM4-80GB}}\n  engine: {quantization: fp8}\n", "fp8 needs compute capability"),
-    "unknown-model": ("spec:\n  model: {source: hf://nobody/nothing}\n  resources: {gpu: {memoryGiB: 80}}\n", "spec.model.source"),
+    "unknown-field": (
+        "spec:\n  model: {source: hf://01-ai/Yi-34B-Chat}\n  enigne: {}\n",
+        "spec.enigne",
+    ),
+    "wrong-type": (
+        "spec:\n  model: {source: hf://01-ai/Yi-34B-Chat}\n  serving: {replicas: many}\n",
+        "spec.serving.replicas",
+    ),
+    "bad-enum": (
+        "spec:\n  model: {source: hf://01-ai/Yi-34B-Chat}\n  engine: {quantization: int3}\n",
+        "spec.engine.quantization",
+    ),
+    "impossible": (
+        "spec:\n  model: {source: hf://01-ai/Yi-34B-Chat}\n  resources: {gpu: {product: NVIDIA-A100-SXM4-80GB}}\n  engine: {quantization: fp8}\n",
+        "fp8 needs compute capability",
+    ),
+    "unknown-model": (
+        "spec:\n  model: {source: hf://nobody/nothing}\n  resources: {gpu: {memoryGiB: 80}}\n",
+        "spec.model.source",
+    ),
     "not-yaml": ("spec: [unclosed\n", "not valid YAML"),
 }
 
@@ -49,14 +76,23 @@ BAD = {
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_input_exits_2_with_one_message(case: str, tmp_path: Path) -> None:
     body, expected = BAD[case]
-    head = "" if case == "not-yaml" else "apiVersion: serving.chatmodel.io/v1alpha1\nkind: ChatModel\nmetadata: {name: bad}\n"
+    head = (
+        ""
+        if case == "not-yaml"
+        else "apiVersion: serving.chatmodel.io/v1alpha1\nkind: ChatModel\nmetadata: {name: bad}\n"
+    )
     f = tmp_path / "bad.yaml"
     f.write_text(head + body)
     proc = run("plan", str(f))
     assert proc.returncode == 2, proc.stderr
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and "fix" in proc.stderr or case == "not-yaml"
+    assert (
+        (proc.stderr.count("\n") == 1
+        and proc.stderr.startswith("error: ")
+        and "fix" in proc.stderr)
+        or case == "not-yaml"
+    )
 
 
 def test_missing_file_exits_2() -> None:
@@ -66,8 +102,19 @@ def test_missing_file_exits_2() -> None:
 
 def test_nothing_fits_is_reported_not_raised(tmp_path: Path) -> None:
     f = tmp_path / "big.yaml"
-    f.write_text(yaml.safe_dump({"apiVersion": "serving.chatmodel.io/v1alpha1", "kind": "ChatModel", "metadata": {"name": "big"},
-                                 "spec": {"model": {"source": "hf://01-ai/Yi-34B-Chat"}, "resources": {"gpu": {"memoryGiB": 40, "count": 1}}}}))
+    f.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "serving.chatmodel.io/v1alpha1",
+                "kind": "ChatModel",
+                "metadata": {"name": "big"},
+                "spec": {
+                    "model": {"source": "hf://01-ai/Yi-34B-Chat"},
+                    "resources": {"gpu": {"memoryGiB": 40, "count": 1}},
+                },
+            }
+        )
+    )
     proc = run("plan", str(f), "-o", "json")
     assert proc.returncode == 0
     out = json.loads(proc.stdout)

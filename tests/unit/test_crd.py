@@ -8,15 +8,19 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-
-from chatmodel_operator.api.crd import build_crd, status_schema
-from chatmodel_operator.generate import generated_files
 from tests.conftest import EXAMPLES, REPO, load_example
 from tests.unit.test_plan import plan_for
 
+from chatmodel_operator.api.crd import build_crd, status_schema
+from chatmodel_operator.generate import generated_files
+
 
 def test_committed_generated_files_are_current() -> None:
-    stale = [rel for rel, text in generated_files().items() if not (REPO / rel).exists() or (REPO / rel).read_text(encoding="utf-8") != text]
+    stale = [
+        rel
+        for rel, text in generated_files().items()
+        if not (REPO / rel).exists() or (REPO / rel).read_text(encoding="utf-8") != text
+    ]
     assert not stale, f"run `make generate`: stale {stale}"
 
 
@@ -49,13 +53,23 @@ def test_schema_is_structural_and_every_field_is_described() -> None:
 def test_subresources_and_printer_columns() -> None:
     version = build_crd()["spec"]["versions"][0]
     assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.serving.replicas"
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Model", "GPUs", "Replicas", "Ready", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Phase",
+        "Model",
+        "GPUs",
+        "Replicas",
+        "Ready",
+        "Age",
+    ]
     assert build_crd()["spec"]["names"]["shortNames"] == ["chm"]
 
 
 def test_cross_field_rules_are_cel_with_messages() -> None:
     spec = schema()["properties"]["spec"]
-    rules = spec["x-kubernetes-validations"] + spec["properties"]["autoscaling"]["x-kubernetes-validations"]
+    rules = (
+        spec["x-kubernetes-validations"]
+        + spec["properties"]["autoscaling"]["x-kubernetes-validations"]
+    )
     assert any("minReplicas <= self.maxReplicas" in r["rule"] for r in rules)
     assert all(r["message"] for r in rules)
 
@@ -76,7 +90,19 @@ def test_unknown_field_is_rejected_by_the_schema() -> None:
 
 
 def test_plan_status_validates_against_the_status_schema() -> None:
-    status = {"phase": "Ready", "observedGeneration": 3, "plan": plan_for("01-ai/Yi-34B-Chat").to_status(),
-              "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "", "lastTransitionTime": "2026-11-21T00:00:00Z"}]}
+    status = {
+        "phase": "Ready",
+        "observedGeneration": 3,
+        "plan": plan_for("01-ai/Yi-34B-Chat").to_status(),
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Ready",
+                "message": "",
+                "lastTransitionTime": "2026-11-21T00:00:00Z",
+            }
+        ],
+    }
     jsonschema.validate(status, status_schema())
     assert yaml.safe_load(yaml.safe_dump(status)) == status

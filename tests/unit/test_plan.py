@@ -14,7 +14,10 @@ from chatmodel_operator.plan import memory as mem
 
 
 def plan_for(source: str, gpu: dict[str, Any] | None = None, **sections: Any) -> Plan:
-    spec_dict: dict[str, Any] = {"model": {"source": f"hf://{source}"}, "resources": {"gpu": gpu or {"memoryGiB": 80}}}
+    spec_dict: dict[str, Any] = {
+        "model": {"source": f"hf://{source}"},
+        "resources": {"gpu": gpu or {"memoryGiB": 80}},
+    }
     for key, value in sections.items():
         spec_dict[key] = {**spec_dict.get(key, {}), **value}
     spec = parse_spec(spec_dict)
@@ -23,7 +26,16 @@ def plan_for(source: str, gpu: dict[str, Any] | None = None, **sections: Any) ->
 
 # shared/seed-models.md, "Deployments the authors state: the planner must reproduce them".
 AUTHORS = [
-    pytest.param("Tele-AI/TeleChat-52B", 40, 4, {"model": {"source": "hf://Tele-AI/TeleChat-52B", "trustRemoteCode": True}, "engine": {"dtype": "float16"}}, id="telechat-52b-fp16-40g"),
+    pytest.param(
+        "Tele-AI/TeleChat-52B",
+        40,
+        4,
+        {
+            "model": {"source": "hf://Tele-AI/TeleChat-52B", "trustRemoteCode": True},
+            "engine": {"dtype": "float16"},
+        },
+        id="telechat-52b-fp16-40g",
+    ),
     pytest.param("01-ai/Yi-34B-Chat", 80, 1, {}, id="yi-34b-bf16-80g"),
     pytest.param("01-ai/Yi-34B-Chat", 24, 4, {}, id="yi-34b-bf16-24g"),
     pytest.param("01-ai/Yi-34B-Chat-4bits", 24, 1, {}, id="yi-34b-4bits-24g"),
@@ -35,7 +47,9 @@ AUTHORS = [
 
 
 @pytest.mark.parametrize(("source", "memory", "gpus", "extra"), AUTHORS)
-def test_reproduces_the_authors_deployments(source: str, memory: int, gpus: int, extra: dict[str, Any]) -> None:
+def test_reproduces_the_authors_deployments(
+    source: str, memory: int, gpus: int, extra: dict[str, Any]
+) -> None:
     plan = plan_for(source, {"memoryGiB": memory}, **extra)
     assert plan.fits, plan.reason
     assert plan.gpus_per_replica == gpus, plan.reason
@@ -52,7 +66,11 @@ def test_sus_chat_8k_context_doubles_kv_per_sequence() -> None:
 
 def test_yi_8bits_on_40g_uses_about_38_gb() -> None:
     plan = plan_for("01-ai/Yi-34B-Chat-8bits", {"memoryGiB": 40})
-    used = plan.weights_per_gpu_gib + plan.reserve_per_gpu_gib + plan.max_sequence_length * plan.kv_cache_bytes_per_token / mem.GIB
+    used = (
+        plan.weights_per_gpu_gib
+        + plan.reserve_per_gpu_gib
+        + plan.max_sequence_length * plan.kv_cache_bytes_per_token / mem.GIB
+    )
     assert 33 <= used <= 40
 
 
@@ -66,10 +84,22 @@ YI_MEASURED = [
 
 
 @pytest.mark.parametrize(("source", "quant", "dtype", "measured"), YI_MEASURED)
-def test_memory_estimates_within_15_percent_of_yi_measurements(source: str, quant: str, dtype: str, measured: tuple[int | None, ...]) -> None:
+def test_memory_estimates_within_15_percent_of_yi_measurements(
+    source: str, quant: str, dtype: str, measured: tuple[int | None, ...]
+) -> None:
     arch = resolve_model(parse_spec({"model": {"source": f"hf://{source}"}}).model).arch
     for batch, gb in zip((1, 4, 16, 32), measured, strict=True):
-        est = mem.estimate_total_bytes(arch, quantization=quant, dtype=dtype, kv_dtype=dtype, batch=batch, sequence_length=3072) / mem.GIB
+        est = (
+            mem.estimate_total_bytes(
+                arch,
+                quantization=quant,
+                dtype=dtype,
+                kv_dtype=dtype,
+                batch=batch,
+                sequence_length=3072,
+            )
+            / mem.GIB
+        )
         if gb is None:  # published as "> 80 GB"
             assert est > 80
         else:
@@ -85,15 +115,28 @@ def test_nothing_fits_names_numbers_and_what_would_fit() -> None:
 
 
 def test_telechat_on_one_40g_gpu_explains() -> None:
-    plan = plan_for("Tele-AI/TeleChat-52B", {"memoryGiB": 40, "count": 1}, model={"source": "hf://Tele-AI/TeleChat-52B", "trustRemoteCode": True})
+    plan = plan_for(
+        "Tele-AI/TeleChat-52B",
+        {"memoryGiB": 40, "count": 1},
+        model={"source": "hf://Tele-AI/TeleChat-52B", "trustRemoteCode": True},
+    )
     assert not plan.fits
     assert "needs 98.4 GiB of weights" in plan.reason and "4 x 40 GiB GPUs would fit" in plan.reason
 
 
 def test_fp8_needs_ada_or_newer() -> None:
-    with pytest.raises(Unsupported, match=r"spec.engine.quantization: fp8 needs compute capability 8.9.*NVIDIA-A100-SXM4-80GB is 8.0"):
-        plan_for("01-ai/Yi-34B-Chat", {"product": "NVIDIA-A100-SXM4-80GB"}, engine={"quantization": "fp8"})
-    plan = plan_for("01-ai/Yi-34B-Chat", {"product": "NVIDIA-H100-80GB-HBM3"}, engine={"quantization": "fp8"})
+    with pytest.raises(
+        Unsupported,
+        match=r"spec.engine.quantization: fp8 needs compute capability 8.9.*NVIDIA-A100-SXM4-80GB is 8.0",
+    ):
+        plan_for(
+            "01-ai/Yi-34B-Chat",
+            {"product": "NVIDIA-A100-SXM4-80GB"},
+            engine={"quantization": "fp8"},
+        )
+    plan = plan_for(
+        "01-ai/Yi-34B-Chat", {"product": "NVIDIA-H100-80GB-HBM3"}, engine={"quantization": "fp8"}
+    )
     assert plan.fits and plan.quantization == "fp8" and plan.weights_gib < 34
 
 
@@ -105,22 +148,35 @@ def test_fp8_needs_ada_or_newer() -> None:
         pytest.param("01-ai/Yi-34B-Chat", "tensorrt-llm", "engine", None, id="yi-trt"),
     ],
 )
-def test_auto_backend_falls_back_and_says_why(source: str, backend: str, mode: str | None, why: str | None) -> None:
+def test_auto_backend_falls_back_and_says_why(
+    source: str, backend: str, mode: str | None, why: str | None
+) -> None:
     plan = plan_for(source, {"memoryGiB": 80})
     assert (plan.backend, plan.mode) == (backend, mode)
     if why:
-        assert plan.backend_reason and why in plan.backend_reason and plan.backend_reason in plan.warnings
+        assert (
+            plan.backend_reason
+            and why in plan.backend_reason
+            and plan.backend_reason in plan.warnings
+        )
 
 
 def test_telechat_auto_backend_is_python_and_needs_trust_remote_code() -> None:
-    with pytest.raises(Unsupported, match="spec.model.trustRemoteCode"):
+    with pytest.raises(Unsupported, match=r"spec.model.trustRemoteCode"):
         plan_for("Tele-AI/TeleChat-52B", {"memoryGiB": 80})
-    plan = plan_for("Tele-AI/TeleChat-52B", {"memoryGiB": 80}, model={"source": "hf://Tele-AI/TeleChat-52B", "trustRemoteCode": True})
+    plan = plan_for(
+        "Tele-AI/TeleChat-52B",
+        {"memoryGiB": 80},
+        model={"source": "hf://Tele-AI/TeleChat-52B", "trustRemoteCode": True},
+    )
     assert plan.backend == "python" and "TeleChat" in (plan.backend_reason or "")
 
 
 def test_explicit_tensorrt_llm_on_xverse_is_refused_with_the_alternative() -> None:
-    with pytest.raises(Unsupported, match=r"spec.engine.backend: .*XverseForCausalLM.*fix: set engine.backend to auto \(it would pick vllm\)"):
+    with pytest.raises(
+        Unsupported,
+        match=r"spec.engine.backend: .*XverseForCausalLM.*fix: set engine.backend to auto \(it would pick vllm\)",
+    ):
         plan_for("xverse/XVERSE-7B-Chat", engine={"backend": "tensorrt-llm"})
 
 
@@ -131,14 +187,33 @@ def test_requantizing_a_quantized_checkpoint_is_refused() -> None:
 
 def test_tensor_parallelism_must_divide_heads() -> None:
     # The seed models' heads divide by every power of two up to 8; a 12-head/2-KV-head model does not.
-    spec = parse_spec({"model": {"source": "file:///m", "family": "chatml"}, "resources": {"gpu": {"memoryGiB": 80}}, "engine": {"tensorParallelism": 4}})
-    cfg = {"architectures": ["LlamaForCausalLM"], "hidden_size": 1536, "num_hidden_layers": 4, "num_attention_heads": 12, "num_key_value_heads": 2, "vocab_size": 1000, "max_position_embeddings": 2048}
-    with pytest.raises(Unsupported, match=r"4 does not divide the model's 12 attention heads and 2 KV heads.*use one of 1, 2"):
+    spec = parse_spec(
+        {
+            "model": {"source": "file:///m", "family": "chatml"},
+            "resources": {"gpu": {"memoryGiB": 80}},
+            "engine": {"tensorParallelism": 4},
+        }
+    )
+    cfg = {
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": 1536,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 12,
+        "num_key_value_heads": 2,
+        "vocab_size": 1000,
+        "max_position_embeddings": 2048,
+    }
+    with pytest.raises(
+        Unsupported,
+        match=r"4 does not divide the model's 12 attention heads and 2 KV heads.*use one of 1, 2",
+    ):
         plan_spec(spec, resolve_model(spec.model, config=cfg))
 
 
 def test_lengths_beyond_context_are_a_spec_error() -> None:
-    with pytest.raises(SpecError, match=r"spec.engine.maxInputLength: .* exceeds the model's context of 4096"):
+    with pytest.raises(
+        SpecError, match=r"spec.engine.maxInputLength: .* exceeds the model's context of 4096"
+    ):
         plan_for("01-ai/Yi-34B-Chat", engine={"maxInputLength": 4000, "maxOutputLength": 1000})
 
 
@@ -154,11 +229,24 @@ def test_engine_key_changes_only_with_engine_inputs() -> None:
     other = plan_for("01-ai/Yi-34B-Chat", engine={"maxBatchSize": 8})
     assert base.engine_key == same.engine_key
     assert base.engine_key != other.engine_key
-    assert plan_for("01-ai/Yi-34B-Chat", {"product": "NVIDIA-H100-80GB-HBM3"}).engine_key != plan_for("01-ai/Yi-34B-Chat", {"product": "NVIDIA-A100-SXM4-80GB"}).engine_key
+    assert (
+        plan_for("01-ai/Yi-34B-Chat", {"product": "NVIDIA-H100-80GB-HBM3"}).engine_key
+        != plan_for("01-ai/Yi-34B-Chat", {"product": "NVIDIA-A100-SXM4-80GB"}).engine_key
+    )
 
 
 def test_status_shape_has_the_documented_keys() -> None:
     st = plan_for("01-ai/Yi-34B-Chat").to_status()
-    for key in ("fits", "reason", "backend", "quantization", "gpusPerReplica", "tensorParallelism", "weightsGiB",
-                "kvCacheBytesPerToken", "kvCacheTokens", "maxConcurrentSequences"):
+    for key in (
+        "fits",
+        "reason",
+        "backend",
+        "quantization",
+        "gpusPerReplica",
+        "tensorParallelism",
+        "weightsGiB",
+        "kvCacheBytesPerToken",
+        "kvCacheTokens",
+        "maxConcurrentSequences",
+    ):
         assert key in st

@@ -64,7 +64,9 @@ def _hub_files(repo: str, revision: str | None, timeout_s: float) -> ModelFiles:
     out: list[Mapping[str, Any] | None] = []
     for name in ("config.json", "tokenizer_config.json"):
         try:
-            path = hf_hub_download(repo, name, revision=revision, token=os.environ.get("HF_TOKEN") or None)
+            path = hf_hub_download(
+                repo, name, revision=revision, token=os.environ.get("HF_TOKEN") or None
+            )
         except Exception:  # offline, missing or gated all mean: not readable from here
             out.append(None)
             continue

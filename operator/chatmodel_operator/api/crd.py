@@ -96,6 +96,8 @@ def _structural(node: dict[str, Any], path: str) -> dict[str, Any]:
         node["items"] = _structural(node["items"], path + "[]")
     if node.get("default", "x") is None:
         node.pop("default")
+    if "description" in node:  # docstrings wrap across lines; kubectl explain rewraps them
+        node["description"] = " ".join(str(node["description"]).split())
     return node
 
 
@@ -109,7 +111,11 @@ def _add_rules(spec_schema: dict[str, Any]) -> None:
     for scope, cel, message, field_path in SPEC_RULES:
         target = spec_schema if scope == "spec" else spec_schema["properties"][scope]
         target.setdefault("x-kubernetes-validations", []).append(
-            {"rule": cel, "message": message, "fieldPath": "." + field_path.split(".", 2)[-1] if scope == "spec" else None}
+            {
+                "rule": cel,
+                "message": message,
+                "fieldPath": "." + field_path.split(".", 2)[-1] if scope == "spec" else None,
+            }
         )
         rule = target["x-kubernetes-validations"][-1]
         if rule["fieldPath"] is None:
@@ -120,7 +126,9 @@ def _add_rules(spec_schema: dict[str, Any]) -> None:
 
 def build_crd() -> dict[str, Any]:
     spec = _schema_of(ChatModelSpec, "spec")
-    spec["description"] = ChatModelSpec.__doc__.strip() if ChatModelSpec.__doc__ else "Desired state."
+    spec["description"] = (
+        ChatModelSpec.__doc__.strip() if ChatModelSpec.__doc__ else "Desired state."
+    )
     _add_rules(spec)
     status = _schema_of(ChatModelStatus, "status")
     status["description"] = "Observed state, written by the operator once per reconcile."
@@ -130,7 +138,10 @@ def build_crd() -> dict[str, Any]:
     status.pop("default", None)
     schema = {
         "type": "object",
-        "description": "A chat model served by NVIDIA Triton: one resource from checkpoint to autoscaled endpoint.",
+        "description": (
+            "A chat model served by NVIDIA Triton: one resource from checkpoint to autoscaled "
+            "endpoint."
+        ),
         "required": ["spec"],
         "properties": {
             "apiVersion": {"type": "string", "description": "serving.chatmodel.io/v1alpha1."},
@@ -143,7 +154,10 @@ def build_crd() -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": CRD_NAME, "labels": {"app.kubernetes.io/part-of": "chatmodel-operator"}},
+        "metadata": {
+            "name": CRD_NAME,
+            "labels": {"app.kubernetes.io/part-of": "chatmodel-operator"},
+        },
         "spec": {
             "group": GROUP,
             "scope": "Namespaced",
@@ -185,5 +199,7 @@ def build_crd() -> dict[str, Any]:
 
 def status_schema() -> dict[str, Any]:
     """The status part of the CRD schema (tests validate operator-written status with it)."""
-    schema: dict[str, Any] = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    schema: dict[str, Any] = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"][
+        "properties"
+    ]["status"]
     return schema

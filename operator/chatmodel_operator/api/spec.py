@@ -70,28 +70,42 @@ class ModelSource(_Model):
     """Which checkpoint to serve and how to talk to it."""
 
     source: str = Field(pattern=SOURCE_PATTERN, min_length=6)
-    """Where the checkpoint lives: hf://org/name[@revision], s3://bucket/path, gs://bucket/path, pvc://claim/path or file:///path."""
+    """Where the checkpoint lives: hf://org/name[@revision], s3://bucket/path, gs://bucket/path,
+    pvc://claim/path or file:///path.
+    """
     family: Family = "auto"
-    """Model family, which fixes the chat format and stop tokens; auto detects it from the checkpoint."""
+    """Model family, which fixes the chat format and stop tokens; auto detects it from the
+    checkpoint.
+    """
     chat_template: str | None = Field(default=None, max_length=65536)
     """Jinja chat template that overrides the family's format and the checkpoint's own template."""
     credentials_secret: str | None = Field(default=None, pattern=DNS_LABEL_PATTERN, max_length=253)
-    """Name of a Secret in the same namespace whose key HF_TOKEN holds the hub token (hf:// sources only)."""
+    """Name of a Secret in the same namespace whose key HF_TOKEN holds the hub token (hf:// sources
+    only).
+    """
     trust_remote_code: bool = False
-    """Allow the checkpoint's own Python code to run (TeleChat and XVERSE ship custom modelling code)."""
+    """Allow the checkpoint's own Python code to run (TeleChat and XVERSE ship custom modelling
+    code).
+    """
 
 
 class EngineSpec(_Model):
     """How the model is executed inside Triton."""
 
     backend: Backend = "auto"
-    """Triton backend: tensorrt-llm, vllm or python; auto picks the best one that supports the architecture."""
+    """Triton backend: tensorrt-llm, vllm or python; auto picks the best one that supports the
+    architecture.
+    """
     mode: EngineMode = "engine"
-    """For tensorrt-llm: engine converts the checkpoint and builds a TensorRT engine (TensorRT-LLM 1.2); llmapi loads the checkpoint with the PyTorch-backend LLM API, no engine build."""
+    """For tensorrt-llm: engine converts the checkpoint and builds a TensorRT engine (TensorRT-LLM
+    1.2); llmapi loads the checkpoint with the PyTorch-backend LLM API, no engine build.
+    """
     dtype: DType = "auto"
     """Activation and weight dtype; auto takes the checkpoint's torch_dtype."""
     quantization: Quantization = "auto"
-    """Weight quantization; auto keeps the checkpoint's own (pre-quantized AWQ/GPTQ checkpoints) or none."""
+    """Weight quantization; auto keeps the checkpoint's own (pre-quantized AWQ/GPTQ checkpoints) or
+    none.
+    """
     kv_cache_dtype: KVCacheDType = "auto"
     """KV-cache element type; fp8 and int8 halve the KV memory per token."""
     max_input_length: int | None = Field(default=None, ge=16, le=1048576)
@@ -110,7 +124,9 @@ class GPUSpec(_Model):
     """The GPUs one replica runs on."""
 
     product: str | None = Field(default=None, max_length=128)
-    """Value of the node label nvidia.com/gpu.product, e.g. NVIDIA-A100-SXM4-80GB; used as node selector."""
+    """Value of the node label nvidia.com/gpu.product, e.g. NVIDIA-A100-SXM4-80GB; used as node
+    selector.
+    """
     memory_gi_b: float | None = Field(default=None, gt=0, le=1024, alias="memoryGiB")
     """Memory of one GPU in GiB, used for planning; known products fill it in."""
     count: Literal["auto", 1, 2, 4, 8] = "auto"
@@ -157,11 +173,15 @@ class AutoscalingSpec(_Model):
     metric: AutoscalingMetric = "queue-to-compute-ratio"
     """Load signal to scale on."""
     target: float | None = Field(default=None, gt=0, le=1000000)
-    """Average value per replica to hold the metric at; defaults to 1 (ratio), 4 (pending) or 0.8 (KV use)."""
+    """Average value per replica to hold the metric at; defaults to 1 (ratio), 4 (pending) or 0.8
+    (KV use).
+    """
     scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600)
     """How long load must stay low before replicas are removed."""
     prometheus_address: str = Field(
-        default="http://prometheus-operated.monitoring.svc:9090", pattern=r"^https?://.+", max_length=512
+        default="http://prometheus-operated.monitoring.svc:9090",
+        pattern=r"^https?://.+",
+        max_length=512,
     )
     """Prometheus that KEDA queries (engine keda only)."""
 
@@ -177,7 +197,8 @@ class CacheSpec(_Model):
     size: str = Field(default="500Gi", pattern=QUANTITY_PATTERN)
     """Size of the cache volume."""
     delete_policy: DeletePolicy = "Retain"
-    """Retain keeps the cache when the ChatModel is deleted; Delete removes it with the ChatModel."""
+    """Retain keeps the cache when the ChatModel is deleted; Delete removes it with the ChatModel.
+    """
     access_mode: Literal["ReadWriteOnce", "ReadWriteMany"] = "ReadWriteMany"
     """ReadWriteMany lets every replica mount the engine; ReadWriteOnce for single-node clusters."""
 
@@ -196,7 +217,8 @@ SPEC_RULES: list[CrossRule] = [
     (
         "engine",
         "self.mode != 'llmapi' || self.backend in ['auto', 'tensorrt-llm']",
-        "engine.mode llmapi applies to backend tensorrt-llm only; set engine.backend to tensorrt-llm or auto",
+        "engine.mode llmapi applies to backend tensorrt-llm only; "
+        "set engine.backend to tensorrt-llm or auto",
         "spec.engine.mode",
     ),
     (
@@ -207,8 +229,12 @@ SPEC_RULES: list[CrossRule] = [
     ),
     (
         "spec",
-        "!has(self.resources) || !has(self.resources.gpu) || !has(self.resources.gpu.count) || self.resources.gpu.count == 'auto' || !has(self.engine) || !has(self.engine.tensorParallelism) || self.engine.tensorParallelism == 'auto' || self.resources.gpu.count == self.engine.tensorParallelism",
-        "resources.gpu.count and engine.tensorParallelism must agree when both are set (one replica spans tensorParallelism GPUs)",
+        "!has(self.resources) || !has(self.resources.gpu) || !has(self.resources.gpu.count)"
+        " || self.resources.gpu.count == 'auto' || !has(self.engine)"
+        " || !has(self.engine.tensorParallelism) || self.engine.tensorParallelism == 'auto'"
+        " || self.resources.gpu.count == self.engine.tensorParallelism",
+        "resources.gpu.count and engine.tensorParallelism must agree when both are set "
+        "(one replica spans tensorParallelism GPUs)",
         "spec.resources.gpu.count",
     ),
 ]
@@ -339,12 +365,16 @@ class EngineStatus(_Model):
 class ChatModelStatus(_Model):
     """Observed state, written by the operator once per reconcile."""
 
-    phase: Literal["Pending", "Planning", "BuildingEngine", "Deploying", "Ready", "Degraded", "Failed"] = "Pending"
+    phase: Literal[
+        "Pending", "Planning", "BuildingEngine", "Deploying", "Ready", "Degraded", "Failed"
+    ] = "Pending"
     """Short summary for kubectl get."""
     observed_generation: int | None = Field(default=None, ge=0)
     """The spec generation this status describes."""
     conditions: list[Condition] = Field(default_factory=list)
-    """Validated, Planned, EngineBuilding, EngineReady, EngineBuildFailed, Available, rolled up into Ready."""
+    """Validated, Planned, EngineBuilding, EngineReady, EngineBuildFailed, Available, rolled up
+    into Ready.
+    """
     plan: PlanStatus | None = None
     """The planner's decision."""
     engine: EngineStatus | None = None
@@ -364,9 +394,9 @@ class ChatModelStatus(_Model):
 class ChatModel(_Model):
     """A chat model served by Triton."""
 
-    api_version: Literal["serving.chatmodel.io/v1alpha1"] = API_VERSION
+    api_version: Literal["serving.chatmodel.io/v1alpha1"] = "serving.chatmodel.io/v1alpha1"
     """serving.chatmodel.io/v1alpha1."""
-    kind: Literal["ChatModel"] = KIND
+    kind: Literal["ChatModel"] = "ChatModel"
     """ChatModel."""
     metadata: dict[str, Any] = Field(default_factory=dict)
     """Standard object metadata."""
@@ -381,7 +411,9 @@ def _loc_to_path(prefix: str, loc: tuple[int | str, ...]) -> str:
     for item in loc:
         if isinstance(item, int):
             parts[-1] += f"[{item}]"
-        elif item in {"literal['auto']", "int", "str", "float", "bool"} or item.startswith("literal["):
+        elif item in {"literal['auto']", "int", "str", "float", "bool"} or item.startswith(
+            "literal["
+        ):
             continue
         else:
             parts.append(str(item))
@@ -422,7 +454,10 @@ def _to_spec_errors(exc: ValidationError, prefix: str) -> SpecErrors:
             expected = err.get("ctx", {}).get("expected", "")
             fix = f"use one of {expected}"
         elif etype == "string_pattern_mismatch" and path.endswith("model.source"):
-            fix = "use hf://org/name[@revision], s3://bucket/path, gs://bucket/path, pvc://claim/path or file:///path"
+            fix = (
+                "use hf://org/name[@revision], s3://bucket/path, gs://bucket/path, "
+                "pvc://claim/path or file:///path"
+            )
         problem = "unknown field" if etype == "extra_forbidden" else msg[0].lower() + msg[1:]
         out.append(SpecError(path, problem, fix))
     return SpecErrors(out)

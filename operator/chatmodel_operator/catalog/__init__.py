@@ -103,12 +103,16 @@ def resolve_model(
 
     family_name = model.family if model.family != "auto" else None
     if family_name is None:
-        family_name = known.family if known else detect_family(source.display_name, arch, tokenizer_config)
+        family_name = (
+            known.family if known else detect_family(source.display_name, arch, tokenizer_config)
+        )
     family = get_family(family_name) if family_name else None
 
     checkpoint_template = (tokenizer_config or {}).get("chat_template")
     if isinstance(checkpoint_template, list):  # named templates: take "default"
-        named = {t.get("name"): t.get("template") for t in checkpoint_template if isinstance(t, dict)}
+        named = {
+            t.get("name"): t.get("template") for t in checkpoint_template if isinstance(t, dict)
+        }
         checkpoint_template = named.get("default")
     if model.chat_template:
         template, origin = model.chat_template, "spec"

@@ -51,8 +51,10 @@ _XVERSE = (
 _LLAMA2 = (
     "{%- set ns = namespace(sys='') -%}"
     "{%- for m in messages -%}"
-    "{%- if m['role'] == 'system' -%}{%- set ns.sys = '<<SYS>>\\n' + m['content'] + '\\n<</SYS>>\\n\\n' -%}"
-    "{%- elif m['role'] == 'user' -%}{{ '<s>[INST] ' + ns.sys + m['content'] + ' [/INST]' }}{%- set ns.sys = '' -%}"
+    "{%- if m['role'] == 'system' -%}"
+    "{%- set ns.sys = '<<SYS>>\\n' + m['content'] + '\\n<</SYS>>\\n\\n' -%}"
+    "{%- elif m['role'] == 'user' -%}"
+    "{{ '<s>[INST] ' + ns.sys + m['content'] + ' [/INST]' }}{%- set ns.sys = '' -%}"
     "{%- elif m['role'] == 'assistant' -%}{{ ' ' + m['content'] + ' </s>' }}"
     "{%- endif -%}"
     "{%- endfor -%}"

@@ -21,7 +21,9 @@ class Source:
 
     @property
     def claim_path(self) -> str:
-        return self.location.split("/", 1)[1] if self.scheme == "pvc" and "/" in self.location else ""
+        return (
+            self.location.split("/", 1)[1] if self.scheme == "pvc" and "/" in self.location else ""
+        )
 
     @property
     def display_name(self) -> str:

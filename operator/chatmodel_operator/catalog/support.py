@@ -50,7 +50,15 @@ VLLM_ARCHS = frozenset(
 
 QUANT_BY_BACKEND: dict[str, frozenset[str]] = {
     "tensorrt-llm/engine": frozenset(
-        {"none", "int8-weight-only", "int4-weight-only", "int4-awq", "int4-gptq", "fp8", "smoothquant"}
+        {
+            "none",
+            "int8-weight-only",
+            "int4-weight-only",
+            "int4-awq",
+            "int4-gptq",
+            "fp8",
+            "smoothquant",
+        }
     ),
     "tensorrt-llm/llmapi": frozenset({"none", "int4-awq", "int4-gptq", "fp8"}),
     "vllm": frozenset({"none", "int4-awq", "int4-gptq", "int8-gptq", "fp8"}),
@@ -102,7 +110,8 @@ def architecture_support(arch: Architecture, route: str) -> Support:
         if arch.model_type == "telechat":
             return Support(
                 False,
-                "vLLM registers TeleChat2ForCausalLM, not TeleChat v1's custom TELECHAT (muP) class",
+                "vLLM registers TeleChat2ForCausalLM, not TeleChat v1's custom TELECHAT "
+                "(muP) class",
             )
         return Support(False, f"vLLM has no implementation of {name}")
     if route == "python":

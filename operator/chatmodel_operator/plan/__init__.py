@@ -19,7 +19,7 @@ from chatmodel_operator.catalog.support import (
     QUANT_BY_BACKEND,
     architecture_support,
 )
-from chatmodel_operator.errors import NoFit, SpecError, Unsupported
+from chatmodel_operator.errors import SpecError, Unsupported
 from chatmodel_operator.plan import memory as mem
 from chatmodel_operator.plan.engine_key import engine_key
 
@@ -169,7 +169,8 @@ def _resolve_quantization(spec: ChatModelSpec, model: ModelInfo, gpu: GPUTarget)
     if pre and asked != pre.name:
         raise Unsupported(
             "spec.engine.quantization",
-            f"the checkpoint is already quantized ({pre.name}) and cannot be re-quantized to {asked}",
+            f"the checkpoint is already quantized ({pre.name}) and cannot be re-quantized "
+            f"to {asked}",
             f"set engine.quantization to auto or {pre.name}, or use the unquantized checkpoint",
         )
     if asked == "fp8" and gpu.compute_capability and gpu.compute_capability < FP8_MIN_CC:
@@ -214,7 +215,12 @@ def _route_problem(route: str, model: ModelInfo, quant: str, kv_dtype: str) -> s
     support = architecture_support(model.arch, route)
     if not support.ok:
         return support.reason
-    name = {"tensorrt-llm/engine": "TensorRT-LLM engine mode", "tensorrt-llm/llmapi": "TensorRT-LLM llmapi mode", "vllm": "vLLM", "python": "the Python backend"}[route]
+    name = {
+        "tensorrt-llm/engine": "TensorRT-LLM engine mode",
+        "tensorrt-llm/llmapi": "TensorRT-LLM llmapi mode",
+        "vllm": "vLLM",
+        "python": "the Python backend",
+    }[route]
     if quant not in QUANT_BY_BACKEND[route]:
         allowed = ", ".join(sorted(QUANT_BY_BACKEND[route]))
         return f"{name} does not serve {quant} weights (it serves {allowed})"
@@ -233,7 +239,9 @@ _ROUTE_FIX = {
 }
 
 
-def _choose_route(spec: ChatModelSpec, model: ModelInfo, quant: str, kv_dtype: str) -> tuple[str, str | None]:
+def _choose_route(
+    spec: ChatModelSpec, model: ModelInfo, quant: str, kv_dtype: str
+) -> tuple[str, str | None]:
     e = spec.engine
     trt = f"tensorrt-llm/{e.mode}"
     if e.backend == "auto":
@@ -268,7 +276,11 @@ def _choose_route(spec: ChatModelSpec, model: ModelInfo, quant: str, kv_dtype: s
         if alternative
         else "change engine.quantization or engine.kvCacheDtype"
     )
-    field_name = "spec.engine.mode" if e.backend == "tensorrt-llm" and alternative == "tensorrt-llm/llmapi" else "spec.engine.backend"
+    field_name = (
+        "spec.engine.mode"
+        if e.backend == "tensorrt-llm" and alternative == "tensorrt-llm/llmapi"
+        else "spec.engine.backend"
+    )
     raise Unsupported(field_name, rejected[0], fix)
 
 
@@ -303,11 +315,22 @@ class _Sizing:
 
 
 def _size(
-    model: ModelInfo, quant: str, dtype: str, kv_dtype: str, tp: int, gpu: GPUTarget,
-    max_num_tokens: int, max_batch: int, route: str,
+    model: ModelInfo,
+    quant: str,
+    dtype: str,
+    kv_dtype: str,
+    tp: int,
+    gpu: GPUTarget,
+    max_num_tokens: int,
+    max_batch: int,
+    route: str,
 ) -> _Sizing:
     a = model.arch
-    group = a.pre_quantization.group_size if a.pre_quantization and a.pre_quantization.group_size else 128
+    group = (
+        a.pre_quantization.group_size
+        if a.pre_quantization and a.pre_quantization.group_size
+        else 128
+    )
     w = mem.weights_per_gpu_bytes(
         a, quant, dtype, tp, replicated_embedding=route == "tensorrt-llm/engine", group_size=group
     )
@@ -357,7 +380,12 @@ def plan_spec(
     a = model.arch
 
     weights_total = mem.weights_bytes(
-        a, quant, dtype, a.pre_quantization.group_size if a.pre_quantization and a.pre_quantization.group_size else 128
+        a,
+        quant,
+        dtype,
+        a.pre_quantization.group_size
+        if a.pre_quantization and a.pre_quantization.group_size
+        else 128,
     )
     kv_token_total = mem.kv_bytes_per_token(a, kv_dtype)
     sizes = [
@@ -374,8 +402,9 @@ def plan_spec(
     warnings: list[str] = []
     if chosen:
         per_gpu = (
-            f"{mem.gib(chosen.weights_per_gpu)} GiB weights + {mem.gib(chosen.reserve_per_gpu)} GiB "
-            f"reserve + {mem.gib(seq * chosen.kv_per_token_per_gpu)} GiB KV per GPU"
+            f"{mem.gib(chosen.weights_per_gpu)} GiB weights + "
+            f"{mem.gib(chosen.reserve_per_gpu)} GiB reserve + "
+            f"{mem.gib(seq * chosen.kv_per_token_per_gpu)} GiB KV per GPU"
         )
         reasons.append(f"{need_line}; {per_gpu} fits {chosen.tp} x {gpu.memory_gib:g} GiB")
         smaller = [s for s in sizes if s.tp < chosen.tp]
@@ -383,16 +412,23 @@ def plan_spec(
             reasons.append(_short_of(smaller[-1], gpu, seq))
     else:
         reasons.append(f"needs {need_line}; {_short_of(best, gpu, seq)}")
-        reasons.extend(_suggestions(spec, model, gpu, route, dtype, kv_dtype, seq, max_num_tokens, max_batch, quant))
+        reasons.extend(
+            _suggestions(
+                spec, model, gpu, route, dtype, kv_dtype, seq, max_num_tokens, max_batch, quant
+            )
+        )
     if backend_note:
         warnings.append(backend_note)
     # vLLM maps XverseForCausalLM onto its own Llama code; everything else with an auto_map
     # needs the checkpoint's Python code, which we never run without the user's consent.
-    needs_code = model.trust_remote_code and not (route == "vllm" and a.architecture in ("XverseForCausalLM",))
+    needs_code = model.trust_remote_code and not (
+        route == "vllm" and a.architecture in ("XverseForCausalLM",)
+    )
     if needs_code and not spec.model.trust_remote_code:
         raise Unsupported(
             "spec.model.trustRemoteCode",
-            f"{model.source.display_name} needs its own modelling code to load on {route.split('/')[0]}",
+            f"{model.source.display_name} needs its own modelling code to load on "
+            f"{route.split('/')[0]}",
             "set spec.model.trustRemoteCode: true if you trust the checkpoint's code",
         )
     concurrent = min(max_batch, best.kv_tokens // seq) if seq else 0
@@ -460,12 +496,24 @@ def _short_of(s: _Sizing, gpu: GPUTarget, seq: int) -> str:
 
 
 def _suggestions(
-    spec: ChatModelSpec, model: ModelInfo, gpu: GPUTarget, route: str, dtype: str,
-    kv_dtype: str, seq: int, max_num_tokens: int, max_batch: int, quant: str,
+    spec: ChatModelSpec,
+    model: ModelInfo,
+    gpu: GPUTarget,
+    route: str,
+    dtype: str,
+    kv_dtype: str,
+    seq: int,
+    max_num_tokens: int,
+    max_batch: int,
+    quant: str,
 ) -> list[str]:
     """What would fit: more GPUs, or a lighter quantization on as few GPUs as possible."""
     out: list[str] = []
-    valid = [tp for tp in TP_CHOICES if model.arch.num_heads % tp == 0 and model.arch.num_kv_heads % tp == 0]
+    valid = [
+        tp
+        for tp in TP_CHOICES
+        if model.arch.num_heads % tp == 0 and model.arch.num_kv_heads % tp == 0
+    ]
     for tp in valid:
         s = _size(model, quant, dtype, kv_dtype, tp, gpu, max_num_tokens, max_batch, route)
         if s.fits(seq):
@@ -477,14 +525,30 @@ def _suggestions(
     if model.arch.pre_quantization is None:
         options = ["int8-weight-only", "int4-awq", "fp8"]
         for q in options:
-            if q == quant or (q == "fp8" and gpu.compute_capability and gpu.compute_capability < FP8_MIN_CC):
+            if q == quant or (
+                q == "fp8" and gpu.compute_capability and gpu.compute_capability < FP8_MIN_CC
+            ):
                 continue
             # Suggest only what some backend can really serve for this architecture.
-            routes = [r for r in ("tensorrt-llm/engine", "tensorrt-llm/llmapi", "vllm", "python") if _route_problem(r, model, q, kv_dtype) is None]
+            routes = [
+                r
+                for r in ("tensorrt-llm/engine", "tensorrt-llm/llmapi", "vllm", "python")
+                if _route_problem(r, model, q, kv_dtype) is None
+            ]
             if not routes:
                 continue
             for tp in valid:
-                s = _size(model, q, "float16" if q.startswith("int4") else dtype, kv_dtype, tp, gpu, max_num_tokens, max_batch, routes[0])
+                s = _size(
+                    model,
+                    q,
+                    "float16" if q.startswith("int4") else dtype,
+                    kv_dtype,
+                    tp,
+                    gpu,
+                    max_num_tokens,
+                    max_batch,
+                    routes[0],
+                )
                 if s.fits(seq):
                     out.append(f"or {q} on {tp} x {gpu.memory_gib:g} GiB")
                     break

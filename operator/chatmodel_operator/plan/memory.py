@@ -106,7 +106,11 @@ def estimate_total_bytes(
     group_size: int = 128,
 ) -> int:
     """Memory in use on all GPUs of one replica holding ``batch`` sequences of a length."""
-    tokens = max_num_tokens if max_num_tokens is not None else min(DEFAULT_MAX_NUM_TOKENS, batch * sequence_length)
+    tokens = (
+        max_num_tokens
+        if max_num_tokens is not None
+        else min(DEFAULT_MAX_NUM_TOKENS, batch * sequence_length)
+    )
     weights = weights_bytes(arch, quantization, dtype, group_size)
     reserve = tp * reserve_per_gpu_bytes(arch, dtype, tp, tokens, batch)
     kv = batch * sequence_length * kv_bytes_per_token(arch, kv_dtype)

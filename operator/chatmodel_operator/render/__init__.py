@@ -76,7 +76,9 @@ class Children:
 
     cache_pvc: dict[str, Any]
     build_job: dict[str, Any]
-    serving: tuple[dict[str, Any], ...]  # ConfigMap, Deployment, Service, PDB, HPA/ScaledObject, ServiceMonitor
+    serving: tuple[
+        dict[str, Any], ...
+    ]  # ConfigMap, Deployment, Service, PDB, HPA/ScaledObject, ServiceMonitor
 
     def all(self) -> list[dict[str, Any]]:
         return [self.cache_pvc, self.build_job, *self.serving]
@@ -110,10 +112,18 @@ def render_children(
     srepo = serving_repository if serving_repository is not None else repository
     a = spec.autoscaling
     serving: list[dict[str, Any]] = [
-        render_configmap(name=name, namespace=namespace, engine_key=key, repository=srepo, owner=owner),
+        render_configmap(
+            name=name, namespace=namespace, engine_key=key, repository=srepo, owner=owner
+        ),
         render_deployment(
-            name=name, namespace=namespace, spec=spec, plan=splan, engine_key=key,
-            repository=srepo, owner=owner, replicas=None if a.enabled else spec.serving.replicas,
+            name=name,
+            namespace=namespace,
+            spec=spec,
+            plan=splan,
+            engine_key=key,
+            repository=srepo,
+            owner=owner,
+            replicas=None if a.enabled else spec.serving.replicas,
         ),
         render_service(name=name, namespace=namespace, spec=spec, owner=owner),
         render_pdb(name=name, namespace=namespace, owner=owner),
@@ -126,9 +136,11 @@ def render_children(
     return Children(
         cache_pvc=render_cache_pvc(namespace=namespace, spec=spec, chatmodel=name, owner=owner),
         build_job=render_build_job(
-            namespace=namespace, spec=spec, plan=plan, chatmodel=name,
+            namespace=namespace,
+            spec=spec,
+            plan=plan,
+            chatmodel=name,
             prequantized=plan.prequantized,
         ),
         serving=tuple(serving),
     )
-

@@ -25,7 +25,8 @@ repo, rev, dest = sys.argv[1], (sys.argv[2] or None), sys.argv[3]
 os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "60")
 for attempt in range(1, 6):
     try:
-        snapshot_download(repo, revision=rev, local_dir=dest + ".tmp", token=os.environ.get("HF_TOKEN") or None)
+        snapshot_download(repo, revision=rev, local_dir=dest + ".tmp",
+                          token=os.environ.get("HF_TOKEN") or None)
         break
     except Exception as exc:  # network errors differ by hub version
         print(f"download attempt {attempt} of {repo} failed: {exc}", flush=True)
@@ -42,7 +43,10 @@ def _q(*parts: object) -> str:
 def fetch_script(source: Source, uri: str, paths: CachePaths) -> str:
     """Shell that makes the checkpoint available at paths.checkpoint."""
     dest = paths.checkpoint
-    lines = ["set -eu", f"if [ -f {_q(dest + '/.complete')} ]; then echo 'checkpoint cached'; exit 0; fi"]
+    lines = [
+        "set -eu",
+        f"if [ -f {_q(dest + '/.complete')} ]; then echo 'checkpoint cached'; exit 0; fi",
+    ]
     lines.append(f"rm -rf {_q(dest + '.tmp')}")
     if source.scheme == "hf":
         lines.append(_q("python3", "-c", FETCH_HF, source.location, source.revision or "", dest))
@@ -95,15 +99,25 @@ def engine_build_script(
         'for d in "$EXAMPLES/models/core/llama" "$EXAMPLES/llama"; do '
         '[ -f "$d/convert_checkpoint.py" ] && CONVERT="$d/convert_checkpoint.py" && break; done',
         '[ -n "$CONVERT" ] || { echo "convert_checkpoint.py not found under $EXAMPLES: '
-        'this image has no TensorRT-LLM engine tools (Triton 26.07 is the last with them)"; exit 3; }',
+        "this image has no TensorRT-LLM engine tools "
+        '(Triton 26.07 is the last with them)"; exit 3; }',
         f"rm -rf {_q(tmp)} && mkdir -p {_q(tmp)}",
     ]
     if calibrate:
         qformat = "fp8" if quantization == "fp8" else "int4_awq"
         cmd = [
-            "python3", "$EXAMPLES/quantization/quantize.py",
-            "--model_dir", ck, "--dtype", dtype, "--qformat", qformat,
-            "--output_dir", f"{tmp}/trtllm-checkpoint", "--tp_size", tp,
+            "python3",
+            "$EXAMPLES/quantization/quantize.py",
+            "--model_dir",
+            ck,
+            "--dtype",
+            dtype,
+            "--qformat",
+            qformat,
+            "--output_dir",
+            f"{tmp}/trtllm-checkpoint",
+            "--tp_size",
+            tp,
         ]
         if qformat == "int4_awq":
             cmd += ["--awq_block_size", "128", "--calib_size", "32"]
@@ -113,8 +127,16 @@ def engine_build_script(
             cmd += ["--kv_cache_dtype", kv_cache_dtype]
     else:
         cmd = [
-            "python3", "$CONVERT", "--model_dir", ck,
-            "--output_dir", f"{tmp}/trtllm-checkpoint", "--dtype", dtype, "--tp_size", tp,
+            "python3",
+            "$CONVERT",
+            "--model_dir",
+            ck,
+            "--output_dir",
+            f"{tmp}/trtllm-checkpoint",
+            "--dtype",
+            dtype,
+            "--tp_size",
+            tp,
             *_convert_flags(quantization, kv_cache_dtype, prequantized),
         ]
         if quantization == "int4-gptq":
@@ -122,17 +144,28 @@ def engine_build_script(
     lines.append(" ".join(c if c.startswith("$") else shlex.quote(c) for c in cmd))
     build = [
         "trtllm-build",
-        "--checkpoint_dir", f"{tmp}/trtllm-checkpoint",
-        "--output_dir", f"{tmp}/engine",
-        "--gemm_plugin", "auto",
-        "--kv_cache_type", "paged",
-        "--use_paged_context_fmha", "enable",
-        "--remove_input_padding", "enable",
-        "--max_batch_size", str(max_batch_size),
-        "--max_input_len", str(max_input_length),
-        "--max_seq_len", str(max_sequence_length),
-        "--max_num_tokens", str(max_num_tokens),
-        "--workers", tp,
+        "--checkpoint_dir",
+        f"{tmp}/trtllm-checkpoint",
+        "--output_dir",
+        f"{tmp}/engine",
+        "--gemm_plugin",
+        "auto",
+        "--kv_cache_type",
+        "paged",
+        "--use_paged_context_fmha",
+        "enable",
+        "--remove_input_padding",
+        "enable",
+        "--max_batch_size",
+        str(max_batch_size),
+        "--max_input_len",
+        str(max_input_length),
+        "--max_seq_len",
+        str(max_sequence_length),
+        "--max_num_tokens",
+        str(max_num_tokens),
+        "--workers",
+        tp,
     ]
     if kv_cache_dtype == "fp8" and quantization == "fp8":
         build += ["--use_fp8_context_fmha", "enable"]
@@ -146,7 +179,9 @@ def engine_build_script(
     return "\n".join(lines)
 
 
-def llmapi_prepare_script(*, paths: CachePaths, quantization: str, dtype: str, prequantized: bool) -> str:
+def llmapi_prepare_script(
+    *, paths: CachePaths, quantization: str, dtype: str, prequantized: bool
+) -> str:
     """llmapi mode loads the checkpoint directly; only an FP8 request without an FP8 checkpoint
     needs ModelOpt to write a quantized Hugging Face checkpoint first."""
     eng = paths.engine_root
@@ -157,8 +192,20 @@ def llmapi_prepare_script(*, paths: CachePaths, quantization: str, dtype: str, p
             f"  rm -rf {_q(paths.quantized + '.tmp')}",
             "  EXAMPLES=${TRTLLM_EXAMPLES_DIR:-" + DEFAULT_EXAMPLES_DIR + "}",
             "  python3 $EXAMPLES/quantization/quantize.py "
-            + _q("--model_dir", paths.checkpoint, "--dtype", dtype, "--qformat", "fp8",
-                 "--kv_cache_dtype", "fp8", "--calib_size", "512", "--output_dir", paths.quantized + ".tmp"),
+            + _q(
+                "--model_dir",
+                paths.checkpoint,
+                "--dtype",
+                dtype,
+                "--qformat",
+                "fp8",
+                "--kv_cache_dtype",
+                "fp8",
+                "--calib_size",
+                "512",
+                "--output_dir",
+                paths.quantized + ".tmp",
+            ),
             "  " + _q("mv", paths.quantized + ".tmp", paths.quantized),
             "  " + _q("touch", paths.quantized + "/.complete"),
             "fi",
@@ -169,4 +216,10 @@ def llmapi_prepare_script(*, paths: CachePaths, quantization: str, dtype: str, p
 
 def prepare_only_script(*, paths: CachePaths) -> str:
     """vLLM and the Python backend read the checkpoint as it is."""
-    return "\n".join(["set -eu", f"mkdir -p {_q(paths.engine_root)}", _q("touch", paths.engine_root + "/.complete")])
+    return "\n".join(
+        [
+            "set -eu",
+            f"mkdir -p {_q(paths.engine_root)}",
+            _q("touch", paths.engine_root + "/.complete"),
+        ]
+    )

@@ -47,7 +47,11 @@ def owner_reference(*, name: str, uid: str) -> dict[str, Any]:
 
 
 def _meta(
-    *, name: str, namespace: str, labels_: Mapping[str, str], owner: Mapping[str, Any] | None,
+    *,
+    name: str,
+    namespace: str,
+    labels_: Mapping[str, str],
+    owner: Mapping[str, Any] | None,
     annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels_)}
@@ -58,7 +62,9 @@ def _meta(
     return meta
 
 
-def render_cache_pvc(*, namespace: str, spec: ChatModelSpec, chatmodel: str, owner: Mapping[str, Any] | None) -> dict[str, Any]:
+def render_cache_pvc(
+    *, namespace: str, spec: ChatModelSpec, chatmodel: str, owner: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """The cache volume. With deletePolicy Retain it has no owner and outlives the ChatModel."""
     c = spec.cache
     pvc_spec: dict[str, Any] = {
@@ -75,8 +81,10 @@ def render_cache_pvc(*, namespace: str, spec: ChatModelSpec, chatmodel: str, own
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": _meta(
-            name=cache_pvc_name(c.storage_class_name, c.access_mode), namespace=namespace,
-            labels_=lab, owner=owner if c.delete_policy == "Delete" else None,
+            name=cache_pvc_name(c.storage_class_name, c.access_mode),
+            namespace=namespace,
+            labels_=lab,
+            owner=owner if c.delete_policy == "Delete" else None,
         ),
         "spec": pvc_spec,
     }
@@ -90,21 +98,35 @@ def _hardening() -> dict[str, Any]:
     }
 
 
-def _cache_volumes(spec: ChatModelSpec, source: Source, *, read_only: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _cache_volumes(
+    spec: ChatModelSpec, source: Source, *, read_only: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     c = spec.cache
     volumes: list[dict[str, Any]] = [
         {
             "name": "cache",
-            "persistentVolumeClaim": {"claimName": cache_pvc_name(c.storage_class_name, c.access_mode), "readOnly": read_only},
+            "persistentVolumeClaim": {
+                "claimName": cache_pvc_name(c.storage_class_name, c.access_mode),
+                "readOnly": read_only,
+            },
         }
     ]
-    mounts: list[dict[str, Any]] = [{"name": "cache", "mountPath": CACHE_MOUNT, "readOnly": read_only}]
+    mounts: list[dict[str, Any]] = [
+        {"name": "cache", "mountPath": CACHE_MOUNT, "readOnly": read_only}
+    ]
     if source.scheme == "pvc":
-        volumes.append({"name": "source", "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True}})
+        volumes.append(
+            {
+                "name": "source",
+                "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True},
+            }
+        )
         mounts.append({"name": "source", "mountPath": SOURCE_MOUNT, "readOnly": True})
     elif source.scheme == "file":
         # A node-local checkpoint (single-node clusters, kind): mounted read-only in place.
-        volumes.append({"name": "source", "hostPath": {"path": source.location, "type": "Directory"}})
+        volumes.append(
+            {"name": "source", "hostPath": {"path": source.location, "type": "Directory"}}
+        )
         mounts.append({"name": "source", "mountPath": source.location, "readOnly": True})
     return volumes, mounts
 
@@ -115,26 +137,43 @@ def _credentials_env(spec: ChatModelSpec, source: Source) -> list[dict[str, Any]
     if not secret:
         return []
     if source.scheme == "hf":
-        return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": HF_TOKEN_KEY}}}]
+        return [
+            {
+                "name": "HF_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": secret, "key": HF_TOKEN_KEY}},
+            }
+        ]
     return []
 
 
 def build_script(*, plan: Plan, paths: CachePaths, prequantized: bool) -> str:
     if plan.route == "tensorrt-llm/engine":
         return bc.engine_build_script(
-            paths=paths, quantization=plan.quantization, dtype=plan.dtype,
-            kv_cache_dtype=plan.kv_cache_dtype, tensor_parallelism=plan.tensor_parallelism,
-            max_batch_size=plan.max_batch_size, max_input_length=plan.max_input_length,
-            max_sequence_length=plan.max_sequence_length, max_num_tokens=plan.max_num_tokens,
+            paths=paths,
+            quantization=plan.quantization,
+            dtype=plan.dtype,
+            kv_cache_dtype=plan.kv_cache_dtype,
+            tensor_parallelism=plan.tensor_parallelism,
+            max_batch_size=plan.max_batch_size,
+            max_input_length=plan.max_input_length,
+            max_sequence_length=plan.max_sequence_length,
+            max_num_tokens=plan.max_num_tokens,
             prequantized=prequantized,
         )
     if plan.route == "tensorrt-llm/llmapi":
-        return bc.llmapi_prepare_script(paths=paths, quantization=plan.quantization, dtype=plan.dtype, prequantized=prequantized)
+        return bc.llmapi_prepare_script(
+            paths=paths, quantization=plan.quantization, dtype=plan.dtype, prequantized=prequantized
+        )
     return bc.prepare_only_script(paths=paths)
 
 
 def render_build_job(
-    *, namespace: str, spec: ChatModelSpec, plan: Plan, chatmodel: str, prequantized: bool,
+    *,
+    namespace: str,
+    spec: ChatModelSpec,
+    plan: Plan,
+    chatmodel: str,
+    prequantized: bool,
 ) -> dict[str, Any]:
     """Download the checkpoint, then convert and build (engine mode) or prepare it.
 
@@ -150,17 +189,31 @@ def render_build_job(
         init.append(
             {
                 "name": "download",
-                "image": plan.image if source.scheme == "hf" else ("amazon/aws-cli:2.17.0" if source.scheme == "s3" else "google/cloud-sdk:slim"),
+                "image": plan.image
+                if source.scheme == "hf"
+                else (
+                    "amazon/aws-cli:2.17.0" if source.scheme == "s3" else "google/cloud-sdk:slim"
+                ),
                 "command": ["/bin/sh", "-c"],
                 "args": [bc.fetch_script(source, spec.model.source, paths)],
                 "env": env + _credentials_env(spec, source),
                 "volumeMounts": mounts,
-                "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}},
+                "resources": {
+                    "requests": {"cpu": "1", "memory": "2Gi"},
+                    "limits": {"memory": "8Gi"},
+                },
                 "securityContext": _hardening(),
             }
         )
-    gpus = plan.gpus_per_replica if plan.route == "tensorrt-llm/engine" or plan.quantization == "fp8" else 0
-    resources: dict[str, Any] = {"requests": {"cpu": "4", "memory": "32Gi"}, "limits": {"memory": "256Gi"}}
+    gpus = (
+        plan.gpus_per_replica
+        if plan.route == "tensorrt-llm/engine" or plan.quantization == "fp8"
+        else 0
+    )
+    resources: dict[str, Any] = {
+        "requests": {"cpu": "4", "memory": "32Gi"},
+        "limits": {"memory": "256Gi"},
+    }
     if gpus:
         resources["requests"]["nvidia.com/gpu"] = gpus
         resources["limits"]["nvidia.com/gpu"] = gpus
@@ -183,7 +236,9 @@ def render_build_job(
     }
     if gpus:
         # Engines are specific to the GPU they are built on: build where they will serve.
-        pod_spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        pod_spec["tolerations"] = [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
         if plan.gpu_product:
             pod_spec["nodeSelector"] = {"nvidia.com/gpu.product": plan.gpu_product}
     if not init:
@@ -194,8 +249,16 @@ def render_build_job(
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _meta(name=job_name(plan.engine_key), namespace=namespace, labels_=lab, owner=None,
-                          annotations={"serving.chatmodel.io/source": spec.model.source, "serving.chatmodel.io/route": plan.route}),
+        "metadata": _meta(
+            name=job_name(plan.engine_key),
+            namespace=namespace,
+            labels_=lab,
+            owner=None,
+            annotations={
+                "serving.chatmodel.io/source": spec.model.source,
+                "serving.chatmodel.io/route": plan.route,
+            },
+        ),
         "spec": {
             "backoffLimit": BUILD_BACKOFF_LIMIT,
             "activeDeadlineSeconds": BUILD_DEADLINE_SECONDS,
@@ -218,21 +281,30 @@ def repository_hash(repository: Mapping[PurePosixPath, str]) -> str:
 
 
 def render_configmap(
-    *, name: str, namespace: str, engine_key: str, repository: Mapping[PurePosixPath, str], owner: Mapping[str, Any],
+    *,
+    name: str,
+    namespace: str,
+    engine_key: str,
+    repository: Mapping[PurePosixPath, str],
+    owner: Mapping[str, Any],
 ) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _meta(
-            name=configmap_name(name, engine_key), namespace=namespace,
-            labels_=labels(name, "model-repository", engine_key), owner=owner,
+            name=configmap_name(name, engine_key),
+            namespace=namespace,
+            labels_=labels(name, "model-repository", engine_key),
+            owner=owner,
             annotations={REPOSITORY_HASH_ANNOTATION: repository_hash(repository)},
         ),
         "data": {config_map_key(p): repository[p] for p in sorted(repository)},
     }
 
 
-def tritonserver_args(*, http_port: int, grpc_port: int, metrics_port: int, repository: str) -> list[str]:
+def tritonserver_args(
+    *, http_port: int, grpc_port: int, metrics_port: int, repository: str
+) -> list[str]:
     """The tritonserver command line, shared by the pod and `chatmodel serve`."""
     return [
         f"--model-repository={repository}",
@@ -249,8 +321,15 @@ def tritonserver_args(*, http_port: int, grpc_port: int, metrics_port: int, repo
 
 
 def render_deployment(
-    *, name: str, namespace: str, spec: ChatModelSpec, plan: Plan, engine_key: str,
-    repository: Mapping[PurePosixPath, str], owner: Mapping[str, Any], replicas: int | None,
+    *,
+    name: str,
+    namespace: str,
+    spec: ChatModelSpec,
+    plan: Plan,
+    engine_key: str,
+    repository: Mapping[PurePosixPath, str],
+    owner: Mapping[str, Any],
+    replicas: int | None,
 ) -> dict[str, Any]:
     """Triton pods serving the engine ``engine_key`` (the serving key, which may lag the
     planned key while a new engine builds). ``replicas`` None leaves them to the autoscaler."""
@@ -259,7 +338,10 @@ def render_deployment(
     volumes, mounts = _cache_volumes(spec, source, read_only=True)
     items = [{"key": config_map_key(p), "path": str(p)} for p in sorted(repository)]
     volumes += [
-        {"name": "model-repository", "configMap": {"name": configmap_name(name, engine_key), "items": items}},
+        {
+            "name": "model-repository",
+            "configMap": {"name": configmap_name(name, engine_key), "items": items},
+        },
         # The Python backend moves tensors through shared memory; the default 64 MiB is too small.
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "4Gi"}},
     ]
@@ -283,7 +365,10 @@ def render_deployment(
         "image": plan.image,
         "command": ["tritonserver"],
         "args": tritonserver_args(
-            http_port=s.http_port, grpc_port=s.grpc_port, metrics_port=s.metrics_port, repository=MODEL_REPOSITORY_MOUNT
+            http_port=s.http_port,
+            grpc_port=s.grpc_port,
+            metrics_port=s.metrics_port,
+            repository=MODEL_REPOSITORY_MOUNT,
         ),
         "ports": [
             {"name": "http", "containerPort": s.http_port, "protocol": "TCP"},
@@ -292,15 +377,34 @@ def render_deployment(
         ],
         "env": env,
         "resources": {
-            "requests": {"cpu": str(max(2, 4 * gpus)), "memory": f"{memory_gi}Gi", "nvidia.com/gpu": gpus},
+            "requests": {
+                "cpu": str(max(2, 4 * gpus)),
+                "memory": f"{memory_gi}Gi",
+                "nvidia.com/gpu": gpus,
+            },
             "limits": {"memory": f"{memory_gi * 2}Gi", "nvidia.com/gpu": gpus},
         },
         "volumeMounts": mounts,
         # Loading tens of GiB of weights takes minutes: the startup probe allows up to an hour
         # so that liveness never kills a pod that is still loading.
-        "startupProbe": {"httpGet": probe_http, "periodSeconds": 10, "failureThreshold": 360, "timeoutSeconds": 5},
-        "readinessProbe": {"httpGet": probe_http, "periodSeconds": 5, "failureThreshold": 3, "timeoutSeconds": 5},
-        "livenessProbe": {"httpGet": probe_http, "periodSeconds": 15, "failureThreshold": 4, "timeoutSeconds": 5},
+        "startupProbe": {
+            "httpGet": probe_http,
+            "periodSeconds": 10,
+            "failureThreshold": 360,
+            "timeoutSeconds": 5,
+        },
+        "readinessProbe": {
+            "httpGet": probe_http,
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+            "timeoutSeconds": 5,
+        },
+        "livenessProbe": {
+            "httpGet": probe_http,
+            "periodSeconds": 15,
+            "failureThreshold": 4,
+            "timeoutSeconds": 5,
+        },
         "securityContext": _hardening(),
     }
     pod_spec: dict[str, Any] = {
@@ -315,7 +419,10 @@ def render_deployment(
     dep_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(name)},
         # A new engine rolls in pod by pod and an old pod leaves only once a new one is ready.
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        },
         "revisionHistoryLimit": 3,
         "progressDeadlineSeconds": 3600,
         "template": {
@@ -331,24 +438,41 @@ def render_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(name=deployment_name(name), namespace=namespace, labels_=labels(name, "server"), owner=owner),
+        "metadata": _meta(
+            name=deployment_name(name),
+            namespace=namespace,
+            labels_=labels(name, "server"),
+            owner=owner,
+        ),
         "spec": dep_spec,
     }
 
 
-def render_service(*, name: str, namespace: str, spec: ChatModelSpec, owner: Mapping[str, Any]) -> dict[str, Any]:
+def render_service(
+    *, name: str, namespace: str, spec: ChatModelSpec, owner: Mapping[str, Any]
+) -> dict[str, Any]:
     s = spec.serving
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(name=service_name(name), namespace=namespace, labels_=labels(name, "server"), owner=owner),
+        "metadata": _meta(
+            name=service_name(name),
+            namespace=namespace,
+            labels_=labels(name, "server"),
+            owner=owner,
+        ),
         "spec": {
             "type": s.service_type,
             "selector": selector_labels(name),
             "ports": [
                 {"name": "http", "port": s.http_port, "targetPort": "http", "protocol": "TCP"},
                 {"name": "grpc", "port": s.grpc_port, "targetPort": "grpc", "protocol": "TCP"},
-                {"name": "metrics", "port": s.metrics_port, "targetPort": "metrics", "protocol": "TCP"},
+                {
+                    "name": "metrics",
+                    "port": s.metrics_port,
+                    "targetPort": "metrics",
+                    "protocol": "TCP",
+                },
             ],
         },
     }
@@ -361,15 +485,23 @@ def _target_quantity(value: float) -> str:
     return f"{round(value * 1000)}m"
 
 
-def render_hpa(*, name: str, namespace: str, spec: ChatModelSpec, owner: Mapping[str, Any]) -> dict[str, Any]:
+def render_hpa(
+    *, name: str, namespace: str, spec: ChatModelSpec, owner: Mapping[str, Any]
+) -> dict[str, Any]:
     a = spec.autoscaling
     signal = SIGNALS[a.metric]
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _meta(name=name, namespace=namespace, labels_=labels(name, "autoscaler"), owner=owner),
+        "metadata": _meta(
+            name=name, namespace=namespace, labels_=labels(name, "autoscaler"), owner=owner
+        ),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment_name(name)},
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": deployment_name(name),
+            },
             "minReplicas": a.min_replicas,
             "maxReplicas": a.max_replicas,
             "metrics": [
@@ -377,7 +509,10 @@ def render_hpa(*, name: str, namespace: str, spec: ChatModelSpec, owner: Mapping
                     "type": "Pods",
                     "pods": {
                         "metric": {"name": signal.hpa_metric},
-                        "target": {"type": "AverageValue", "averageValue": _target_quantity(a.effective_target())},
+                        "target": {
+                            "type": "AverageValue",
+                            "averageValue": _target_quantity(a.effective_target()),
+                        },
                     },
                 }
             ],
@@ -387,26 +522,37 @@ def render_hpa(*, name: str, namespace: str, spec: ChatModelSpec, owner: Mapping
                     "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
                 },
                 # New replicas need minutes to load weights: add one at a time, promptly.
-                "scaleUp": {"stabilizationWindowSeconds": 0, "policies": [{"type": "Pods", "value": 1, "periodSeconds": 30}]},
+                "scaleUp": {
+                    "stabilizationWindowSeconds": 0,
+                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 30}],
+                },
             },
         },
     }
 
 
-def render_scaled_object(*, name: str, namespace: str, spec: ChatModelSpec, owner: Mapping[str, Any]) -> dict[str, Any]:
+def render_scaled_object(
+    *, name: str, namespace: str, spec: ChatModelSpec, owner: Mapping[str, Any]
+) -> dict[str, Any]:
     a = spec.autoscaling
     signal = SIGNALS[a.metric]
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
-        "metadata": _meta(name=name, namespace=namespace, labels_=labels(name, "autoscaler"), owner=owner),
+        "metadata": _meta(
+            name=name, namespace=namespace, labels_=labels(name, "autoscaler"), owner=owner
+        ),
         "spec": {
             "scaleTargetRef": {"name": deployment_name(name)},
             "minReplicaCount": a.min_replicas,
             "maxReplicaCount": a.max_replicas,
             "advanced": {
                 "horizontalPodAutoscalerConfig": {
-                    "behavior": {"scaleDown": {"stabilizationWindowSeconds": a.scale_down_stabilization_seconds}}
+                    "behavior": {
+                        "scaleDown": {
+                            "stabilizationWindowSeconds": a.scale_down_stabilization_seconds
+                        }
+                    }
                 }
             },
             "triggers": [
@@ -429,18 +575,30 @@ def render_pdb(*, name: str, namespace: str, owner: Mapping[str, Any]) -> dict[s
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _meta(name=name, namespace=namespace, labels_=labels(name, "server"), owner=owner),
+        "metadata": _meta(
+            name=name, namespace=namespace, labels_=labels(name, "server"), owner=owner
+        ),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(name)}},
     }
 
 
-def render_service_monitor(*, name: str, namespace: str, owner: Mapping[str, Any]) -> dict[str, Any]:
+def render_service_monitor(
+    *, name: str, namespace: str, owner: Mapping[str, Any]
+) -> dict[str, Any]:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
-        "metadata": _meta(name=name, namespace=namespace, labels_=labels(name, "server"), owner=owner),
+        "metadata": _meta(
+            name=name, namespace=namespace, labels_=labels(name, "server"), owner=owner
+        ),
         "spec": {
-            "selector": {"matchLabels": {k: v for k, v in labels(name, "server").items() if k != "app.kubernetes.io/managed-by"}},
+            "selector": {
+                "matchLabels": {
+                    k: v
+                    for k, v in labels(name, "server").items()
+                    if k != "app.kubernetes.io/managed-by"
+                }
+            },
             "namespaceSelector": {"matchNames": [namespace]},
             "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "5s"}],
             # The recording rules group by this label: copy it from the Service onto every series.

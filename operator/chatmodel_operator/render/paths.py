@@ -40,4 +40,6 @@ def cache_paths(source: Source, uri: str, engine_key: str) -> CachePaths:
         ckpt, downloaded = source.location, False
     else:
         ckpt, downloaded = f"{CACHE_MOUNT}/checkpoints/{source_dir_name(uri)}", True
-    return CachePaths(checkpoint=ckpt, engine_root=f"{CACHE_MOUNT}/engines/{engine_key}", downloaded=downloaded)
+    return CachePaths(
+        checkpoint=ckpt, engine_root=f"{CACHE_MOUNT}/engines/{engine_key}", downloaded=downloaded
+    )
