@@ -54,7 +54,9 @@ def _structural(node: dict[str, Any], path: str) -> dict[str, Any]:
                 allowed += b.get("enum", [b["const"]] if "const" in b else [])
             node["x-kubernetes-int-or-string"] = True
             if allowed:
-                rule = " || ".join(f"self == {v!r}" for v in allowed)
+                strings = [v for v in allowed if isinstance(v, str)]
+                ints = [v for v in allowed if isinstance(v, int)]
+                rule = f"type(self) == string ? self in {strings!r} : self in {ints!r}"
                 node.setdefault("x-kubernetes-validations", []).append(
                     {"rule": rule, "message": f"must be one of {', '.join(map(str, allowed))}"}
                 )
@@ -66,7 +68,10 @@ def _structural(node: dict[str, Any], path: str) -> dict[str, Any]:
         kinds = {type(v) for v in values}
         if kinds == {str, int}:
             node["x-kubernetes-int-or-string"] = True
-            rule = " || ".join(f"self == {v!r}" for v in values)
+            strings = [v for v in values if isinstance(v, str)]
+            ints = [v for v in values if isinstance(v, int)]
+            # Branch on the type: strict CEL has no int == string overload.
+            rule = f"type(self) == string ? self in {strings!r} : self in {ints!r}"
             node.setdefault("x-kubernetes-validations", []).append(
                 {"rule": rule, "message": f"must be one of {', '.join(map(str, values))}"}
             )

@@ -210,13 +210,14 @@ CrossRule = tuple[str, str, str, str]  # (scope, CEL, message, field path)
 SPEC_RULES: list[CrossRule] = [
     (
         "autoscaling",
-        "self.minReplicas <= self.maxReplicas",
+        "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
         "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
         "spec.autoscaling.minReplicas",
     ),
     (
         "engine",
-        "self.mode != 'llmapi' || self.backend in ['auto', 'tensorrt-llm']",
+        "!has(self.mode) || self.mode != 'llmapi' || !has(self.backend)"
+        " || self.backend in ['auto', 'tensorrt-llm']",
         "engine.mode llmapi applies to backend tensorrt-llm only; "
         "set engine.backend to tensorrt-llm or auto",
         "spec.engine.mode",
@@ -229,9 +230,11 @@ SPEC_RULES: list[CrossRule] = [
     ),
     (
         "spec",
+        # Both fields are int-or-string ('auto' is their only string): compare only two ints,
+        # since CEL without heterogeneous equality rejects int == string.
         "!has(self.resources) || !has(self.resources.gpu) || !has(self.resources.gpu.count)"
-        " || self.resources.gpu.count == 'auto' || !has(self.engine)"
-        " || !has(self.engine.tensorParallelism) || self.engine.tensorParallelism == 'auto'"
+        " || type(self.resources.gpu.count) == string || !has(self.engine)"
+        " || !has(self.engine.tensorParallelism) || type(self.engine.tensorParallelism) == string"
         " || self.resources.gpu.count == self.engine.tensorParallelism",
         "resources.gpu.count and engine.tensorParallelism must agree when both are set "
         "(one replica spans tensorParallelism GPUs)",
