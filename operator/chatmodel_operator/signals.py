@@ -29,6 +29,11 @@ class LoadSignal:
 
 
 _BY = f"namespace, pod, {CHATMODEL_LABEL}"
+# irate (the last two scrapes) rather than NVIDIA's rate(...[1m]): a 1-minute rate keeps the
+# ratio high for a minute after the load stops, whereas irate follows a step within about two
+# scrape intervals each way (bench/autoscale.py measures it). Its noise is absorbed by the HPA's
+# scale-down stabilization window; the range only bounds how far back the two samples may lie.
+_WINDOW = "1m"
 
 SIGNALS: dict[str, LoadSignal] = {
     s.metric: s
@@ -37,8 +42,8 @@ SIGNALS: dict[str, LoadSignal] = {
             metric="queue-to-compute-ratio",
             record="chatmodel:queue_to_compute_ratio",
             expr=(
-                f"sum by ({_BY}) (rate(nv_inference_queue_duration_us[1m])) / "
-                f"clamp_min(sum by ({_BY}) (rate(nv_inference_compute_infer_duration_us[1m])), 1)"
+                f"sum by ({_BY}) (irate(nv_inference_queue_duration_us[{_WINDOW}])) / clamp_min("
+                f"sum by ({_BY}) (irate(nv_inference_compute_infer_duration_us[{_WINDOW}])), 1)"
             ),
             hpa_metric="chatmodel_queue_to_compute_ratio",
             description="time requests wait in Triton's queues over time spent computing",
