@@ -1,0 +1,225 @@
+"""Every kopf handler of the operator: wiring only (STYLE 2).
+
+Create, update, resume and the resync timer all call ``reconcile.run``. Children are read
+from kopf indexes fed by watches (so a pass makes no GET requests), and a watch event that
+changes a Job or Deployment a ChatModel waits on starts a pass through the ``Scheduler``.
+
+``build_registry`` returns a fresh registry, so a test or a second operator in one process
+gets its own handlers and settings instead of kopf's global registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from chatmodel_operator import metrics, reconcile
+from chatmodel_operator.adapters import kube
+from chatmodel_operator.adapters.kube import CHILD_KINDS, OPTIONAL_KINDS, Kind, Observed
+from chatmodel_operator.api.spec import GROUP, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+
+OURS = {kube.MANAGED_BY_LABEL: kube.FIELD_MANAGER}
+PEERING_NAME = "chatmodel-operator"
+
+
+@dataclass
+class OperatorConfig:
+    resync_seconds: float = 300.0
+    clusterwide: bool = True
+    settings: reconcile.Settings = field(default_factory=reconcile.Settings)
+    retry: kube.RetryPolicy = field(default_factory=kube.RetryPolicy)
+    workers: int = 8
+    # How to log in: kopf's own kubeconfig/in-cluster loader; tests may pass another.
+    login: Callable[..., Any] = kopf.login_via_client
+    model_files: Callable[[str], reconcile.ModelFiles] | None = None
+    build_repository: Callable[..., Mapping[Any, str]] | None = None
+
+
+class IndexedChildren:
+    """``reconcile.ObservedChildren`` over the kopf indexes (one per child kind)."""
+
+    def __init__(self, indexes: Mapping[str, kopf.Index[Any, Observed]]) -> None:
+        self.indexes = indexes
+
+    def get(self, kind: Kind, namespace: str, name: str) -> Observed | None:
+        store = self.indexes[kind.plural].get(("n", namespace, name))
+        return next(iter(store), None) if store else None
+
+    def owned_by(self, kind: Kind, namespace: str, uid: str) -> list[Observed]:
+        return list(self.indexes[kind.plural].get(("o", namespace, uid)) or ())
+
+
+def _index_id(k: Kind) -> str:
+    return f"{k.plural}_index"
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """kopf settings: our field manager and annotations, no kopf Events, quick API retries."""
+    # Progress and the last handled spec in annotations under our group: the CRD's status
+    # schema has no room for kopf's own fields (the API server would prune them).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{GROUP}/finalizer"  # never added: no deletion handlers
+    # reconcile posts its own Events (one per transition); kopf's per-handler ones are noise.
+    settings.posting.enabled = False
+    settings.networking.error_backoffs = (0.2, 0.5, 1, 2, 5, 10)
+    settings.networking.request_timeout = 60
+    settings.watching.server_timeout = 300  # watches are renewed every few minutes
+    settings.watching.client_timeout = 330
+    settings.execution.max_workers = 4  # for sync handlers; the heavy ones are async
+
+
+def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistry:
+    cfg = config or OperatorConfig()
+    registry = kopf.OperatorRegistry()
+    cm = (GROUP, VERSION, PLURAL)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(
+        settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **kw: Any
+    ) -> None:
+        configure(settings)
+        info = cfg.login(logger=logger, settings=settings)
+        client = kube.KubeClient(
+            kube.Connection.from_kopf(info),
+            retry=cfg.retry,
+            relogin=lambda: kube.Connection.from_kopf(cfg.login(logger=logger, settings=settings)),
+        )
+        await _choose_peering(client, settings, logger, clusterwide=cfg.clusterwide)
+        indexes = {k.plural: kw[_index_id(k)] for k in CHILD_KINDS}
+        ctx = reconcile.Context(
+            client=client, children=IndexedChildren(indexes), settings=cfg.settings
+        )
+        if cfg.model_files is not None:
+            ctx.model_files = cfg.model_files
+        ctx.build_repository = cfg.build_repository
+        ctx.served = {k for k in OPTIONAL_KINDS if await client.served(k.api_version, k.plural)}
+        ctx.latest = _chatmodel_lookup(kw["chatmodels_index"])
+        ctx.scheduler = reconcile.Scheduler(
+            ctx, _chatmodel_lookup(kw["chatmodels_index"]), workers=cfg.workers
+        )
+        ctx.scheduler.start()
+        memo.ctx, memo.info = ctx, info
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: Any, **_: Any) -> None:
+        ctx: reconcile.Context | None = getattr(memo, "ctx", None)
+        if ctx is not None and ctx.scheduler is not None:
+            await ctx.scheduler.stop()
+        if ctx is not None:
+            await ctx.client.close()
+
+    @kopf.on.login(registry=registry)
+    def login(memo: Any, **kw: Any) -> Any:
+        # The same credentials our client uses; fresh ones after kopf saw a 401.
+        info = getattr(memo, "info", None)
+        memo.info = None
+        return info or cfg.login(**kw)
+
+    @kopf.index(*cm, registry=registry, id="chatmodels_index")
+    def chatmodels_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return {(namespace, name): body}
+
+    for k in CHILD_KINDS:
+        kopf.index(
+            k.group, k.version, k.plural, labels=OURS, registry=registry, id=_index_id(k), param=k
+        )(_child_index)
+
+    @kopf.on.create(*cm, registry=registry)
+    async def create(body: kopf.Body, memo: Any, **_: Any) -> None:
+        await reconcile.run(body, memo.ctx, cause="create")
+
+    @kopf.on.update(*cm, registry=registry)
+    async def update(body: kopf.Body, memo: Any, **_: Any) -> None:
+        await reconcile.run(body, memo.ctx, cause="update")
+
+    @kopf.on.resume(*cm, registry=registry)
+    async def resume(body: kopf.Body, memo: Any, **_: Any) -> None:
+        await reconcile.run(body, memo.ctx, cause="resume")
+
+    @kopf.timer(
+        *cm, registry=registry, interval=cfg.resync_seconds, initial_delay=cfg.resync_seconds
+    )
+    async def resync(body: kopf.Body, memo: Any, **_: Any) -> None:
+        await reconcile.run(body, memo.ctx, cause="timer")
+
+    @kopf.on.event(*cm, registry=registry)
+    def chatmodel_gone(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+        if type == "DELETED" and getattr(memo, "ctx", None) is not None:
+            memo.ctx.forget(namespace or "", name)
+            metrics.forget_chatmodel(namespace or "", name)
+
+    @kopf.on.event("batch", "v1", "jobs", labels=OURS, registry=registry)
+    def job_changed(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+        ctx, obs = memo.ctx, _observed(type, body)
+        if ctx.scheduler is not None and ctx.changed(obs):
+            ctx.scheduler.poke_waiters(obs.namespace, obs.engine_key)
+
+    @kopf.on.event("apps", "v1", "deployments", labels=OURS, registry=registry)
+    def deployment_changed(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+        ctx, obs = memo.ctx, _observed(type, body)
+        if ctx.scheduler is not None and obs.instance and ctx.changed(obs):
+            ctx.scheduler.poke(obs.namespace, obs.instance)
+
+    return registry
+
+
+def _child_index(body: kopf.Body, memo: Any, **_: Any) -> dict[Any, Observed]:
+    obs = kube.summarize(body)
+    ctx: reconcile.Context | None = getattr(memo, "ctx", None)
+    if ctx is not None:
+        ctx.watched(obs)
+    keys: list[Any] = [("n", obs.namespace, obs.name)]
+    keys += [("o", obs.namespace, uid) for uid in obs.owners]
+    return dict.fromkeys(keys, obs)
+
+
+def _observed(type_: str, body: kopf.Body) -> Observed:
+    obs = kube.summarize(body)
+    # A deleted child reads as absent: the same digest the pass records for a missing one.
+    return (
+        Observed(**{**obs.__dict__, "resource_version": None, "job": None, "deployment": None})
+        if type_ == "DELETED"
+        else obs
+    )
+
+
+def _chatmodel_lookup(index: kopf.Index[Any, kopf.Body]) -> Callable[[str, str], kopf.Body | None]:
+    def lookup(namespace: str, name: str) -> kopf.Body | None:
+        store = index.get((namespace, name))
+        return next(iter(store), None) if store else None
+
+    return lookup
+
+
+async def _choose_peering(
+    client: kube.KubeClient,
+    settings: kopf.OperatorSettings,
+    logger: logging.Logger,
+    *,
+    clusterwide: bool,
+) -> None:
+    """Elect one active replica when kopf's peering CRD is installed, else run standalone and
+    say so once (a second replica would then act on every ChatModel too)."""
+    plural = "clusterkopfpeerings" if clusterwide else "kopfpeerings"
+    if await client.served("kopf.dev/v1", plural):
+        settings.peering.standalone = False
+        settings.peering.name = PEERING_NAME
+        settings.peering.priority = random.randint(1, 1_000_000)  # equal priorities pause all
+        logger.info("peering %s found: one of the replicas is elected to act", plural)
+    else:
+        settings.peering.standalone = True
+        logger.warning(
+            "kopf peering (%s.kopf.dev) is not installed: running standalone; run one replica "
+            "or install the peering CRD to elect one",
+            plural,
+        )

@@ -1,0 +1,64 @@
+"""`chatmodel operator`: run the kopf operator with the current KUBECONFIG or in-cluster
+credentials."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from chatmodel_operator import metrics
+from chatmodel_operator.handlers import OperatorConfig, build_registry
+
+
+def register_commands(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "operator", help="run the operator (kopf) against the current cluster"
+    )
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        metavar="NS",
+        help="watch this namespace (repeatable; globs such as 'team-*' allowed)",
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch every namespace (default)"
+    )
+    p.add_argument(
+        "--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0: off)"
+    )
+    p.add_argument(
+        "--resync-seconds", type=float, default=300.0, help="re-check every ChatModel this often"
+    )
+    p.add_argument(
+        "--liveness", metavar="URL", help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz"
+    )
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.set_defaults(func=cmd_operator)
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    kopf.configure(verbose=args.log_level == "DEBUG", log_format=kopf.LogFormat.PLAIN)
+    logging.getLogger().setLevel(args.log_level)
+    if args.metrics_port:
+        metrics.start_metrics_server(args.metrics_port)
+    namespaces = list(args.namespaces or [])
+    config = OperatorConfig(resync_seconds=args.resync_seconds, clusterwide=not namespaces)
+    asyncio.run(
+        kopf.operator(
+            registry=build_registry(config),
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=args.liveness,
+        )
+    )
+    return 0
