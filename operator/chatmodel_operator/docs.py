@@ -76,8 +76,11 @@ def _constraints(node: dict[str, Any]) -> list[str]:
         out.append(f"Default: {_code(node['default'])}.")
     low = node.get("minimum")
     high = node.get("maximum")
-    if "exclusiveMinimum" in node:
-        low_text = f"greater than {node['exclusiveMinimum']}"
+    exclusive = node.get("exclusiveMinimum")
+    # OpenAPI v3 (what the API server takes) writes `minimum: 0, exclusiveMinimum: true`;
+    # JSON Schema 2020-12 writes `exclusiveMinimum: 0`. Either reads "greater than 0".
+    if exclusive is not None and exclusive is not False:
+        low_text = f"greater than {low if exclusive is True else exclusive}"
     elif low is not None:
         low_text = f"at least {low}"
     else:
