@@ -1,6 +1,7 @@
 """Every kopf handler of the operator: wiring only (STYLE 2).
 
-Create, update, resume and the resync timer all call ``reconcile.run``. Children are read
+Create, update and resume call ``reconcile.run``, and so does the resync timer, which runs
+in the ``Scheduler`` (see its docstring for why it is not a ``kopf.timer``). Children are read
 from kopf indexes fed by watches (so a pass makes no GET requests), and a watch event that
 changes a Job or Deployment a ChatModel waits on starts a pass through the ``Scheduler``.
 
@@ -104,8 +105,10 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         ctx.build_repository = cfg.build_repository
         ctx.served = {k for k in OPTIONAL_KINDS if await client.served(k.api_version, k.plural)}
         ctx.latest = _chatmodel_lookup(kw["chatmodels_index"])
+        # The resync timer: every ChatModel through reconcile.run once per resync period.
         ctx.scheduler = reconcile.Scheduler(
-            ctx, _chatmodel_lookup(kw["chatmodels_index"]), workers=cfg.workers
+            ctx, ctx.latest, workers=cfg.workers, resync_seconds=cfg.resync_seconds,
+            keys=lambda: list(kw["chatmodels_index"]),
         )
         ctx.scheduler.start()
         memo.ctx, memo.info = ctx, info
@@ -145,12 +148,6 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
     @kopf.on.resume(*cm, registry=registry)
     async def resume(body: kopf.Body, memo: Any, **_: Any) -> None:
         await reconcile.run(body, memo.ctx, cause="resume")
-
-    @kopf.timer(
-        *cm, registry=registry, interval=cfg.resync_seconds, initial_delay=cfg.resync_seconds
-    )
-    async def resync(body: kopf.Body, memo: Any, **_: Any) -> None:
-        await reconcile.run(body, memo.ctx, cause="timer")
 
     @kopf.on.event(*cm, registry=registry)
     def chatmodel_gone(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:

@@ -521,7 +521,7 @@ class _Pass:
                 created = await self._create_job(job_body, 1)
                 self.status["engine"]["attempts"] = 1
                 self.conds.set(
-                    "EngineBuilding", True, "BuildStarted", f"building engine {key} in Job {name}"
+                    "EngineBuilding", True, "Building", f"Job {name} is building engine {key}"
                 )
                 self.conds.set("EngineBuildFailed", False, "Building", "")
                 if created is None:
@@ -862,9 +862,13 @@ async def run(body: Mapping[str, Any], ctx: Context, *, cause: Cause) -> Outcome
 
 
 class Scheduler:
-    """Runs passes that no kopf handler started: a child changed, or a backoff ran out.
+    """Runs the passes no kopf change handler starts: a child changed, a backoff ran out, or
+    the periodic resync came round.
 
-    Pokes for the same ChatModel coalesce; a poke during its pass runs one more pass after it.
+    The resync is this loop rather than a ``kopf.timer``: kopf puts a finalizer on every
+    object a timer serves, which costs a write per ChatModel and blocks its deletion while the
+    operator is down (the stuck-finalizer trouble of other operators). Pokes for the same
+    ChatModel coalesce; a poke during its pass runs one more pass after it.
     """
 
     def __init__(
@@ -873,15 +877,19 @@ class Scheduler:
         lookup: Callable[[str, str], Mapping[str, Any] | None],
         *,
         workers: int = 8,
+        resync_seconds: float | None = None,
+        keys: Callable[[], Iterable[tuple[str, str]]] | None = None,
     ) -> None:
         self.ctx = ctx
         self.lookup = lookup
         self.workers = workers
+        self.resync_seconds = resync_seconds
+        self.keys = keys
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-        self._queued: set[tuple[str, str]] = set()
+        self._cause: dict[tuple[str, str], Cause] = {}
         self._running: set[tuple[str, str]] = set()
-        self._dirty: set[tuple[str, str]] = set()
-        self._later: list[tuple[float, tuple[str, str]]] = []
+        self._dirty: dict[tuple[str, str], Cause] = {}
+        self._later: list[tuple[float, tuple[str, str], Cause]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._wakeup = asyncio.Event()
 
@@ -890,7 +898,9 @@ class Scheduler:
             asyncio.create_task(self._worker(), name=f"chatmodel-worker-{i}")
             for i in range(self.workers)
         ]
-        self._tasks.append(asyncio.create_task(self._timer(), name="chatmodel-retry-timer"))
+        self._tasks.append(asyncio.create_task(self._timer(), name="chatmodel-delays"))
+        if self.resync_seconds and self.keys is not None:
+            self._tasks.append(asyncio.create_task(self._resync(), name="chatmodel-resync"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -900,29 +910,41 @@ class Scheduler:
                 await task
         self._tasks = []
 
-    def poke(self, namespace: str, name: str, *, delay: float = 0.0) -> None:
+    def poke(self, namespace: str, name: str, *, delay: float = 0.0, cause: Cause = "child") -> None:
         key = (namespace, name)
         if delay > 0:
-            heapq.heappush(self._later, (time.monotonic() + delay, key))
+            heapq.heappush(self._later, (time.monotonic() + delay, key, cause))
             self._wakeup.set()
         elif key in self._running:
-            self._dirty.add(key)
-        elif key not in self._queued:
-            self._queued.add(key)
+            self._dirty.setdefault(key, cause)
+        elif key not in self._cause:
+            self._cause[key] = cause
             self._queue.put_nowait(key)
+        elif cause != "timer":
+            self._cause[key] = cause  # a real change outranks the resync
 
     def poke_waiters(self, namespace: str, engine_key: str | None) -> None:
         if engine_key:
             for name in list(self.ctx.waiters.get((namespace, engine_key), ())):
                 self.poke(namespace, name)
 
+    async def _resync(self) -> None:
+        """Every ChatModel once per period, spread evenly so that the passes never bunch."""
+        assert self.resync_seconds is not None and self.keys is not None
+        while True:
+            keys = list(self.keys())
+            step = self.resync_seconds / max(len(keys), 1)
+            for i, (namespace, name) in enumerate(keys):
+                self.poke(namespace, name, delay=(i + 1) * step, cause="timer")
+            await asyncio.sleep(self.resync_seconds)
+
     async def _timer(self) -> None:
         while True:
             self._wakeup.clear()
             now = time.monotonic()
             while self._later and self._later[0][0] <= now:
-                _, key = heapq.heappop(self._later)
-                self.poke(*key)
+                _, key, cause = heapq.heappop(self._later)
+                self.poke(*key, cause=cause)
             timeout = self._later[0][0] - now if self._later else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
@@ -930,13 +952,13 @@ class Scheduler:
     async def _worker(self) -> None:
         while True:
             key = await self._queue.get()
-            self._queued.discard(key)
+            cause = self._cause.pop(key, "child")
             body = self.lookup(*key)
             if body is None:
                 continue
             self._running.add(key)
             try:
-                await run(body, self.ctx, cause="child")
+                await run(body, self.ctx, cause=cause)
             except kopf.TemporaryError as exc:
                 self.poke(*key, delay=exc.delay or 10)
             except kopf.PermanentError:
@@ -947,8 +969,7 @@ class Scheduler:
             finally:
                 self._running.discard(key)
             if key in self._dirty:
-                self._dirty.discard(key)
-                self.poke(*key)
+                self.poke(*key, cause=self._dirty.pop(key))
 
 
 async def aclose(closers: Iterable[Callable[[], Awaitable[None]]]) -> None:
