@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from chatmodel_operator import __version__, chart, rbac
+from chatmodel_operator import __version__, chart, handlers, rbac
 from chatmodel_operator.api import parse_chatmodel
 from chatmodel_operator.cli import build_parser, crd_yaml
 from chatmodel_operator.generate import CRD_PATH
@@ -374,16 +374,16 @@ def test_scope_and_peering(values: dict[str, Any], scope_args: list[str], peerin
     deployment = one(objs, "Deployment")
     peerings = [o for o in objs if o["apiVersion"] == "kopf.dev/v1"]
     if peering is None:
-        assert "--standalone" in args
         assert not peerings
-        # A standalone operator must never overlap with its successor during an upgrade.
+        # A lone operator must never overlap with its successor during an upgrade.
         assert deployment["spec"]["strategy"]["type"] == "Recreate"
     else:
-        names = {p["metadata"]["name"] for p in peerings}
         assert {p["kind"] for p in peerings} == {peering}
-        assert [f"--peering={n}" for n in names] == [a for a in args if a.startswith("--peering")]
+        # The operator joins the object of this name (handlers.py); any other would be ignored.
+        assert {p["metadata"]["name"] for p in peerings} == {handlers.PEERING_NAME}
+        assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
         if peering == "KopfPeering":
-            assert {p["metadata"]["namespace"] for p in peerings} == {"a", "b"}
+            assert sorted(p["metadata"]["namespace"] for p in peerings) == ["a", "b"]
 
 
 @pytest.mark.parametrize(("values", "scope_args", "peering"), MODES)

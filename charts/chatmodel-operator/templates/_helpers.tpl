@@ -49,10 +49,6 @@ app.kubernetes.io/part-of: chatmodel-operator
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
-{{- define "chatmodel-operator.peeringName" -}}
-{{- default (include "chatmodel-operator.fullname" .) .Values.peering.name | trunc 63 | trimSuffix "-" }}
-{{- end }}
-
 {{/* Peering only matters when several replicas could act at once. */}}
 {{- define "chatmodel-operator.peering" -}}
 {{- if gt (int .Values.replicas) 1 }}true{{ end }}
