@@ -332,6 +332,8 @@ def test_deployment_is_hardened_and_probed_on_the_metrics_port() -> None:
     assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
     # The read-only root needs one writable place: /tmp, where HOME and HF_HOME point.
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["HOME"] == "/tmp" and env["HF_HOME"].startswith("/tmp/")
 
 
 def test_metrics_service_selects_the_operator_pods() -> None:
