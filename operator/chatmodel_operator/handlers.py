@@ -61,14 +61,37 @@ def _index_id(k: Kind) -> str:
     return f"{k.plural}_index"
 
 
+class GenerationDiffBase(kopf.DiffBaseStorage):
+    """kopf's "last handled state", read from ``status.observedGeneration``.
+
+    kopf's own storages copy the whole spec into an annotation after every create and update:
+    one more write per change, repeating what ``observedGeneration`` (which every pass writes)
+    already says. Here the spec counts as handled when the status describes its generation;
+    a pass that fails before writing status leaves it unhandled, so kopf retries it. The
+    update handler ignores kopf's diff (the reconcile is level-triggered), so the essence
+    returned for an unhandled generation only has to differ from the current one.
+    """
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        observed = body.get("status", {}).get("observedGeneration")
+        if observed is None:
+            return None  # never handled: kopf calls the create handler
+        essence = self.build(body=body)
+        if observed != body.get("metadata", {}).get("generation"):
+            essence = {**essence, "spec": {"observedGeneration": observed}}  # type: ignore[typeddict-unknown-key]
+        return essence
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        """Nothing to store: the pass wrote observedGeneration with its status."""
+
+
 def configure(settings: kopf.OperatorSettings) -> None:
     """kopf settings: our field manager and annotations, no kopf Events, quick API retries."""
-    # Progress and the last handled spec in annotations under our group: the CRD's status
-    # schema has no room for kopf's own fields (the API server would prune them).
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    # Retry progress in annotations: the CRD's status schema has no room for kopf's fields
+    # (the API server would prune them). A "kopf." prefix, because with any other kopf adds a
+    # "<prefix>/kopf-managed" marker annotation on the first pass: a write for nothing.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=f"kopf.{GROUP}")
+    settings.persistence.diffbase_storage = GenerationDiffBase()
     settings.persistence.finalizer = f"{GROUP}/finalizer"  # never added: no deletion handlers
     # reconcile posts its own Events (one per transition); kopf's per-handler ones are noise.
     settings.posting.enabled = False
@@ -107,7 +130,10 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         ctx.latest = _chatmodel_lookup(kw["chatmodels_index"])
         # The resync timer: every ChatModel through reconcile.run once per resync period.
         ctx.scheduler = reconcile.Scheduler(
-            ctx, ctx.latest, workers=cfg.workers, resync_seconds=cfg.resync_seconds,
+            ctx,
+            ctx.latest,
+            workers=cfg.workers,
+            resync_seconds=cfg.resync_seconds,
             keys=lambda: list(kw["chatmodels_index"]),
         )
         ctx.scheduler.start()
@@ -129,7 +155,9 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         return info or cfg.login(**kw)
 
     @kopf.index(*cm, registry=registry, id="chatmodels_index")
-    def chatmodels_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    def chatmodels_index(
+        namespace: str | None, name: str, body: kopf.Body, **_: Any
+    ) -> dict[Any, Any]:
         return {(namespace, name): body}
 
     for k in CHILD_KINDS:
@@ -158,23 +186,24 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
     @kopf.on.event("batch", "v1", "jobs", labels=OURS, registry=registry)
     def job_changed(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
         ctx, obs = memo.ctx, _observed(type, body)
-        if ctx.scheduler is not None and ctx.changed(obs):
+        if ctx.changed(obs) and ctx.scheduler is not None:
             ctx.scheduler.poke_waiters(obs.namespace, obs.engine_key)
+        if type == "DELETED":
+            ctx.gone(obs)
 
     @kopf.on.event("apps", "v1", "deployments", labels=OURS, registry=registry)
     def deployment_changed(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
         ctx, obs = memo.ctx, _observed(type, body)
-        if ctx.scheduler is not None and obs.instance and ctx.changed(obs):
+        if ctx.changed(obs) and ctx.scheduler is not None and obs.instance:
             ctx.scheduler.poke(obs.namespace, obs.instance)
+        if type == "DELETED":
+            ctx.gone(obs)
 
     return registry
 
 
 def _child_index(body: kopf.Body, memo: Any, **_: Any) -> dict[Any, Observed]:
     obs = kube.summarize(body)
-    ctx: reconcile.Context | None = getattr(memo, "ctx", None)
-    if ctx is not None:
-        ctx.watched(obs)
     keys: list[Any] = [("n", obs.namespace, obs.name)]
     keys += [("o", obs.namespace, uid) for uid in obs.owners]
     return dict.fromkeys(keys, obs)

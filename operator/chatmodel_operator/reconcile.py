@@ -156,32 +156,36 @@ class Context:
         if entry is None:
             return watched
         ours, expires = entry
-        if time.monotonic() > expires or (watched is not None and _newer(watched, ours)):
-            self.fresh.pop(key, None)
+        if time.monotonic() > expires or (watched is not None and not _newer(ours, watched)):
+            self.fresh.pop(key, None)  # the watch has caught up
             return watched
         return ours
 
     def wrote(self, obj: Observed) -> None:
-        self.fresh[(obj.kind, obj.namespace, obj.name)] = (
-            obj,
-            time.monotonic() + self.settings.fresh_ttl_s,
-        )
+        now = time.monotonic()
+        if len(self.fresh) > 4096:  # entries expire on lookup; sweep those never looked up
+            self.fresh = {k: v for k, v in self.fresh.items() if v[1] > now}
+        expires = now + self.settings.fresh_ttl_s
+        self.fresh[(obj.kind, obj.namespace, obj.name)] = (obj, expires)
+        self.seen[(obj.kind, obj.namespace, obj.name)] = obj.digest
 
     def forget_written(self, kind: str, namespace: str, name: str) -> None:
         self.fresh.pop((kind, namespace, name), None)
 
-    def watched(self, obj: Observed) -> None:
-        """Called by the index handlers: the watch has caught up with our write."""
-        entry = self.fresh.get((obj.kind, obj.namespace, obj.name))
-        if entry is not None and not _newer(entry[0], obj):
-            self.fresh.pop((obj.kind, obj.namespace, obj.name), None)
-
-    def note(self, obj: Observed | None, kind: Kind, namespace: str, name: str) -> None:
-        self.seen[(kind.kind, namespace, name)] = obj.digest if obj is not None else ()
+    def gone(self, obj: Observed) -> None:
+        """A child was deleted: forget what we knew about it."""
+        self.seen.pop((obj.kind, obj.namespace, obj.name), None)
+        self.fresh.pop((obj.kind, obj.namespace, obj.name), None)
 
     def changed(self, obj: Observed) -> bool:
-        """Whether a watched child differs from what the last pass acted on."""
-        return self.seen.get((obj.kind, obj.namespace, obj.name)) != obj.digest
+        """Whether a watch event shows a child in a state worth a pass: different from the
+        previous event of that child or from our own last write to it. (Comparing with what
+        some pass last read instead would lose pokes: a pass of one ChatModel may read a
+        finished shared Job from the index before the Job's event reaches the others.)"""
+        key = (obj.kind, obj.namespace, obj.name)
+        previous = self.seen.get(key)
+        self.seen[key] = obj.digest
+        return previous != obj.digest
 
     def newest(self, key: tuple[str, str], body: Mapping[str, Any]) -> dict[str, Any]:
         """The latest known version of a ChatModel, as a plain dict: the handler's body, the
@@ -258,14 +262,13 @@ def _rv(body: Mapping[str, Any]) -> int:
 
 
 def _newer(a: Observed, b: Observed) -> bool:
-    """Whether ``a`` is a later version than ``b``. resourceVersions are opaque by contract
-    but are etcd revisions in practice; when they are not numbers, trust our write."""
-    if a.uid != b.uid:
-        return True
+    """Whether ``a`` is a later state than ``b``. resourceVersions are opaque by contract but
+    are etcd revisions, one counter for the whole cluster, in every API server we know; when
+    one is not a number, our own write wins until it expires."""
     try:
         return int(a.resource_version or 0) > int(b.resource_version or 0)
     except ValueError:
-        return False
+        return True
 
 
 # --- conditions ----------------------------------------------------------------------------
@@ -408,7 +411,6 @@ class _Pass:
     async def run(self) -> Outcome:
         dep = self.ctx.lookup(DEPLOYMENT, self.namespace, deployment_name(self.name))
         serving = _serving(dep)
-        self.ctx.note(dep, DEPLOYMENT, self.namespace, deployment_name(self.name))
         self._serving_status(serving, plan=None)
 
         try:
@@ -447,8 +449,6 @@ class _Pass:
         applied = await self._serving_children(desired.serving, engine_ready, serving, plan)
         dep = applied.get(DEPLOYMENT.kind) or dep
         serving = _serving(dep)
-        if dep is not None:
-            self.ctx.note(dep, DEPLOYMENT, self.namespace, dep.name)
         await self._prune_children(applied, serving, plan.engine_key, engine_ready)
         self._serving_status(serving, plan)
         if SERVICE_KEY in applied:
@@ -471,15 +471,32 @@ class _Pass:
         of its owners, and the garbage collector removes it with the last of them.
         """
         name = pvc["metadata"]["name"]
+        # One pass at a time per volume: ChatModels created together must not all race to
+        # create it (a 409 each) or overwrite each other's owner references.
+        async with self.ctx.engine_locks.setdefault(
+            (self.namespace, "pvc/" + name), asyncio.Lock()
+        ):
+            await self._ensure_cache_locked(pvc, spec, name)
+
+    async def _ensure_cache_locked(
+        self, pvc: dict[str, Any], spec: ChatModelSpec, name: str
+    ) -> None:
         obs = self.ctx.lookup(PVC, self.namespace, name)
         if obs is None:
             body, _ = kube.with_hash(pvc)
             created = await self.ctx.client.create(body)
             if created is not None:
                 self.ctx.wrote(kube.summarize(created))
+            else:  # created by another client meanwhile; its watch event will follow
+                self.ctx.wrote(
+                    kube.summarize({**body, "metadata": {**body["metadata"], "uid": "?"}})
+                )
             return
         wants_owner = spec.cache.delete_policy == "Delete"
         if wants_owner == (self.uid in obs.owners):
+            return
+        if obs.resource_version is None:  # someone else's create, not watched yet
+            self.retry_after = 1.0
             return
         refs = [dict(r) for r in obs.owner_refs if r.get("uid") != self.uid]
         if wants_owner:
@@ -502,7 +519,6 @@ class _Pass:
         lock = ctx.engine_locks.setdefault((ns, key), asyncio.Lock())
         async with lock:
             job = ctx.lookup(JOB, ns, name)
-            ctx.note(job, JOB, ns, name)
             state = job.job if job is not None else None
             attempt = job.attempt if job is not None else 0
             self.status["engine"] = {"key": key, "ready": False, "job": name, "attempts": attempt}
@@ -549,7 +565,6 @@ class _Pass:
             return None
         obs = kube.summarize(created)
         self.ctx.wrote(obs)
-        self.ctx.note(obs, JOB, self.namespace, obs.name)
         return obs
 
     async def _build_failed(
@@ -746,7 +761,9 @@ class _Pass:
 
     async def _finish(self, phase: Phase) -> None:
         c = self.conds
-        problems: list[str] = [t for t in ("Validated", "Planned") if t in c.new and not c.is_true(t)]
+        problems: list[str] = [
+            t for t in ("Validated", "Planned") if t in c.new and not c.is_true(t)
+        ]
         if c.new.get("EngineBuildFailed", {}).get("status") == "True" and phase == "Failed":
             problems.append("EngineBuildFailed")
         if problems:
@@ -910,7 +927,9 @@ class Scheduler:
                 await task
         self._tasks = []
 
-    def poke(self, namespace: str, name: str, *, delay: float = 0.0, cause: Cause = "child") -> None:
+    def poke(
+        self, namespace: str, name: str, *, delay: float = 0.0, cause: Cause = "child"
+    ) -> None:
         key = (namespace, name)
         if delay > 0:
             heapq.heappush(self._later, (time.monotonic() + delay, key, cause))

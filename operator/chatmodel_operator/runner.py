@@ -49,6 +49,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
     )
     kopf.configure(verbose=args.log_level == "DEBUG", log_format=kopf.LogFormat.PLAIN)
     logging.getLogger().setLevel(args.log_level)
+    quiet_kopf(args.log_level)
     if args.metrics_port:
         metrics.start_metrics_server(args.metrics_port)
     namespaces = list(args.namespaces or [])
@@ -62,3 +63,10 @@ def cmd_operator(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def quiet_kopf(level: str) -> None:
+    """kopf logs every handler call at INFO ("Handler ... succeeded"), several per ChatModel
+    change; the reconcile logs what matters. kopf's warnings and errors still show."""
+    if level != "DEBUG":
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import kopf
 import pytest
 import pytest_asyncio
 import yaml
-from emulator import KEDA, MONITORING, PEERING, ApiServer
+from emulator import KEDA, MONITORING, PEERING, ApiServer, Call, Controllers
 from validation import Validator
 
 from chatmodel_operator import metrics
@@ -43,119 +43,51 @@ SMALL_SPEC: dict[str, Any] = {
 
 
 @dataclass
-class Controllers:
-    """What the kubelet, the Job controller and the Deployment controller would do."""
-
-    api: ApiServer
-    job_outcome: str = "complete"  # complete | fail | hold
-    job_failure: tuple[str, str] = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
-    job_delay: float = 0.05
-    deployments: str = "ready"  # ready | hold
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    handled: set[tuple[str, str, str]] = field(default_factory=set)
-
-    def start(self) -> None:
-        self.tasks = [
-            asyncio.create_task(self._follow(kmock.resource("batch", "v1", "jobs"), self._job)),
-            asyncio.create_task(self._follow(kmock.resource("apps", "v1", "deployments"), self._deployment)),
-        ]
-
-    async def stop(self) -> None:
-        for t in self.tasks:
-            t.cancel()
-        for t in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-
-    async def _follow(self, res: kmock.resource, react: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-        bus = self.api._buses[res]
-        async for event in bus:
-            if event.get("type") in ("ADDED", "MODIFIED"):
-                try:
-                    await react(event["object"])
-                except Exception:  # a controller never dies of one object
-                    logging.getLogger(__name__).exception("controller failed")
-
-    async def _job(self, job: dict[str, Any]) -> None:
-        meta = job["metadata"]
-        key = (meta["namespace"], meta["name"], meta["uid"])
-        if key in self.handled or job.get("status", {}).get("conditions"):
-            return
-        self.handled.add(key)
-        now = _now()
-        self.api.patch_status("batch", "v1", "jobs", meta["namespace"], meta["name"], {"active": 1, "startTime": now})
-        if self.job_outcome == "hold":
-            return
-        await asyncio.sleep(self.job_delay)
-        self.finish_job(meta["namespace"], meta["name"], self.job_outcome)
-
-    def finish_job(self, namespace: str, name: str, outcome: str) -> None:
-        now = _now()
-        if outcome == "complete":
-            status = {"active": None, "succeeded": 1, "completionTime": now, "conditions": [
-                {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
-                {"type": "Complete", "status": "True", "lastTransitionTime": now},
-            ]}
-        else:
-            reason, message = self.job_failure
-            status = {"active": None, "failed": 3, "conditions": [
-                {"type": "FailureTarget", "status": "True", "reason": reason, "message": message, "lastTransitionTime": now},
-                {"type": "Failed", "status": "True", "reason": reason, "message": message, "lastTransitionTime": now},
-            ]}
-        self.api.patch_status("batch", "v1", "jobs", namespace, name, status)
-
-    async def _deployment(self, dep: dict[str, Any]) -> None:
-        if self.deployments != "ready":
-            return
-        self.make_ready(dep)
-
-    def make_ready(self, dep: dict[str, Any]) -> None:
-        meta = dep["metadata"]
-        want = dep.get("spec", {}).get("replicas", 1)
-        status = dep.get("status") or {}
-        if status.get("observedGeneration") == meta["generation"] and status.get("readyReplicas") == want:
-            return
-        self.api.patch_status("apps", "v1", "deployments", meta["namespace"], meta["name"], {
-            "observedGeneration": meta["generation"], "replicas": want, "updatedReplicas": want,
-            "readyReplicas": want, "availableReplicas": want,
-            "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}],
-        })
-
-
-def _now() -> str:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass
 class Operator:
-    """The real kopf operator, in this event loop, against the emulator."""
+    """The real kopf operator against the emulator, in a thread with its own event loop.
+
+    A thread, not a task in the test's loop: on exit kopf cancels every task created after it
+    started, which in a shared loop would include the emulator's own request handlers.
+    """
 
     config: OperatorConfig
-    task: asyncio.Task[None] | None = None
-    stop_flag: asyncio.Event = field(default_factory=asyncio.Event)
+    thread: threading.Thread | None = None
+    stop_flag: threading.Event = field(default_factory=threading.Event)
     memo: kopf.Memo = field(default_factory=kopf.Memo)
+    error: BaseException | None = None
 
     async def start(self, api: ApiServer) -> None:
-        self.stop_flag = asyncio.Event()
-        ready = asyncio.Event()
+        self.stop_flag = threading.Event()
+        ready = threading.Event()
         self.memo = kopf.Memo()
-        self.task = asyncio.create_task(kopf.operator(
-            registry=build_registry(self.config), clusterwide=True, stop_flag=self.stop_flag,
-            ready_flag=ready, memo=self.memo,
-        ))
-        await asyncio.wait_for(ready.wait(), 20)
+        registry = build_registry(self.config)
+
+        def main() -> None:
+            try:
+                asyncio.run(kopf.operator(
+                    registry=registry, clusterwide=self.config.clusterwide,
+                    namespaces=self.namespaces, stop_flag=self.stop_flag, ready_flag=ready,
+                    memo=self.memo,
+                ))
+            except BaseException as exc:  # reported by stop()
+                self.error = exc
+
+        calls_before = len(api.calls)
+        self.thread = threading.Thread(target=main, name="kopf-operator", daemon=True)
+        self.thread.start()
+        await wait_for(ready.is_set, 20)
         # Ready means started; wait until the ChatModel watch is really open.
-        await wait_for(lambda: any(c.verb == "watch" and c.plural == PLURAL for c in api.calls), 20)
+        await wait_for(lambda: any(c.verb == "watch" and c.plural == PLURAL for c in api.calls[calls_before:]), 20)
+
+    namespaces: tuple[str, ...] = ()
 
     async def stop(self) -> None:
-        if self.task is None:
+        if self.thread is None:
             return
         self.stop_flag.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(self.task, 30)
-        self.task = None
+        await asyncio.to_thread(self.thread.join, 30)
+        self.thread = None
+        assert self.error is None, self.error
 
     @property
     def ctx(self) -> Any:
@@ -183,6 +115,10 @@ def _kubeconfig(path: Path, server: str) -> Path:
     return path
 
 
+# Every request of every test of this tier, for the RBAC check (test_zz_rbac.py runs last).
+ALL_CALLS: list[Call] = []
+
+
 @pytest_asyncio.fixture
 async def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> AsyncIterator[ApiServer]:
     marker = request.node.get_closest_marker("crds")
@@ -191,6 +127,24 @@ async def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.F
         server.register(*extra)
         monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kubeconfig", str(srv.url).rstrip("/"))))
         yield server
+    ALL_CALLS.extend(server.calls)
+    validate_writes(server)
+
+
+def validate_writes(api: ApiServer, validator: Validator | None = None) -> Validator:
+    """Every object the operator wrote passes the Kubernetes 1.37 schemas (strict), and every
+    ChatModel status it wrote passes the CRD's schema."""
+    v = validator or Validator()
+    for c in api.calls:
+        if not c.user_agent.startswith(OPERATOR_AGENT) or c.status >= 300:
+            continue
+        if c.resource == f"{PLURAL}/status" and c.result is not None:
+            v.chatmodel_status(c.result.get("status") or {})
+        elif c.verb == "create" and isinstance(c.body, dict):
+            v.object(c.body)
+        elif c.verb == "patch" and isinstance(c.result, dict) and c.plural != PLURAL:
+            v.object(c.result)  # server-side apply bodies are whole objects; so is the result
+    return v
 
 
 @pytest_asyncio.fixture

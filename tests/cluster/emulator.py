@@ -13,12 +13,14 @@ RBAC.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import copy
 import datetime
 import itertools
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -378,6 +380,8 @@ class ApiServer(kmock.KubernetesEmulator):
         res = request.resource
         verb = _verb(request)
         ctype = (request.headers.get("Content-Type") or "").split(";")[0]
+        if verb == "create" and request.name is None and isinstance(request.data, dict):
+            request = attrs.evolve(request, name=(request.data.get("metadata") or {}).get("name"))
         call = dict(
             verb=verb,
             group=res.group if res else None,
@@ -539,6 +543,91 @@ class ApiServer(kmock.KubernetesEmulator):
             for c in self.calls
             if c.is_write and (user_agent is None or user_agent in c.user_agent)
         ]
+
+
+@dataclass
+class Controllers:
+    """What the kubelet, the Job controller and the Deployment controller would do."""
+
+    api: ApiServer
+    job_outcome: str = "complete"  # complete | fail | hold
+    job_failure: tuple[str, str] = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
+    job_delay: float = 0.05
+    deployments: str = "ready"  # ready | hold
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    handled: set[tuple[str, str, str]] = field(default_factory=set)
+
+    def start(self) -> None:
+        self.tasks = [
+            asyncio.create_task(self._follow(kmock.resource("batch", "v1", "jobs"), self._job)),
+            asyncio.create_task(self._follow(kmock.resource("apps", "v1", "deployments"), self._deployment)),
+        ]
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    async def _follow(self, res: kmock.resource, react: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        bus = self.api._buses[res]
+        async for event in bus:
+            if event.get("type") in ("ADDED", "MODIFIED"):
+                try:
+                    await react(event["object"])
+                except Exception:  # a controller never dies of one object
+                    logging.getLogger(__name__).exception("controller failed")
+
+    async def _job(self, job: dict[str, Any]) -> None:
+        meta = job["metadata"]
+        key = (meta["namespace"], meta["name"], meta["uid"])
+        if key in self.handled or job.get("status", {}).get("conditions"):
+            return
+        self.handled.add(key)
+        asyncio.get_running_loop().create_task(self._run_job(meta))
+
+    async def _run_job(self, meta: dict[str, Any]) -> None:
+        now = _now()
+        self.api.patch_status("batch", "v1", "jobs", meta["namespace"], meta["name"], {"active": 1, "startTime": now})
+        if self.job_outcome == "hold":
+            return
+        await asyncio.sleep(self.job_delay)
+        with contextlib.suppress(kmock.KubernetesError):  # deleted meanwhile
+            self.finish_job(meta["namespace"], meta["name"], self.job_outcome)
+
+    def finish_job(self, namespace: str, name: str, outcome: str) -> None:
+        now = _now()
+        if outcome == "complete":
+            status = {"active": None, "succeeded": 1, "completionTime": now, "conditions": [
+                {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+                {"type": "Complete", "status": "True", "lastTransitionTime": now},
+            ]}
+        else:
+            reason, message = self.job_failure
+            status = {"active": None, "failed": 3, "conditions": [
+                {"type": "FailureTarget", "status": "True", "reason": reason, "message": message, "lastTransitionTime": now},
+                {"type": "Failed", "status": "True", "reason": reason, "message": message, "lastTransitionTime": now},
+            ]}
+        self.api.patch_status("batch", "v1", "jobs", namespace, name, status)
+
+    async def _deployment(self, dep: dict[str, Any]) -> None:
+        if self.deployments != "ready":
+            return
+        self.make_ready(dep)
+
+    def make_ready(self, dep: dict[str, Any]) -> None:
+        meta = dep["metadata"]
+        want = dep.get("spec", {}).get("replicas", 1)
+        status = dep.get("status") or {}
+        if status.get("observedGeneration") == meta["generation"] and status.get("readyReplicas") == want:
+            return
+        self.api.patch_status("apps", "v1", "deployments", meta["namespace"], meta["name"], {
+            "observedGeneration": meta["generation"], "replicas": want, "updatedReplicas": want,
+            "readyReplicas": want, "availableReplicas": want,
+            "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}],
+        })
+
 
 
 def _verb(request: rendering.Request) -> str:

@@ -171,7 +171,10 @@ class Observed:
     @property
     def digest(self) -> tuple[Any, ...]:
         """What, when it changes, is worth a reconcile of the ChatModels that depend on it."""
-        return (self.resource_version is not None, self.job, self.deployment)
+        job = self.job
+        # A Job matters when it finishes (or vanishes); its progress is not worth a pass.
+        job_outcome = (job.complete, job.failed, job.reason) if job is not None else None
+        return (self.resource_version is not None, self.uid, job_outcome, self.deployment)
 
 
 def _conditions(status: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -296,7 +299,9 @@ class Connection:
         if info.username and info.password and "Authorization" not in headers:
             auth = aiohttp.BasicAuth(info.username, info.password)
             headers["Authorization"] = auth.encode()
-        return cls(server=info.server.rstrip("/"), headers=headers, ssl=info.as_ssl_context() or True)
+        return cls(
+            server=info.server.rstrip("/"), headers=headers, ssl=info.as_ssl_context() or True
+        )
 
 
 @dataclass(frozen=True)
