@@ -195,7 +195,9 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
     def deployment_changed(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
         ctx, obs = memo.ctx, _observed(type, body)
         if ctx.changed(obs) and ctx.scheduler is not None and obs.instance:
-            ctx.scheduler.poke(obs.namespace, obs.instance)
+            # A deletion is often the garbage collector following its deleted ChatModel,
+            # whose own event may come a moment later on another watch: let it arrive first.
+            ctx.scheduler.poke(obs.namespace, obs.instance, delay=1.0 if type == "DELETED" else 0)
         if type == "DELETED":
             ctx.gone(obs)
 

@@ -848,6 +848,8 @@ async def run(body: Mapping[str, Any], ctx: Context, *, cause: Cause) -> Outcome
     lock = ctx.locks.setdefault(key, asyncio.Lock())
     started = time.monotonic()
     async with lock:
+        if cause in ("child", "timer", "retry") and ctx.latest is not None and ctx.latest(*key) is None:
+            return Outcome("Pending")  # deleted meanwhile: its children go with it
         try:
             outcome = await _Pass(ctx.newest(key, body), ctx, cause).run()
         except (TransientError, KubeApiError) as exc:
