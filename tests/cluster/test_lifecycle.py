@@ -244,6 +244,7 @@ async def test_deletion_removes_owned_children_and_the_cache_only_when_asked(
 ) -> None:
     api.put(*CM, chatmodel("xverse", spec_with(cache={"deletePolicy": policy})))
     await ready(api, "xverse")
+    await wait_for(lambda: len(events_for(api, "xverse")) == 3)  # the last Event follows Ready
     assert not api.get(*CM, NS, "xverse")["metadata"].get("finalizers")  # deletion never waits for us
     key = status_of(api, "xverse")["engine"]["key"]
 
