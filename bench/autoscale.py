@@ -1,0 +1,160 @@
+"""Step load on a local CPU Triton; how fast the autoscaling signal follows, as Prometheus sees it.
+
+Prometheus scrapes Triton every 5 s (the ServiceMonitor's interval) and evaluates the shipped
+recording rules (monitoring/rules.yaml) at their own interval. Each trial starts a step of load
+at a different phase of the scrape cycle, then stops it; the bench polls the signal exactly as
+prometheus-adapter serves it to the HPA and prints the time from the step until it crosses the
+target, and from the end of the load until it is back under the target.
+
+Target: at most two scrape intervals (10 s) each way.
+
+    python bench/autoscale.py [--trials 6] [--scrape-interval 5] [--eval-interval 1s]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the harness lives with the Prometheus tests
+
+from tests.prometheus.promharness import (  # noqa: E402
+    Load,
+    Prometheus,
+    ScrapeJob,
+    TritonServer,
+    prometheus_binary,
+)
+
+from chatmodel_operator import observability  # noqa: E402
+from chatmodel_operator.api.spec import DEFAULT_TARGETS  # noqa: E402
+from chatmodel_operator.observability.rules import SIGNALS_INTERVAL  # noqa: E402
+from chatmodel_operator.signals import SIGNALS  # noqa: E402
+
+POD_LABELS = {"namespace": "bench", "pod": "chat-0", "chatmodel": "chat"}
+MEASURED = ("queue-to-compute-ratio", "pending-requests")  # the CPU Triton exports both
+
+
+def signal_value(prom: Prometheus, metric: str) -> float | None:
+    s = SIGNALS[metric]
+    query = observability.adapter_query(s, namespace="bench", pods=["chat-0"])
+    result = prom.query(query)
+    return float(result[0]["value"][1]) if result else None
+
+
+def crossing(
+    prom: Prometheus, metrics: tuple[str, ...], above: bool, since: float, timeout: float
+) -> dict[str, float | None]:
+    """Seconds after ``since`` at which each signal first is above (or back under) its target."""
+    out: dict[str, float | None] = dict.fromkeys(metrics)
+    while time.monotonic() - since < timeout and any(v is None for v in out.values()):
+        for m in metrics:
+            if out[m] is not None:
+                continue
+            v = signal_value(prom, m)
+            if v is not None and (v > DEFAULT_TARGETS[m]) == above:
+                out[m] = time.monotonic() - since
+        time.sleep(0.1)
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--trials", type=int, default=6)
+    p.add_argument("--scrape-interval", type=float, default=5.0, help="seconds")
+    p.add_argument(
+        "--eval-interval",
+        default=SIGNALS_INTERVAL,
+        help=f"recording rules' group interval (shipped: {SIGNALS_INTERVAL})",
+    )
+    p.add_argument("--concurrency", type=int, default=8, help="clients during the step")
+    p.add_argument("--hold", type=float, default=12.0, help="seconds of load per step")
+    args = p.parse_args()
+    if prometheus_binary() is None:
+        print("prometheus is not installed: apt-get install prometheus", file=sys.stderr)
+        return 2
+    interval = args.scrape_interval
+    budget = 2 * interval
+    work = Path(tempfile.mkdtemp(prefix="bench-autoscale-"))
+    triton = TritonServer(work / "triton", token_seconds=0.01)
+    prom = Prometheus(
+        work / "prometheus",
+        jobs=[ScrapeJob("triton", triton.metrics_port, POD_LABELS)],
+        rule_groups=observability.rule_groups(signals_interval=args.eval_interval),
+        scrape_interval=f"{interval:g}s",
+        evaluation_interval=f"{interval:g}s",
+    )
+    ups: dict[str, list[float]] = {m: [] for m in MEASURED}
+    downs: dict[str, list[float]] = {m: [] for m in MEASURED}
+    missed = 0
+    try:
+        triton.start()
+        prom.start()
+        prom.wait_until(
+            "idle signal recorded",
+            lambda: all(signal_value(prom, m) == 0 for m in MEASURED),
+            timeout=6 * interval + 10,
+        )
+        print(
+            f"scrape interval {interval:g}s, signal rules every {args.eval_interval}, "
+            f"{args.concurrency} clients for {args.hold:g}s per step, target <= {budget:g}s"
+        )
+        for trial in range(1, args.trials + 1):
+            # The lag depends on where the step falls in the scrape cycle: the previous trial
+            # ended right after a rule evaluation, so sweep the step across one cycle.
+            time.sleep(interval * (trial - 1) / args.trials)
+            load = Load(
+                triton.grpc_port,
+                concurrency=args.concurrency,
+                max_requests=100_000,
+                max_seconds=args.hold + 5,
+            )
+            step = time.monotonic()
+            load.start()
+            up = crossing(prom, MEASURED, True, step, timeout=args.hold)
+            time.sleep(max(0.0, args.hold - (time.monotonic() - step)))
+            stopped = time.monotonic()
+            stats = load.stop()
+            down = crossing(prom, MEASURED, False, stopped, timeout=6 * interval)
+            cells = []
+            for m in MEASURED:
+                u, d = up[m], down[m]
+                if u is None or d is None:
+                    missed += 1
+                else:
+                    ups[m].append(u)
+                    downs[m].append(d)
+                cells.append(f"{m} up {_fmt(u)} down {_fmt(d)}")
+            print(f"trial {trial}: {stats.completed} requests; " + "; ".join(cells))
+            # Back to a steady idle before the next step.
+            time.sleep(interval)
+    finally:
+        prom.stop()
+        triton.stop()
+    ok = missed == 0
+    for m in MEASURED:
+        for name, values in (("up", ups[m]), ("down", downs[m])):
+            if not values:
+                continue
+            worst = max(values)
+            ok = ok and worst <= budget
+            print(
+                f"{m:24s} {name:4s} median {statistics.median(values):5.1f}s  "
+                f"mean {statistics.fmean(values):5.1f}s  max {worst:5.1f}s  "
+                f"({worst / interval:.1f} scrape intervals)"
+            )
+    print("PASS" if ok else f"FAIL: over {budget:g}s or never crossed ({missed} missed)")
+    return 0 if ok else 1
+
+
+def _fmt(v: float | None) -> str:
+    return "never" if v is None else f"{v:4.1f}s"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
