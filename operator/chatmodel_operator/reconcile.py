@@ -113,6 +113,7 @@ class Settings:
     build_backoff_max_s: float = 1800.0
     model_files_ttl_s: float = 600.0  # how long a read config.json is trusted
     fresh_ttl_s: float = 60.0  # how long our own write outranks a lagging watch
+    retry_delay_s: float = 10.0  # next pass after the API server kept failing
 
 
 ModelFiles = tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]
@@ -240,8 +241,10 @@ class Context:
         return hit
 
     def repository_for(self, spec: ChatModelSpec, model: Any, plan: Plan) -> Mapping[Any, str]:
-        build = self.build_repository
-        if build is None:
+        build: Callable[..., Mapping[Any, str]]
+        if self.build_repository is not None:
+            build = self.build_repository
+        else:
             from chatmodel_operator.triton import build_repository_for as build
 
         key = (spec.model_dump_json(), plan.engine_key)
@@ -405,6 +408,7 @@ class _Pass:
         self.status: dict[str, Any] = {}
         self.events: list[tuple[str, str, str]] = []  # (type, reason, message)
         self.retry_after: float | None = None
+        self.api_error: KubeApiError | None = None
 
     # -- the pass ---------------------------------------------------------------------------
 
@@ -444,19 +448,28 @@ class _Pass:
             plan=plan,
             repository=repository,
         )
-        await self._ensure_cache(desired.cache_pvc, spec)
-        engine_ready, build_error = await self._engine(plan, desired.build_job)
-        applied = await self._serving_children(desired.serving, engine_ready, serving, plan)
-        dep = applied.get(DEPLOYMENT.kind) or dep
-        serving = _serving(dep)
-        await self._prune_children(applied, serving, plan.engine_key, engine_ready)
+        engine_ready, build_error, applied = False, None, {}
+        try:
+            await self._ensure_cache(desired.cache_pvc, spec)
+            engine_ready, build_error = await self._engine(plan, desired.build_job)
+            applied = await self._serving_children(desired.serving, engine_ready, serving, plan)
+            dep = applied.get(DEPLOYMENT.kind) or dep
+            serving = _serving(dep)
+            await self._prune_children(applied, serving, plan.engine_key, engine_ready)
+        except KubeApiError as exc:
+            # The API server refused a child: say so in the status, then let run() decide.
+            self.api_error = exc
         self._serving_status(serving, plan)
         if SERVICE_KEY in applied:
             self.status["endpoint"] = endpoint(name=self.name, namespace=self.namespace, spec=spec)
+        elif "endpoint" in self.old_status:
+            self.status["endpoint"] = self.old_status["endpoint"]
 
         phase = self._phase(serving, engine_ready, build_error)
         self._available(serving)
         await self._finish(phase)
+        if self.api_error is not None:
+            raise self.api_error
         if build_error is not None and phase == "Failed":
             return Outcome(phase, build_error)
         return Outcome(phase, retry_after=self.retry_after)
@@ -769,6 +782,8 @@ class _Pass:
         if problems:
             first = c.new[problems[0]]
             c.set("Ready", False, first["reason"], first["message"])
+        elif self.api_error is not None:
+            c.set("Ready", False, self.api_error.api_reason, self.api_error.message)
         elif c.is_true("Available"):
             c.set("Ready", True, "Serving", c.new["Available"]["message"])
         else:
@@ -805,11 +820,13 @@ class _Pass:
         """One Event per phase transition and per new or changed error."""
         out = list(self.events)
         c = self.conds
-        errors = [("Validated", False), ("Planned", False), ("EngineBuildFailed", True)]
+        errors = [("Validated", "False"), ("Planned", "False"), ("EngineBuildFailed", "True")]
         for type_, bad in errors:
             cur = c.new.get(type_)
-            if cur is not None and (cur["status"] == "True") == bad and c.changed(type_):
+            if cur is not None and cur["status"] == bad and c.changed(type_):
                 out.append(("Warning", cur["reason"], cur["message"]))
+        if self.api_error is not None and c.changed("Ready"):
+            out.append(("Warning", "ApiError", self.api_error.message))
         old = self.old_status.get("phase")
         if phase != old:
             warning = phase in ("Failed", "Degraded")
@@ -862,7 +879,7 @@ async def run(body: Mapping[str, Any], ctx: Context, *, cause: Cause) -> Outcome
             message = redact(str(exc))
             if permanent:
                 raise kopf.PermanentError(message) from None
-            raise kopf.TemporaryError(message, delay=10) from None
+            raise kopf.TemporaryError(message, delay=ctx.settings.retry_delay_s) from None
     seconds = time.monotonic() - started
     if outcome.error is not None:
         metrics.record_reconcile(

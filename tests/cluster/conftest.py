@@ -185,7 +185,7 @@ def _repository_builder() -> Callable[..., Any] | None:
     return stand_in
 
 
-FAST = Settings(build_backoff_s=0.3, build_backoff_max_s=1.0)
+FAST = Settings(build_backoff_s=0.3, build_backoff_max_s=1.0, retry_delay_s=0.5)
 
 
 def fast_config(**kw: Any) -> OperatorConfig:
