@@ -1,0 +1,166 @@
+"""tensorrt_llm (llmapi mode): TensorRT-LLM's LLM API (PyTorch backend) behind the tensor
+contract of the C++ backend, so that our ensemble, BLS and UTF-8-safe postprocessing serve it.
+
+``model.yaml`` holds the ``LLM()`` arguments, as in NVIDIA's llmapi model; its
+``triton_config`` section is ours to read. The LLM runs its own in-flight batching; this model
+keeps an asyncio loop in a thread and turns each request into ``generate_async`` on token ids,
+answering with ``output_ids`` / ``sequence_length`` (one response per step when streaming).
+Cancellation: the client going away (``is_cancelled``) or a request with the same id and
+``stop`` aborts the generation.
+
+Not exercised by this repository's tests (they need a GPU and TensorRT-LLM); the tensor contract
+is the one our Python engine implements and those tests cover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+import yaml
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+def _scalar(request: Any, name: str, default: Any) -> Any:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return default
+    values = tensor.as_numpy().reshape(-1)
+    return values[0].item() if values.size else default
+
+
+def _word_list(request: Any, name: str) -> list[list[int]]:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return []
+    array = tensor.as_numpy()
+    rows = array.reshape(-1, 2, array.shape[-1])[0]
+    out, start = [], 0
+    for end in rows[1].tolist():
+        if end < 0:
+            break
+        if end > start:
+            out.append(rows[0].tolist()[start:end])
+        start = end
+    return out
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, Any]) -> None:
+        from tensorrt_llm import LLM
+
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.batched = int(config.get("max_batch_size", 0)) > 0
+        here = os.path.join(args["model_repository"], args["model_version"])
+        with open(
+            os.path.join(here, params.get("model_yaml", "model.yaml")), encoding="utf-8"
+        ) as f:
+            kwargs = yaml.safe_load(f)
+        kwargs.pop("triton_config", None)
+        self.exclude_default = params.get("exclude_input_in_output", "true") == "true"
+        self.llm = LLM(**kwargs)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="llmapi", daemon=True)
+        self.thread.start()
+        self.running: dict[str, Any] = {}
+        self.last_arrival = 0
+
+    def finalize(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.llm.shutdown()
+
+    def execute(self, requests: list[Any]) -> None:
+        for request in requests:
+            sender = request.get_response_sender()
+            if _scalar(request, "stop", False):
+                gen = self.running.get(request.request_id())
+                if gen is not None:
+                    self.loop.call_soon_threadsafe(gen.abort)
+                sender.send(flags=FINAL)
+                continue
+            asyncio.run_coroutine_threadsafe(self._serve(request, sender), self.loop)
+        return None
+
+    def _response(self, tokens: list[int], arrival: int) -> Any:
+        ids = np.array([tokens], dtype=np.int32)
+        lengths = np.array([len(tokens)], dtype=np.int32)
+        stamp = np.array([arrival], dtype=np.int64)
+        if self.batched:
+            ids, lengths, stamp = ids[np.newaxis], lengths[np.newaxis], stamp[np.newaxis]
+        return pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor("output_ids", ids),
+                pb_utils.Tensor("sequence_length", lengths),
+                pb_utils.Tensor("arrival_time_ns", stamp),
+            ]
+        )
+
+    async def _serve(self, request: Any, sender: Any) -> None:
+        from tensorrt_llm import SamplingParams
+
+        # Unique per request: postprocessing keys its per-stream decoder state by it.
+        self.last_arrival = arrival = max(time.time_ns(), self.last_arrival + 1)
+        try:
+            ids = pb_utils.get_input_tensor_by_name(request, "input_ids").as_numpy().reshape(-1)
+            prompt = [int(i) for i in ids[: int(_scalar(request, "input_lengths", len(ids)))]]
+            streaming = bool(_scalar(request, "streaming", False))
+            exclude = bool(_scalar(request, "exclude_input_in_output", self.exclude_default))
+            stops = _word_list(request, "stop_words_list")
+            top_k = int(_scalar(request, "runtime_top_k", 1))
+            top_p = float(_scalar(request, "runtime_top_p", 0.0))
+            sampling = SamplingParams(
+                max_tokens=int(_scalar(request, "request_output_len", 16)),
+                end_id=int(_scalar(request, "end_id", -1)),
+                pad_id=int(_scalar(request, "pad_id", 0)),
+                temperature=float(_scalar(request, "temperature", 1.0)),
+                top_k=top_k if top_k > 0 else None,
+                top_p=top_p if 0.0 < top_p <= 1.0 else None,
+                repetition_penalty=float(_scalar(request, "repetition_penalty", 1.0)),
+                presence_penalty=float(_scalar(request, "presence_penalty", 0.0)),
+                frequency_penalty=float(_scalar(request, "frequency_penalty", 0.0)),
+                min_tokens=int(_scalar(request, "min_tokens", 0)) or None,
+                seed=_scalar(request, "seed", None),
+                stop_token_ids=[w[0] for w in stops if len(w) == 1] or None,
+                bad_token_ids=[w[0] for w in _word_list(request, "bad_words_list") if len(w) == 1]
+                or None,
+                detokenize=False,
+            )
+            long_stops = [w for w in stops if len(w) > 1]
+            gen = self.llm.generate_async(prompt, sampling_params=sampling, streaming=streaming)
+            rid = request.request_id()
+            if rid:
+                self.running[rid] = gen
+            sent = 0
+            tokens: list[int] = []
+            async for out in gen:
+                tokens = list(out.outputs[0].token_ids)
+                hit = any(tokens[-len(w) :] == w for w in long_stops)
+                if sender.is_cancelled() or hit:
+                    gen.abort()
+                if streaming and len(tokens) > sent and not out.finished and not hit:
+                    new = tokens[sent:] if exclude or sent else prompt + tokens
+                    sender.send(self._response(new, arrival))
+                    sent = len(tokens)
+                if hit:
+                    break
+            if streaming:
+                rest = tokens[sent:] if exclude or sent else prompt + tokens
+                sender.send(self._response(rest, arrival) if rest else None, flags=FINAL)
+            else:
+                sender.send(
+                    self._response(tokens if exclude else prompt + tokens, arrival), flags=FINAL
+                )
+        except Exception as exc:
+            error = pb_utils.TritonError(f"tensorrt_llm (llmapi): {type(exc).__name__}: {exc}")
+            sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
+        finally:
+            self.running.pop(request.request_id(), None)

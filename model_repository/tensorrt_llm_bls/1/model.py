@@ -1,0 +1,262 @@
+"""tensorrt_llm_bls: the same pipeline as the ensemble, driven from Python.
+
+Each request runs in its own thread (one process serves them all): call ``preprocessing``,
+stream from the engine, detokenize here with an incremental decoder (UTF-8 safe, constant work
+per token, no accumulate-and-re-decode), and send ``text_output`` deltas as they complete.
+
+Unlike the ensemble (in which Triton 2.51 does not cancel a running step), the BLS sees its
+client go away (``is_cancelled``) and stops the engine's request with TensorRT-LLM's
+convention: a request with the same id and ``stop`` set. That frees the engine's slot.
+
+For engines that take text (vLLM) preprocessing returns the rendered prompt and sampling JSON,
+and the engine's text deltas are passed through.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import chatmodel_tokenizer
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+# client input -> preprocessing input
+TO_PRE = {
+    "text_input": "QUERY",
+    "max_tokens": "REQUEST_OUTPUT_LEN",
+    "bad_words": "BAD_WORDS_DICT",
+    "stop_words": "STOP_WORDS_DICT",
+    "end_id": "END_ID",
+    "pad_id": "PAD_ID",
+    "temperature": "TEMPERATURE",
+    "top_k": "TOP_K",
+    "top_p": "TOP_P",
+    "repetition_penalty": "REPETITION_PENALTY",
+}
+TO_PRE_TEXT = {
+    "min_tokens": "MIN_TOKENS",
+    "presence_penalty": "PRESENCE_PENALTY",
+    "frequency_penalty": "FREQUENCY_PENALTY",
+    "seed": "SEED",
+}
+# preprocessing output -> engine input
+PRE_TO_ENGINE = {
+    "INPUT_ID": "input_ids",
+    "REQUEST_INPUT_LEN": "input_lengths",
+    "REQUEST_OUTPUT_LEN": "request_output_len",
+    "BAD_WORDS_IDS": "bad_words_list",
+    "STOP_WORDS_IDS": "stop_words_list",
+    "OUT_END_ID": "end_id",
+    "OUT_PAD_ID": "pad_id",
+    "OUT_TEMPERATURE": "temperature",
+    "OUT_TOP_K": "runtime_top_k",
+    "OUT_TOP_P": "runtime_top_p",
+    "OUT_REPETITION_PENALTY": "repetition_penalty",
+    "OUT_RETURN_PERF_METRICS": "return_perf_metrics",
+}
+# client input -> engine input, passed through
+TO_ENGINE = {
+    "length_penalty": "len_penalty",
+    "min_tokens": "min_tokens",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "seed": "seed",
+    "exclude_input_in_output": "exclude_input_in_output",
+}
+
+
+class _Failed(Exception):
+    def __init__(self, message: str, code: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _error_of(response: Any, who: str) -> _Failed:
+    err = response.error()
+    code = err.code() if hasattr(err, "code") else None
+    return _Failed(f"{who}: {err.message()}", code)
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, Any]) -> None:
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.batched = int(config.get("max_batch_size", 0)) > 0
+        self.engine = params.get("engine_model", "tensorrt_llm")
+        self.preprocessing = params.get("preprocessing_model", "preprocessing")
+        self.takes_text = params.get("engine_takes_text") == "true"
+        self.tokenizer = None
+        if not self.takes_text:
+            skip = params.get("skip_special_tokens", "true") == "true"
+            special = [int(x) for x in params.get("special_token_ids", "").split(",") if x.strip()]
+            self.tokenizer = chatmodel_tokenizer.load(
+                params["tokenizer_dir"],
+                trust_remote_code=params.get("trust_remote_code") == "true",
+                extra_special_ids=special if skip else (),
+            )
+        workers = int(params.get("max_concurrency", "64"))
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bls")
+        self.lock = threading.Lock()
+
+    def execute(self, requests: list[Any]) -> None:
+        for request in requests:
+            self.pool.submit(self._serve, request)
+        return None
+
+    def finalize(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- one request ---------------------------------------------------------------------
+
+    def _tensor(self, request: Any, name: str) -> np.ndarray | None:
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        return None if tensor is None else tensor.as_numpy()
+
+    def _serve(self, request: Any) -> None:
+        sender = request.get_response_sender()
+        try:
+            stream_in = self._tensor(request, "stream")
+            stream = bool(stream_in.reshape(-1)[0]) if stream_in is not None else False
+            pre = self._preprocess(request)
+            if self.takes_text:
+                self._run_text_engine(request, sender, pre, stream)
+            else:
+                self._run_token_engine(request, sender, pre, stream)
+        except _Failed as exc:
+            code = exc.code if exc.code is not None else pb_utils.TritonError.INTERNAL
+            sender.send(
+                pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), code)), flags=FINAL
+            )
+        except Exception as exc:  # answer the client rather than leave it hanging
+            msg = f"tensorrt_llm_bls: {type(exc).__name__}: {exc}"
+            sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(msg)), flags=FINAL)
+
+    def _preprocess(self, request: Any) -> dict[str, np.ndarray]:
+        names = dict(TO_PRE)
+        if self.takes_text:
+            names.update(TO_PRE_TEXT)
+        inputs = []
+        for client, pre in names.items():
+            value = self._tensor(request, client)
+            if value is not None:
+                inputs.append(pb_utils.Tensor(pre, value))
+        wanted = (
+            ["PROMPT", "SAMPLING_PARAMETERS", "EXCLUDE_INPUT"]
+            if self.takes_text
+            else list(PRE_TO_ENGINE)
+        )
+        response = pb_utils.InferenceRequest(
+            model_name=self.preprocessing, inputs=inputs, requested_output_names=wanted
+        ).exec()
+        if response.has_error():
+            raise _error_of(response, "preprocessing")
+        return {n: pb_utils.get_output_tensor_by_name(response, n).as_numpy() for n in wanted}
+
+    def _text(self, text: str) -> Any:
+        out = np.array([text.encode("utf-8")], dtype=np.object_)
+        if self.batched:
+            out = out[np.newaxis, :]
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("text_output", out)])
+
+    def _stop_engine(self, request_id: str) -> None:
+        """TensorRT-LLM's cancellation: a second request with the same id and ``stop``."""
+        one = (1, 1) if self.batched else (1,)
+        inputs = [
+            pb_utils.Tensor("input_ids", np.zeros(one, dtype=np.int32)),
+            pb_utils.Tensor("input_lengths", np.ones(one, dtype=np.int32)),
+            pb_utils.Tensor("request_output_len", np.ones(one, dtype=np.int32)),
+            pb_utils.Tensor("stop", np.ones(one, dtype=np.bool_)),
+        ]
+        try:
+            for _ in pb_utils.InferenceRequest(
+                model_name=self.engine,
+                inputs=inputs,
+                requested_output_names=["output_ids"],
+                request_id=request_id,
+            ).exec(decoupled=True):
+                pass
+        except Exception:  # the engine may have finished the request meanwhile
+            pass
+
+    def _run_token_engine(
+        self, request: Any, sender: Any, pre: dict[str, Any], stream: bool
+    ) -> None:
+        inputs = [pb_utils.Tensor(eng, pre[name]) for name, eng in PRE_TO_ENGINE.items()]
+        for client, eng in TO_ENGINE.items():
+            value = self._tensor(request, client)
+            if value is not None:
+                inputs.append(pb_utils.Tensor(eng, value))
+        flag = np.array([[stream]] if self.batched else [stream], dtype=np.bool_)
+        inputs.append(pb_utils.Tensor("streaming", flag))
+        request_id = f"bls-{uuid.uuid4().hex}"
+        responses = pb_utils.InferenceRequest(
+            model_name=self.engine,
+            inputs=inputs,
+            requested_output_names=["output_ids", "sequence_length"],
+            request_id=request_id,
+        ).exec(decoupled=True)
+        assert self.tokenizer is not None
+        decoder = self.tokenizer.decoder()
+        parts: list[str] = []
+        for response in responses:
+            if response.has_error():
+                raise _error_of(response, self.engine)
+            if stream and sender.is_cancelled():
+                self._stop_engine(request_id)
+                for _ in responses:  # drain what the engine still sends
+                    pass
+                return
+            ids = pb_utils.get_output_tensor_by_name(response, "output_ids")
+            if ids is None:  # an empty final response
+                continue
+            tokens = ids.as_numpy()
+            lengths = pb_utils.get_output_tensor_by_name(response, "sequence_length").as_numpy()
+            if self.batched:
+                tokens, lengths = tokens[0], lengths[0]
+            text = decoder.push(tokens[0, : int(lengths[0])].tolist())
+            if not text:
+                continue
+            if stream:
+                sender.send(self._text(text))
+            else:
+                parts.append(text)
+        parts.append(decoder.finish())
+        if stream:
+            tail = "".join(parts)
+            sender.send(self._text(tail) if tail else None, flags=FINAL)
+        else:
+            sender.send(self._text("".join(parts)), flags=FINAL)
+
+    def _run_text_engine(
+        self, request: Any, sender: Any, pre: dict[str, Any], stream: bool
+    ) -> None:
+        inputs = [
+            pb_utils.Tensor("text_input", pre["PROMPT"]),
+            pb_utils.Tensor("sampling_parameters", pre["SAMPLING_PARAMETERS"]),
+            pb_utils.Tensor("exclude_input_in_output", pre["EXCLUDE_INPUT"]),
+            pb_utils.Tensor("stream", np.array([stream], dtype=np.bool_)),
+        ]
+        responses = pb_utils.InferenceRequest(
+            model_name=self.engine, inputs=inputs, requested_output_names=["text_output"]
+        ).exec(decoupled=True)
+        parts: list[str] = []
+        for response in responses:
+            if response.has_error():
+                raise _error_of(response, self.engine)
+            out = pb_utils.get_output_tensor_by_name(response, "text_output")
+            if out is None:
+                continue
+            text = "".join(v.decode("utf-8") for v in out.as_numpy().reshape(-1))
+            if stream and text:
+                sender.send(self._text(text))
+            elif text:
+                parts.append(text)
+        if stream:
+            sender.send(None, flags=FINAL)
+        else:
+            sender.send(self._text("".join(parts)), flags=FINAL)

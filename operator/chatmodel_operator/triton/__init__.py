@@ -1,0 +1,30 @@
+"""The Triton model repository as data (pure): layouts per backend, our config.pbtxt emitter
+and the text processing our Python models share. See ``repository`` for the layouts."""
+
+from chatmodel_operator.triton.repository import (
+    LAYOUTS,
+    ChatFormat,
+    ModelSources,
+    Repository,
+    Settings,
+    build_repository,
+    build_repository_for,
+    chat_format,
+    configmap_data,
+    configmap_key,
+    with_sources,
+)
+
+__all__ = [
+    "LAYOUTS",
+    "ChatFormat",
+    "ModelSources",
+    "Repository",
+    "Settings",
+    "build_repository",
+    "build_repository_for",
+    "chat_format",
+    "configmap_data",
+    "configmap_key",
+    "with_sources",
+]

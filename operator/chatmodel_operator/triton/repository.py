@@ -1,0 +1,696 @@
+"""The Triton model repository as data: ``{PurePosixPath: text}``, one function per layout.
+
+Every layout keeps NVIDIA's model names and client tensors (``ensemble`` and
+``tensorrt_llm_bls`` taking ``text_input``, ``max_tokens``, ``stream`` ... and returning
+``text_output``), so the generate endpoints, genai-perf and Triton's OpenAI frontend work the
+same whatever runs underneath:
+
+* ``engine_layout``: TensorRT-LLM engine mode, the C++ ``tensorrtllm`` backend as
+  ``tensorrt_llm`` between our ``preprocessing`` and ``postprocessing``;
+* ``llmapi_layout``: our Python model driving TensorRT-LLM's LLM API (PyTorch backend) as
+  ``tensorrt_llm``, configured by ``model.yaml``;
+* ``python_layout``: our transformers engine as ``tensorrt_llm`` (also serves on CPU);
+* ``vllm_layout``: Triton's vLLM backend as ``vllm_model`` (``model.json``), which takes text,
+  so preprocessing hands it the rendered prompt and postprocessing is not needed.
+
+The first three share one tensor contract (``input_ids`` in, ``output_ids`` out), so one
+ensemble and one BLS run over all of them. The Python model sources come in as data
+(``ModelSources``; the default is the generated ``_sources`` module), so this stays pure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+import yaml
+
+from chatmodel_operator.api.spec import ChatModelSpec
+from chatmodel_operator.catalog import ModelInfo
+from chatmodel_operator.plan import Plan
+from chatmodel_operator.triton import tensors as t
+from chatmodel_operator.triton.pbtxt import Enum, dumps, parameters
+
+Repository = dict[PurePosixPath, str]
+
+TEXTPROC_MODULE = "chatmodel_textproc.py"
+TOKENIZER_MODULE = "chatmodel_tokenizer.py"
+CHAT_FORMAT_FILE = "chat_format.json"
+ENGINE_MODEL = "tensorrt_llm"
+VLLM_MODEL = "vllm_model"
+# Triton loads a model only from a version directory, even an ensemble with no files; a
+# ConfigMap cannot hold an empty directory, so such directories get this small file.
+VERSION_PLACEHOLDER = "README"
+PLACEHOLDER_TEXT = "Triton needs this version directory; this model has no files of its own.\n"
+
+
+@dataclass(frozen=True)
+class ModelSources:
+    """Source text of our Python models and the helper modules shipped next to them."""
+
+    preprocessing: str
+    postprocessing: str
+    bls: str
+    python_engine: str
+    llmapi_engine: str
+    textproc: str
+    tokenizer: str
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """What preprocessing needs to turn messages into token ids, and when to stop."""
+
+    template: str
+    origin: str  # spec, checkpoint or family
+    family: str | None
+    stop: tuple[str, ...]  # the first is the end id fed to the engine
+    special_tokens: tuple[tuple[str, int], ...]
+    bos_token: str | None
+    eos_token: str | None
+    generation: Mapping[str, Any] = field(default_factory=dict)
+    system_prompt: str | None = None
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "chat_template": self.template,
+            "template_origin": self.origin,
+            "family": self.family,
+            "stop": list(self.stop),
+            "special_tokens": {text: tid for text, tid in self.special_tokens},
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+            "generation": dict(self.generation),
+            "system_prompt": self.system_prompt,
+        }
+
+    @property
+    def special_ids(self) -> tuple[int, ...]:
+        return tuple(sorted({tid for _, tid in self.special_tokens}))
+
+
+def chat_format(model: ModelInfo) -> ChatFormat:
+    fam = model.family
+    return ChatFormat(
+        template=model.chat_template,
+        origin=model.template_origin,
+        family=fam.name if fam else None,
+        stop=tuple(fam.stop) if fam else (),
+        special_tokens=tuple((s.text, s.id) for s in fam.special_tokens()) if fam else (),
+        bos_token=fam.bos.text if fam and fam.bos else None,
+        eos_token=fam.eos.text if fam else None,
+        generation=dict(model.generation),
+        system_prompt=fam.system_prompt if fam else None,
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The numbers the repository is configured with, from the spec and the plan."""
+
+    max_batch_size: int
+    max_input_length: int
+    max_output_length: int
+    max_sequence_length: int
+    max_num_tokens: int
+    streaming: bool = True
+    tensor_parallelism: int = 1
+    kv_cache_free_gpu_mem_fraction: float = 0.9
+    kv_cache_tokens: int | None = None
+    dtype: str = "auto"
+    quantization: str = "none"
+    trust_remote_code: bool = False
+    engine_key: str = ""
+    kv_cache_reuse: bool = True
+    preprocessing_instances: int = 1
+    cpu_threads: int = 0  # 0: the engine picks (all cores on CPU)
+
+    @classmethod
+    def from_plan(cls, spec: ChatModelSpec, plan: Plan) -> Settings:
+        return cls(
+            max_batch_size=plan.max_batch_size,
+            max_input_length=plan.max_input_length,
+            max_output_length=plan.max_output_length,
+            max_sequence_length=plan.max_sequence_length,
+            max_num_tokens=plan.max_num_tokens,
+            streaming=spec.serving.streaming,
+            tensor_parallelism=plan.tensor_parallelism,
+            kv_cache_free_gpu_mem_fraction=plan.kv_cache_free_gpu_mem_fraction,
+            kv_cache_tokens=plan.kv_cache_tokens or None,
+            dtype=plan.dtype,
+            quantization=plan.quantization,
+            trust_remote_code=plan.trust_remote_code or spec.model.trust_remote_code,
+            engine_key=plan.engine_key,
+            # Tokenizing is quick; more than a few processes only cost memory.
+            preprocessing_instances=max(1, min(4, plan.max_batch_size // 16)),
+        )
+
+
+def _header(model: str, s: Settings) -> list[str]:
+    lines = [f"{model}: rendered by chatmodel-operator; edits are overwritten"]
+    if s.engine_key:
+        lines.append(f"engine key {s.engine_key}")
+    return lines
+
+
+def _io(tensors: Sequence[t.Tensor]) -> list[dict[str, Any]]:
+    return [x.config() for x in tensors]
+
+
+def _maps(pairs: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"key": k, "value": v} for k, v in pairs.items()]
+
+
+def _python_files(
+    model: str, source: str, *, helpers: Sequence[tuple[str, str]]
+) -> dict[PurePosixPath, str]:
+    root = PurePosixPath(model) / "1"
+    files = {root / "model.py": source}
+    files.update({root / name: text for name, text in helpers})
+    return files
+
+
+def _helpers(src: ModelSources) -> list[tuple[str, str]]:
+    return [(TEXTPROC_MODULE, src.textproc), (TOKENIZER_MODULE, src.tokenizer)]
+
+
+def _batching(batched: bool) -> dict[str, Any] | None:
+    return {"max_queue_delay_microseconds": 0} if batched else None
+
+
+def preprocessing_files(
+    s: Settings, fmt: ChatFormat, tokenizer_dir: str, src: ModelSources, *, batched: bool = True
+) -> Repository:
+    config = {
+        "name": "preprocessing",
+        "backend": "python",
+        "max_batch_size": s.max_batch_size if batched else 0,
+        "dynamic_batching": _batching(batched),
+        "input": _io(t.PRE_INPUTS),
+        "output": _io(t.PRE_TOKEN_OUTPUTS + t.PRE_TEXT_OUTPUTS),
+        "instance_group": [{"count": s.preprocessing_instances, "kind": Enum("KIND_CPU")}],
+        "parameters": parameters(
+            {
+                "tokenizer_dir": tokenizer_dir,
+                "chat_format": CHAT_FORMAT_FILE,
+                "max_input_length": s.max_input_length,
+                "max_output_length": s.max_output_length,
+                "add_special_tokens": False,
+                "trust_remote_code": s.trust_remote_code,
+            }
+        ),
+    }
+    files = {
+        PurePosixPath("preprocessing/config.pbtxt"): dumps(config, _header("preprocessing", s))
+    }
+    files.update(_python_files("preprocessing", src.preprocessing, helpers=_helpers(src)))
+    doc = json.dumps(fmt.document(), ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+    files[PurePosixPath("preprocessing/1") / CHAT_FORMAT_FILE] = doc
+    return files
+
+
+def _skip_ids(fmt: ChatFormat) -> str:
+    return ",".join(str(i) for i in fmt.special_ids)
+
+
+def postprocessing_files(
+    s: Settings, fmt: ChatFormat, tokenizer_dir: str, src: ModelSources
+) -> Repository:
+    config = {
+        "name": "postprocessing",
+        "backend": "python",
+        "max_batch_size": s.max_batch_size,
+        "dynamic_batching": _batching(True),
+        "input": _io(t.POST_INPUTS),
+        "output": _io(t.POST_OUTPUTS),
+        # One instance on purpose: a stream's detokenizer state (the bytes of a character not
+        # yet complete) lives in this process, and one instance also keeps the stream's
+        # responses in order. Dynamic batching amortizes the per-call cost.
+        "instance_group": [{"count": 1, "kind": Enum("KIND_CPU")}],
+        "parameters": parameters(
+            {
+                "tokenizer_dir": tokenizer_dir,
+                "skip_special_tokens": True,
+                "special_token_ids": _skip_ids(fmt),
+                "trust_remote_code": s.trust_remote_code,
+            }
+        ),
+    }
+    files = {
+        PurePosixPath("postprocessing/config.pbtxt"): dumps(config, _header("postprocessing", s))
+    }
+    files.update(_python_files("postprocessing", src.postprocessing, helpers=_helpers(src)))
+    return files
+
+
+def bls_files(
+    s: Settings,
+    fmt: ChatFormat,
+    tokenizer_dir: str,
+    src: ModelSources,
+    *,
+    engine_model: str = ENGINE_MODEL,
+    engine_takes_text: bool = False,
+) -> Repository:
+    batched = not engine_takes_text
+    config = {
+        "name": "tensorrt_llm_bls",
+        "backend": "python",
+        "max_batch_size": s.max_batch_size if batched else 0,
+        # Always decoupled: the BLS streams when asked and sends one response otherwise.
+        "model_transaction_policy": {"decoupled": True},
+        "dynamic_batching": _batching(batched),
+        "input": _io(t.CLIENT_INPUTS),
+        "output": _io(t.CLIENT_OUTPUTS),
+        # One process serves every request concurrently (a thread per request), instead of
+        # NVIDIA's one request per instance that needs as many processes as batch slots.
+        "instance_group": [{"count": 1, "kind": Enum("KIND_CPU")}],
+        "parameters": parameters(
+            {
+                "tokenizer_dir": tokenizer_dir,
+                "engine_model": engine_model,
+                "preprocessing_model": "preprocessing",
+                "engine_takes_text": engine_takes_text,
+                "skip_special_tokens": True,
+                "special_token_ids": _skip_ids(fmt),
+                "max_concurrency": max(s.max_batch_size * 2, 8),
+                "trust_remote_code": s.trust_remote_code,
+            }
+        ),
+    }
+    files = {
+        PurePosixPath("tensorrt_llm_bls/config.pbtxt"): dumps(
+            config, _header("tensorrt_llm_bls", s)
+        )
+    }
+    files.update(_python_files("tensorrt_llm_bls", src.bls, helpers=_helpers(src)))
+    return files
+
+
+def token_ensemble(s: Settings) -> Repository:
+    """preprocessing -> tensorrt_llm -> postprocessing, for engines that take token ids."""
+    pre_out = {name.name: f"_{name.name}" for name in t.PRE_TOKEN_OUTPUTS}
+    engine_in = {eng: f"_{pre}" for pre, eng in t.PRE_TO_ENGINE.items()}
+    engine_in.update({eng: cli for cli, eng in t.CLIENT_TO_ENGINE.items()})
+    config = {
+        "name": "ensemble",
+        "platform": "ensemble",
+        "max_batch_size": s.max_batch_size,
+        "input": _io(t.CLIENT_INPUTS),
+        "output": _io(t.CLIENT_OUTPUTS),
+        "ensemble_scheduling": {
+            "step": [
+                {
+                    "model_name": "preprocessing",
+                    "model_version": -1,
+                    "input_map": _maps({pre: cli for cli, pre in t.CLIENT_TO_PRE.items()}),
+                    "output_map": _maps(pre_out),
+                },
+                {
+                    "model_name": ENGINE_MODEL,
+                    "model_version": -1,
+                    "input_map": _maps(engine_in),
+                    "output_map": _maps(
+                        {
+                            "output_ids": "_TOKENS_BATCH",
+                            "sequence_length": "_SEQUENCE_LENGTH",
+                            "arrival_time_ns": "_ARRIVAL_TIME_NS",
+                        }
+                    ),
+                },
+                {
+                    "model_name": "postprocessing",
+                    "model_version": -1,
+                    "input_map": _maps(
+                        {
+                            "TOKENS_BATCH": "_TOKENS_BATCH",
+                            "SEQUENCE_LENGTH": "_SEQUENCE_LENGTH",
+                            "STREAM_KEY": "_ARRIVAL_TIME_NS",
+                        }
+                    ),
+                    "output_map": _maps({"OUTPUT": "text_output"}),
+                },
+            ]
+        },
+    }
+    return {
+        PurePosixPath("ensemble/config.pbtxt"): dumps(config, _header("ensemble", s)),
+        PurePosixPath("ensemble/1") / VERSION_PLACEHOLDER: PLACEHOLDER_TEXT,
+    }
+
+
+def _token_pipeline(
+    s: Settings, fmt: ChatFormat, tokenizer_dir: str, src: ModelSources
+) -> Repository:
+    files = token_ensemble(s)
+    files.update(preprocessing_files(s, fmt, tokenizer_dir, src))
+    files.update(postprocessing_files(s, fmt, tokenizer_dir, src))
+    files.update(bls_files(s, fmt, tokenizer_dir, src))
+    return files
+
+
+def _cpp_engine_parameters(s: Settings, engine_dir: str) -> dict[str, Any]:
+    """Every parameter the C++ backend would otherwise log as "not specified"."""
+    values: dict[str, Any] = {
+        "gpt_model_type": "inflight_fused_batching",
+        "gpt_model_path": engine_dir,
+        "max_beam_width": 1,
+        "FORCE_CPU_ONLY_INPUT_TENSORS": "no",
+        "batch_scheduler_policy": "guaranteed_no_evict",
+        "kv_cache_free_gpu_mem_fraction": s.kv_cache_free_gpu_mem_fraction,
+        "max_attention_window_size": s.max_sequence_length,
+        "enable_kv_cache_reuse": s.kv_cache_reuse,
+        "enable_chunked_context": False,
+        "exclude_input_in_output": True,
+        "cancellation_check_period_ms": 100,
+        "stats_check_period_ms": 100,
+        "iter_stats_max_iterations": 1000,
+        "request_stats_max_iterations": 0,
+        "normalize_log_probs": True,
+        "decoding_mode": "top_k_top_p",
+        "multi_block_mode": True,
+        "enable_context_fmha_fp32_acc": False,
+        "cuda_graph_mode": False,
+        "cuda_graph_cache_size": 0,
+        "kv_cache_host_memory_bytes": 0,
+        "kv_cache_onboard_blocks": True,
+        "gpu_device_ids": ",".join(str(i) for i in range(s.tensor_parallelism)),
+        "executor_worker_path": "/opt/tritonserver/backends/tensorrtllm/trtllmExecutorWorker",
+    }
+    if s.kv_cache_tokens:
+        values["max_tokens_in_paged_kv_cache"] = s.kv_cache_tokens
+    return values
+
+
+def engine_layout(
+    s: Settings, fmt: ChatFormat, *, tokenizer_dir: str, engine_dir: str, sources: ModelSources
+) -> Repository:
+    """TensorRT-LLM engine mode: the C++ backend runs the engine built into ``engine_dir``."""
+    config = {
+        "name": ENGINE_MODEL,
+        "backend": "tensorrtllm",
+        "max_batch_size": s.max_batch_size,
+        "model_transaction_policy": {"decoupled": s.streaming},
+        "dynamic_batching": {
+            "preferred_batch_size": [s.max_batch_size],
+            "max_queue_delay_microseconds": 0,
+            "default_queue_policy": {"max_queue_size": 0},
+        },
+        "input": _io(t.CPP_ENGINE_INPUTS),
+        "output": _io(t.CPP_ENGINE_OUTPUTS),
+        "instance_group": [{"count": 1, "kind": Enum("KIND_CPU")}],
+        "parameters": parameters(_cpp_engine_parameters(s, engine_dir)),
+    }
+    files = _token_pipeline(s, fmt, tokenizer_dir, sources)
+    files[PurePosixPath(ENGINE_MODEL) / "config.pbtxt"] = dumps(config, _header(ENGINE_MODEL, s))
+    files[PurePosixPath(ENGINE_MODEL) / "1" / VERSION_PLACEHOLDER] = PLACEHOLDER_TEXT
+    return files
+
+
+def _python_engine_config(s: Settings, extra: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "name": ENGINE_MODEL,
+        "backend": "python",
+        "max_batch_size": s.max_batch_size,
+        # Always decoupled: streams when a request asks for it, one response otherwise.
+        "model_transaction_policy": {"decoupled": True},
+        "dynamic_batching": _batching(True),
+        "input": _io(t.ENGINE_INPUTS),
+        "output": _io(t.ENGINE_OUTPUTS),
+        "instance_group": [{"count": 1, "kind": Enum("KIND_CPU")}],
+        "parameters": parameters(
+            {
+                "max_slots": s.max_batch_size,
+                "max_sequence_length": s.max_sequence_length,
+                "exclude_input_in_output": True,
+                **extra,
+            }
+        ),
+    }
+
+
+def python_layout(
+    s: Settings, fmt: ChatFormat, *, tokenizer_dir: str, engine_dir: str, sources: ModelSources
+) -> Repository:
+    """Our transformers engine (``engine_dir`` is the Hugging Face checkpoint); runs on CPU."""
+    config = _python_engine_config(
+        s,
+        {
+            "checkpoint_dir": engine_dir,
+            "dtype": s.dtype,
+            "device": "auto",
+            "cpu_threads": s.cpu_threads,
+            "trust_remote_code": s.trust_remote_code,
+        },
+    )
+    files = _token_pipeline(s, fmt, tokenizer_dir, sources)
+    files[PurePosixPath(ENGINE_MODEL) / "config.pbtxt"] = dumps(config, _header(ENGINE_MODEL, s))
+    files[PurePosixPath(ENGINE_MODEL) / "1" / "model.py"] = sources.python_engine
+    return files
+
+
+def llmapi_model_yaml(s: Settings, checkpoint_dir: str) -> dict[str, Any]:
+    """Keyword arguments of TensorRT-LLM's ``LLM()`` (PyTorch backend), as in NVIDIA's
+    ``model.yaml``; ``triton_config`` is read by our model, not passed to ``LLM()``."""
+    kv: dict[str, Any] = {
+        "free_gpu_memory_fraction": s.kv_cache_free_gpu_mem_fraction,
+        "enable_block_reuse": s.kv_cache_reuse,
+    }
+    if s.kv_cache_tokens:
+        kv["max_tokens"] = s.kv_cache_tokens
+    doc: dict[str, Any] = {
+        "model": checkpoint_dir,
+        "backend": "pytorch",
+        "tensor_parallel_size": s.tensor_parallelism,
+        "pipeline_parallel_size": 1,
+        "max_batch_size": s.max_batch_size,
+        "max_num_tokens": s.max_num_tokens,
+        "max_seq_len": s.max_sequence_length,
+        "kv_cache_config": kv,
+        "trust_remote_code": s.trust_remote_code,
+        "triton_config": {"max_batch_size": s.max_batch_size, "decoupled": True},
+    }
+    if s.dtype in ("bfloat16", "float16"):
+        doc["dtype"] = s.dtype
+    return doc
+
+
+def llmapi_layout(
+    s: Settings, fmt: ChatFormat, *, tokenizer_dir: str, engine_dir: str, sources: ModelSources
+) -> Repository:
+    """TensorRT-LLM's LLM API (PyTorch backend, no engine build) behind our token contract."""
+    config = _python_engine_config(s, {"model_yaml": "model.yaml"})
+    files = _token_pipeline(s, fmt, tokenizer_dir, sources)
+    files[PurePosixPath(ENGINE_MODEL) / "config.pbtxt"] = dumps(config, _header(ENGINE_MODEL, s))
+    files[PurePosixPath(ENGINE_MODEL) / "1" / "model.py"] = sources.llmapi_engine
+    files[PurePosixPath(ENGINE_MODEL) / "1" / "model.yaml"] = yaml.safe_dump(
+        llmapi_model_yaml(s, engine_dir), sort_keys=False
+    )
+    return files
+
+
+def vllm_model_json(s: Settings, checkpoint_dir: str) -> dict[str, Any]:
+    """Engine arguments of vLLM's AsyncLLMEngine (the vLLM backend's ``model.json``)."""
+    doc: dict[str, Any] = {
+        "model": checkpoint_dir,
+        "tokenizer": checkpoint_dir,
+        "tensor_parallel_size": s.tensor_parallelism,
+        "max_model_len": s.max_sequence_length,
+        "max_num_seqs": s.max_batch_size,
+        "max_num_batched_tokens": max(s.max_num_tokens, s.max_sequence_length),
+        # vLLM's fraction is of the whole GPU, not of what is free after loading the weights.
+        "gpu_memory_utilization": s.kv_cache_free_gpu_mem_fraction,
+        "enable_prefix_caching": s.kv_cache_reuse,
+        "trust_remote_code": s.trust_remote_code,
+        "disable_log_stats": False,
+    }
+    if s.dtype in ("bfloat16", "float16"):
+        doc["dtype"] = s.dtype
+    quant = {"int4-awq": "awq", "int4-gptq": "gptq", "int8-gptq": "gptq", "fp8": "fp8"}
+    if s.quantization in quant:
+        doc["quantization"] = quant[s.quantization]
+    return doc
+
+
+def vllm_layout(
+    s: Settings, fmt: ChatFormat, *, tokenizer_dir: str, engine_dir: str, sources: ModelSources
+) -> Repository:
+    """Triton's vLLM backend; our preprocessing renders the chat and builds its sampling JSON.
+    vLLM batches internally, so these models take one request per call (max_batch_size 0)."""
+    vllm_config = {
+        "name": VLLM_MODEL,
+        "backend": "vllm",
+        "max_batch_size": 0,
+        "model_transaction_policy": {"decoupled": True},
+        "input": _io(t.VLLM_INPUTS),
+        "output": _io(t.VLLM_OUTPUTS),
+        "instance_group": [{"count": 1, "kind": Enum("KIND_MODEL")}],
+        "parameters": parameters({"REPORT_CUSTOM_METRICS": True}),
+    }
+    pre_in = {pre: cli for cli, pre in {**t.CLIENT_TO_PRE, **t.CLIENT_TO_PRE_TEXT}.items()}
+    ensemble = {
+        "name": "ensemble",
+        "platform": "ensemble",
+        "max_batch_size": 0,
+        "input": _io(t.CLIENT_INPUTS),
+        "output": _io(t.CLIENT_OUTPUTS),
+        "ensemble_scheduling": {
+            "step": [
+                {
+                    "model_name": "preprocessing",
+                    "model_version": -1,
+                    "input_map": _maps(pre_in),
+                    "output_map": _maps(
+                        {
+                            "PROMPT": "_PROMPT",
+                            "SAMPLING_PARAMETERS": "_SAMPLING_PARAMETERS",
+                            "EXCLUDE_INPUT": "_EXCLUDE_INPUT",
+                        }
+                    ),
+                },
+                {
+                    "model_name": VLLM_MODEL,
+                    "model_version": -1,
+                    "input_map": _maps(
+                        {
+                            "text_input": "_PROMPT",
+                            "sampling_parameters": "_SAMPLING_PARAMETERS",
+                            "exclude_input_in_output": "_EXCLUDE_INPUT",
+                            "stream": "stream",
+                        }
+                    ),
+                    "output_map": _maps({"text_output": "text_output"}),
+                },
+            ]
+        },
+    }
+    files: Repository = {
+        PurePosixPath(VLLM_MODEL) / "config.pbtxt": dumps(vllm_config, _header(VLLM_MODEL, s)),
+        PurePosixPath(VLLM_MODEL) / "1" / "model.json": json.dumps(
+            vllm_model_json(s, engine_dir), indent=2
+        )
+        + "\n",
+        PurePosixPath("ensemble/config.pbtxt"): dumps(ensemble, _header("ensemble", s)),
+        PurePosixPath("ensemble/1") / VERSION_PLACEHOLDER: PLACEHOLDER_TEXT,
+    }
+    files.update(preprocessing_files(s, fmt, tokenizer_dir, sources, batched=False))
+    files.update(
+        bls_files(s, fmt, tokenizer_dir, sources, engine_model=VLLM_MODEL, engine_takes_text=True)
+    )
+    return files
+
+
+LAYOUTS = {
+    "tensorrt-llm/engine": engine_layout,
+    "tensorrt-llm/llmapi": llmapi_layout,
+    "vllm": vllm_layout,
+    "python": python_layout,
+}
+
+
+def default_sources() -> ModelSources:
+    """The sources embedded in the generated ``_sources`` module."""
+    from chatmodel_operator.triton import _sources
+
+    return ModelSources(**_sources.SOURCES)
+
+
+def build_repository(
+    *,
+    spec: ChatModelSpec,
+    plan: Plan,
+    model_info: ModelInfo,
+    tokenizer_dir: str,
+    engine_dir: str,
+    sources: ModelSources | None = None,
+    settings: Settings | None = None,
+) -> Repository:
+    """The model repository for one planned ChatModel.
+
+    ``engine_dir`` is what the engine loads: the TensorRT engine directory in engine mode, the
+    Hugging Face checkpoint directory otherwise. ``settings`` overrides what the plan says
+    (``chatmodel serve`` uses it for CPU-sized limits).
+    """
+    s = settings or Settings.from_plan(spec, plan)
+    route = f"{plan.backend}/{plan.mode}" if plan.backend == "tensorrt-llm" else plan.backend
+    layout = LAYOUTS.get(route)
+    if layout is None:
+        raise ValueError(f"no repository layout for backend {route!r}")
+    return layout(
+        s,
+        chat_format(model_info),
+        tokenizer_dir=tokenizer_dir,
+        engine_dir=engine_dir,
+        sources=sources or default_sources(),
+    )
+
+
+def build_repository_for(*, spec: ChatModelSpec, plan: Plan, model: ModelInfo) -> Repository:
+    """``build_repository`` with the pod's paths: the checkpoint and engine on the cache volume
+    (``render.paths``), as the serving Deployment mounts them."""
+    from chatmodel_operator.render.paths import cache_paths
+
+    paths = cache_paths(model.source, spec.model.source, plan.engine_key)
+    if plan.route == "tensorrt-llm/engine":
+        engine_dir = paths.engine
+    elif (
+        plan.route == "tensorrt-llm/llmapi" and plan.quantization == "fp8" and not plan.prequantized
+    ):
+        engine_dir = paths.quantized
+    else:
+        engine_dir = paths.checkpoint
+    return build_repository(
+        spec=spec,
+        plan=plan,
+        model_info=model,
+        tokenizer_dir=paths.checkpoint,
+        engine_dir=engine_dir,
+    )
+
+
+def with_sources(repo: Mapping[PurePosixPath, str], **changes: str) -> Repository:
+    """A copy of ``repo`` with some model files replaced (tests and the benchmark swap in a
+    stand-in engine this way): ``with_sources(repo, tensorrt_llm="...")``."""
+    out = dict(repo)
+    for model, text in changes.items():
+        out[PurePosixPath(model) / "1" / "model.py"] = text
+    return out
+
+
+def configmap_key(path: PurePosixPath) -> str:
+    """ConfigMap keys cannot contain '/': nested paths are joined with '__'."""
+    key = str(path)
+    if "__" in key:
+        raise ValueError(f"{key}: '__' in a repository path would be ambiguous as a ConfigMap key")
+    return key.replace("/", "__")
+
+
+def configmap_data(
+    repo: Mapping[PurePosixPath, str],
+) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """The ConfigMap ``data`` and the volume ``items`` that mount each key at its path."""
+    data = {configmap_key(p): repo[p] for p in sorted(repo)}
+    items = [{"key": configmap_key(p), "path": str(p)} for p in sorted(repo)]
+    return data, items
+
+
+__all__ = [
+    "LAYOUTS",
+    "ChatFormat",
+    "ModelSources",
+    "Repository",
+    "Settings",
+    "build_repository",
+    "build_repository_for",
+    "chat_format",
+    "configmap_data",
+    "configmap_key",
+    "engine_layout",
+    "llmapi_layout",
+    "python_layout",
+    "vllm_layout",
+    "with_sources",
+]
