@@ -1,0 +1,225 @@
+"""A small OpenAI-compatible front (``/v1/chat/completions``, ``/v1/models``) for local serving.
+
+It holds no model and renders nothing: each request becomes one call to Triton's generate (or
+generate_stream) endpoint of ``tensorrt_llm_bls``, with the messages in ``text_input`` as the
+``{"messages": [...]}`` envelope, so our preprocessing model applies the chat format and the
+truncation rules exactly as for every other client. Text deltas come back UTF-8 safe from the
+BLS and are re-framed as OpenAI chunks.
+
+The BLS rather than the ensemble because it notices a client going away: when an OpenAI client
+disconnects, this front closes its connection to Triton and the BLS stops the engine's request.
+
+In a pod, Triton's own OpenAI frontend serves the same route where the image ships it (see the
+README's "Data plane" section); this one is for ``chatmodel serve`` and the demo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from chatmodel_operator.triton.textproc import RequestError, envelope, normalize_messages
+
+TRITON_MODEL = "tensorrt_llm_bls"
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> web.Response:
+    body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return web.json_response(body, status=status)
+
+
+def _number(body: dict[str, Any], key: str, kind: type, low: float, high: float) -> Any:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RequestError(f"{key} must be a number")
+    if not low <= value <= high:
+        raise RequestError(f"{key} must be within [{low}, {high}]")
+    return kind(value)
+
+
+def triton_request(body: dict[str, Any], default_max_tokens: int) -> dict[str, Any]:
+    """The generate request for one OpenAI chat completion request (raises RequestError)."""
+    messages = normalize_messages(body.get("messages"))
+    if body.get("n", 1) != 1:
+        raise RequestError("n: only one choice per request is supported")
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is None:
+        max_tokens = default_max_tokens
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise RequestError("max_tokens must be a positive integer")
+    out: dict[str, Any] = {
+        "text_input": envelope(messages),
+        "max_tokens": max_tokens,
+        "stream": bool(body.get("stream", False)),
+    }
+    for key, name, kind, low, high in (
+        ("temperature", "temperature", float, 0.0, 2.0),
+        ("top_p", "top_p", float, 0.0, 1.0),
+        ("presence_penalty", "presence_penalty", float, -2.0, 2.0),
+        ("frequency_penalty", "frequency_penalty", float, -2.0, 2.0),
+        ("seed", "seed", int, 0, 2**63 - 1),
+    ):
+        value = _number(body, key, kind, low, high)
+        if value is not None:
+            out[name] = value
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    if stop:
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise RequestError("stop must be a string or a list of strings")
+        out["stop_words"] = stop
+    return out
+
+
+class Front:
+    def __init__(self, triton_http: str, model_name: str, max_tokens_default: int) -> None:
+        self.triton = triton_http.rstrip("/")
+        self.model = model_name
+        self.max_tokens_default = max_tokens_default
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self, app: web.Application) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+        )
+
+    async def close(self, app: web.Application) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/health", self.health)
+        app.on_startup.append(self.start)
+        app.on_cleanup.append(self.close)
+        return app
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def models(self, request: web.Request) -> web.Response:
+        data = [{"id": self.model, "object": "model", "created": 0, "owned_by": "chatmodel"}]
+        return web.json_response({"object": "list", "data": data})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return _error(400, "the request body is not valid JSON")
+        if not isinstance(body, dict):
+            return _error(400, "the request body must be a JSON object")
+        if body.get("model") not in (None, self.model):
+            return _error(
+                404, f"model {body.get('model')!r} is not served here; use {self.model!r}",
+                "not_found_error",
+            )
+        try:
+            payload = triton_request(body, self.max_tokens_default)
+        except RequestError as exc:
+            return _error(400, str(exc))
+        chat_id = f"chatcmpl-{uuid.uuid4().hex}"
+        if payload["stream"]:
+            return await self._stream(request, payload, chat_id)
+        return await self._complete(payload, chat_id)
+
+    def _chunk(self, chat_id: str, delta: dict[str, Any], finish: str | None) -> bytes:
+        doc = {
+            "id": chat_id,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return f"data: {json.dumps(doc, ensure_ascii=False)}\n\n".encode()
+
+    async def _complete(self, payload: dict[str, Any], chat_id: str) -> web.Response:
+        assert self.session is not None
+        url = f"{self.triton}/v2/models/{TRITON_MODEL}/generate"
+        async with self.session.post(url, json=payload) as resp:
+            doc = await resp.json(content_type=None)
+            if resp.status != 200 or "error" in doc:
+                return _error(resp.status if resp.status != 200 else 500, str(doc.get("error")))
+        message = {"role": "assistant", "content": doc.get("text_output", "")}
+        return web.json_response(
+            {
+                "id": chat_id,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": self.model,
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            }
+        )
+
+    async def _stream(
+        self, request: web.Request, payload: dict[str, Any], chat_id: str
+    ) -> web.StreamResponse:
+        assert self.session is not None
+        url = f"{self.triton}/v2/models/{TRITON_MODEL}/generate_stream"
+        # Leaving this block (client gone: the write raises, or the task is cancelled) closes
+        # the connection to Triton, which cancels the BLS request and frees the engine's slot.
+        async with self.session.post(url, json=payload) as upstream:
+            if upstream.status != 200:
+                text = await upstream.text()
+                try:
+                    message = str(json.loads(text.removeprefix("data:").strip()).get("error"))
+                except ValueError:
+                    message = text
+                return _error(upstream.status, message)
+            resp = web.StreamResponse(
+                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            )
+            await resp.prepare(request)
+            await resp.write(self._chunk(chat_id, {"role": "assistant", "content": ""}, None))
+            async for raw in upstream.content:
+                line = raw.decode("utf-8").strip()
+                if not line.startswith("data:"):
+                    continue
+                doc = json.loads(line[5:])
+                if "error" in doc:
+                    err = {"error": {"message": str(doc["error"]), "type": "server_error"}}
+                    await resp.write(f"data: {json.dumps(err)}\n\n".encode())
+                    break
+                text = doc.get("text_output", "")
+                if text:
+                    await resp.write(self._chunk(chat_id, {"content": text}, None))
+            else:
+                await resp.write(self._chunk(chat_id, {}, "stop"))
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            return resp
+
+
+async def run_front(
+    *,
+    triton_http: str,
+    model_name: str,
+    port: int,
+    stop: asyncio.Event,
+    ready: threading.Event | None = None,
+    max_tokens_default: int = 512,
+    host: str = "127.0.0.1",
+) -> None:
+    """Serve until ``stop`` is set."""
+    runner = web.AppRunner(Front(triton_http, model_name, max_tokens_default).app())
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
