@@ -1,3 +1,5 @@
+# Chinese text uses full-width punctuation on purpose.
+# ruff: noqa: RUF001
 """Text processing of the data plane: chat formats (golden, every family), conversation parsing
 and truncation, UTF-8-safe incremental detokenization (property tests), word lists, sampling."""
 
@@ -101,7 +103,7 @@ def _conversation(turns: int, system: bool = True) -> list[dict[str, str]]:
     out = [{"role": "system", "content": "SYSTEM"}] if system else []
     for i in range(turns):
         out += [{"role": "user", "content": f"q{i} " * 5}, {"role": "assistant", "content": "a "}]
-    return out + [{"role": "user", "content": "LAST " * 3}]
+    return [*out, {"role": "user", "content": "LAST " * 3}]
 
 
 def _render(messages: Sequence[dict[str, str]]) -> str:
@@ -215,7 +217,9 @@ def test_one_token_at_a_time_chinese_never_shows_a_replacement_char(family: str)
 
 @settings(max_examples=200, deadline=None)
 @given(data=st.lists(st.binary(min_size=0, max_size=4), max_size=30), cuts=st.lists(st.integers()))
-def test_arbitrary_bytes_decode_the_same_streamed_or_not(data: list[bytes], cuts: list[int]) -> None:
+def test_arbitrary_bytes_decode_the_same_streamed_or_not(
+    data: list[bytes], cuts: list[int]
+) -> None:
     """Invalid sequences become U+FFFD exactly as bytes.decode(errors='replace') does, whatever
     the chunking; an incomplete character at the very end is dropped in both."""
     table = tp.TokenTable(tuple(data))
@@ -256,7 +260,9 @@ def test_special_tokens_are_skipped_and_the_first_space_is_stripped() -> None:
 
 
 def test_unknown_decoders_fall_back_to_a_window() -> None:
-    assert tp.token_table_from_tokenizer_json({"model": {"vocab": {"a": 0}}, "decoder": None}) is None
+    assert (
+        tp.token_table_from_tokenizer_json({"model": {"vocab": {"a": 0}}, "decoder": None}) is None
+    )
     words = ["he", "llo", " wor", "ld"]
 
     def decode(ids: Sequence[int]) -> str:

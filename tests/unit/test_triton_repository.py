@@ -79,9 +79,7 @@ def test_layout_matches_golden(route: str) -> None:
             (folder / path).parent.mkdir(parents=True, exist_ok=True)
             (folder / path).write_text(text, encoding="utf-8")
     on_disk = {
-        PurePosixPath(p.relative_to(folder).as_posix())
-        for p in folder.rglob("*")
-        if p.is_file()
+        PurePosixPath(p.relative_to(folder).as_posix()) for p in folder.rglob("*") if p.is_file()
     }
     assert on_disk == set(data), "files differ; CHATMODEL_UPDATE_GOLDEN=1 rewrites the golden"
     for path, text in data.items():
