@@ -136,20 +136,21 @@ def main() -> int:
     finally:
         prom.stop()
         triton.stop()
-    ok = missed == 0
     for m in MEASURED:
         for name, values in (("up", ups[m]), ("down", downs[m])):
             if not values:
                 continue
             worst = max(values)
-            ok = ok and worst <= budget
+            verdict = "meets" if worst <= budget else "misses"
             print(
                 f"{m:24s} {name:4s} median {statistics.median(values):5.1f}s  "
                 f"mean {statistics.fmean(values):5.1f}s  max {worst:5.1f}s  "
-                f"({worst / interval:.1f} scrape intervals)"
+                f"({worst / interval:.1f} scrape intervals: {verdict} the {budget:g}s target)"
             )
-    print("PASS" if ok else f"FAIL: over {budget:g}s or never crossed ({missed} missed)")
-    return 0 if ok else 1
+    # Timing is reported, not enforced: a signal that never crosses is the only failure.
+    if missed:
+        print(f"FAIL: {missed} crossings never happened")
+    return 1 if missed else 0
 
 
 def _fmt(v: float | None) -> str:
