@@ -51,7 +51,7 @@ def chat(
     import tritonclient.grpc as grpcclient
 
     messages = [{"role": "system", "content": system}] if system else []
-    messages += list(history or []) + [{"role": "user", "content": message}]
+    messages += [*(history or []), {"role": "user", "content": message}]
     inputs = []
 
     def add(name: str, value: Any, dtype: str) -> None:
@@ -117,8 +117,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     print()
     if args.verbose and reply.first_token_s is not None:
         print(
-            f"first token {reply.first_token_s * 1000:.0f} ms, total {reply.total_s * 1000:.0f} ms, "
-            f"{len(reply.chunks)} chunks",
+            f"first token {reply.first_token_s * 1000:.0f} ms, "
+            f"total {reply.total_s * 1000:.0f} ms, {len(reply.chunks)} chunks",
             file=sys.stderr,
         )
     return 0

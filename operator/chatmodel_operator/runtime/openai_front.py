@@ -67,6 +67,8 @@ def triton_request(body: dict[str, Any], default_max_tokens: int) -> dict[str, A
         ("presence_penalty", "presence_penalty", float, -2.0, 2.0),
         ("frequency_penalty", "frequency_penalty", float, -2.0, 2.0),
         ("seed", "seed", int, 0, 2**63 - 1),
+        # Not OpenAI's, but vLLM's OpenAI server takes it too (clients send it in extra_body).
+        ("min_tokens", "min_tokens", int, 0, 2**31 - 1),
     ):
         value = _number(body, key, kind, low, high)
         if value is not None:
@@ -123,7 +125,8 @@ class Front:
             return _error(400, "the request body must be a JSON object")
         if body.get("model") not in (None, self.model):
             return _error(
-                404, f"model {body.get('model')!r} is not served here; use {self.model!r}",
+                404,
+                f"model {body.get('model')!r} is not served here; use {self.model!r}",
                 "not_found_error",
             )
         try:

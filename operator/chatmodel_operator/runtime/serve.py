@@ -228,9 +228,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--metrics-port", type=int, default=8002)
-    p.add_argument(
-        "--openai-port", type=int, default=9000, help="OpenAI-compatible API (0: off)"
-    )
+    p.add_argument("--openai-port", type=int, default=9000, help="OpenAI-compatible API (0: off)")
     p.add_argument("--max-batch-size", type=int, default=DEFAULT_LOCAL_BATCH)
     p.add_argument("--workdir", help="where the model repository and logs go (default: temp)")
     p.set_defaults(func=cmd_serve)

@@ -1,5 +1,3 @@
-# Chinese replies use full-width punctuation on purpose.
-# ruff: noqa: RUF001
 """Tiny, real Hugging Face checkpoints of the seed families, for tests and the demo.
 
 Each is what the family's checkpoint looks like, at a size that trains in seconds on a CPU:
@@ -21,6 +19,8 @@ Each is what the family's checkpoint looks like, at a size that trains in second
   emits the family's stop token: tests can check real text, not noise.
 """
 
+# Chinese replies use full-width punctuation on purpose.
+# ruff: noqa: RUF001
 from __future__ import annotations
 
 import json

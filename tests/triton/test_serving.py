@@ -1,0 +1,237 @@
+"""One real Triton serving a tiny SUS-Chat: 16 concurrent streams, clients that disconnect free
+their slot, malformed requests get a 400 and the server stays up, the repository loads
+cleanly, the OpenAI-compatible API (official client) and ``chatmodel chat``."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import re
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from tests.triton.helpers import generate, local_server, metric, stream_text
+
+from chatmodel_operator.cli import main as cli_main
+from chatmodel_operator.runtime.serve import LocalServer
+from chatmodel_operator.runtime.tiny_checkpoint import CONVERSATIONS
+from chatmodel_operator.triton.textproc import envelope
+
+pytestmark = pytest.mark.triton
+FAMILY = "sus-chat"
+LONG = 3000  # tokens a disconnected client would otherwise keep the engine busy with
+ACTIVE = "chatmodel_engine_active_sequences"
+CANCELLED = "chatmodel_engine_cancelled_requests_total"
+TOKENS = "chatmodel_engine_generated_tokens_total"
+
+
+@pytest.fixture(scope="module")
+def server(
+    tiny: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalServer]:
+    with local_server(
+        tiny(FAMILY),
+        FAMILY,
+        tmp_path_factory.mktemp("serving"),
+        openai=True,
+        max_batch_size=16,
+        max_output_length=4096,
+        max_sequence_length=5120,
+    ) as srv:
+        yield srv
+
+
+def _body(i: int) -> dict[str, Any]:
+    conv = CONVERSATIONS[i % len(CONVERSATIONS)]
+    return {"text_input": envelope(conv.as_messages()), "max_tokens": 200}
+
+
+def test_sixteen_concurrent_streams(server: LocalServer) -> None:
+    models = ["ensemble", "tensorrt_llm_bls"]
+
+    def one(i: int) -> tuple[str, str]:
+        chunks = stream_text(server.triton.http_url, models[i % 2], _body(i))
+        return "".join(chunks), CONVERSATIONS[i % len(CONVERSATIONS)].reply
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, range(16)))
+    assert [got for got, _ in results] == [want for _, want in results]
+    assert all("\ufffd" not in got for got, _ in results)
+
+
+def _open_stream(url: str, path: str, body: dict[str, Any]) -> http.client.HTTPConnection:
+    """Start a streaming request and read its first events, leaving it running."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    seen = 0
+    while seen < 3:
+        line = resp.readline()
+        assert line, "the stream ended early"
+        seen += line.startswith(b"data:")
+    return conn
+
+
+def _wait_idle(server: LocalServer, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while metric(server.triton.metrics_url, ACTIVE) > 0:
+        assert time.monotonic() < deadline, "the engine still holds the slot"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("route", "path"),
+    [
+        ("bls", "/v2/models/tensorrt_llm_bls/generate_stream"),
+        ("openai", "/v1/chat/completions"),
+        ("engine", "/v2/models/tensorrt_llm/generate_stream"),
+    ],
+)
+def test_client_that_disconnects_frees_its_slot(server: LocalServer, route: str, path: str) -> None:
+    """A stream asked for thousands of tokens (end_id that never comes); its client reads three
+    chunks and hangs up. The engine stops within a moment, long before the tokens asked for."""
+    _wait_idle(server)
+    if route == "openai":
+        assert server.openai_url is not None
+        url = server.openai_url.removesuffix("/v1")
+        body: dict[str, Any] = {
+            "model": server.local.name,
+            "messages": CONVERSATIONS[1].as_messages(),
+            "max_tokens": LONG,
+            "min_tokens": LONG,  # the stop token is masked until then
+            "stream": True,
+        }
+    elif route == "engine":
+        url = server.triton.http_url
+        body = {
+            "input_ids": [5, 6, 7],
+            "input_lengths": 3,
+            "request_output_len": LONG,
+            "end_id": 99999,
+            "streaming": True,
+        }
+    else:
+        url = server.triton.http_url
+        body = {**_body(1), "max_tokens": LONG, "end_id": 99999, "stream": True}
+    cancelled, tokens = (metric(server.triton.metrics_url, m) for m in (CANCELLED, TOKENS))
+    conn = _open_stream(url, path, body)
+    assert metric(server.triton.metrics_url, ACTIVE) == 1
+    conn.close()
+    _wait_idle(server)
+    assert metric(server.triton.metrics_url, CANCELLED) == cancelled + 1
+    assert metric(server.triton.metrics_url, TOKENS) - tokens < LONG / 2
+
+
+@pytest.mark.parametrize(
+    ("model", "body", "message"),
+    [
+        ("ensemble", {"text_input": "hi"}, "max_tokens"),
+        ("ensemble", {"text_input": "hi", "max_tokens": 0}, "at least 1"),
+        ("ensemble", {"text_input": "hi", "max_tokens": 10**6}, "maxOutputLength"),
+        ("ensemble", {"text_input": "hi", "max_tokens": 5, "top_p": 3.0}, "top_p"),
+        ("ensemble", {"text_input": "word " * 3000, "max_tokens": 5}, "maxInputLength"),
+        ("tensorrt_llm_bls", {"text_input": '{"messages": []}', "max_tokens": 5}, "messages"),
+        (
+            "tensorrt_llm_bls",
+            {"text_input": envelope([{"role": "robot", "content": "x"}]), "max_tokens": 5},
+            "role",
+        ),
+        ("tensorrt_llm", {"input_ids": [1], "input_lengths": 1, "request_output_len": 0}, ">= 1"),
+    ],
+    ids=[
+        "no-max-tokens",
+        "zero-tokens",
+        "too-many-tokens",
+        "top-p",
+        "prompt-too-long",
+        "empty-messages",
+        "bad-role",
+        "engine-zero-tokens",
+    ],
+)
+def test_malformed_requests_get_400_and_the_server_stays_up(
+    server: LocalServer, model: str, body: dict[str, Any], message: str
+) -> None:
+    status, doc = generate(server.triton.http_url, model, body)
+    assert status == 400, doc
+    assert message in doc["error"]
+    assert server.triton.ready()
+    status, doc = generate(server.triton.http_url, "ensemble", _body(0))
+    assert status == 200 and doc["text_output"] == CONVERSATIONS[0].reply
+
+
+def test_repository_loads_without_warnings_or_unfilled_parameters(server: LocalServer) -> None:
+    log = server.triton.log()
+    assert "${" not in log and "not specified" not in log
+    for model in (
+        "ensemble",
+        "preprocessing",
+        "postprocessing",
+        "tensorrt_llm",
+        "tensorrt_llm_bls",
+    ):
+        assert re.search(rf"successfully loaded '{model}'", log), model
+    # Warnings and errors other than those of a machine without a GPU.
+    gpu_less = ("CUDA", "cuda", "NVML", "DCGM", "pinned memory", "CudaDriverHelper")
+    noise = [
+        line
+        for line in log.splitlines()
+        if line[:1] in ("W", "E") and line[1:2].isdigit() and not any(g in line for g in gpu_less)
+    ]
+    assert not noise, noise
+
+
+def test_openai_client_chat_completions(server: LocalServer) -> None:
+    client = openai.OpenAI(base_url=server.openai_url, api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list().data] == [server.local.name]
+    conv = CONVERSATIONS[3]  # Chinese, multi-turn
+    done = client.chat.completions.create(
+        model=server.local.name, messages=conv.as_messages(), max_tokens=200
+    )
+    assert done.choices[0].message.content == conv.reply
+    assert done.choices[0].finish_reason == "stop"
+    stream = client.chat.completions.create(
+        model=server.local.name, messages=conv.as_messages(), max_tokens=200, stream=True
+    )
+    deltas = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert "".join(deltas) == conv.reply
+    assert len([d for d in deltas if d]) > 5 and all("\ufffd" not in d for d in deltas)
+    with pytest.raises(openai.BadRequestError, match="role"):
+        client.chat.completions.create(
+            model=server.local.name,
+            messages=[{"role": "robot", "content": "x"}],  # type: ignore[list-item]
+        )
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="other", messages=[{"role": "user", "content": "x"}])
+
+
+def test_chat_command_streams_a_reply(server: LocalServer) -> None:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = cli_main(["chat", server.triton.grpc_url, "--stream", "你好"])
+    assert code == 0
+    assert out.getvalue().strip() == CONVERSATIONS[0].reply
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = cli_main(
+            [
+                "chat",
+                server.triton.grpc_url,
+                "--model",
+                "tensorrt_llm_bls",
+                "--system",
+                "You are a helpful assistant.",
+                "What is Triton?",
+            ]
+        )
+    assert code == 0 and out.getvalue().strip() == CONVERSATIONS[2].reply
