@@ -34,6 +34,11 @@ _BY = f"namespace, pod, {CHATMODEL_LABEL}"
 # scrape intervals each way (bench/autoscale.py measures it). Its noise is absorbed by the HPA's
 # scale-down stabilization window; the range only bounds how far back the two samples may lie.
 _WINDOW = "1m"
+_PENDING_FAMILIES = (
+    "nv_inference_pending_request_count",
+    "nv_trt_llm_request_metrics",
+    "chatmodel_engine_waiting_requests",
+)
 
 SIGNALS: dict[str, LoadSignal] = {
     s.metric: s
@@ -52,10 +57,20 @@ SIGNALS: dict[str, LoadSignal] = {
         LoadSignal(
             metric="pending-requests",
             record="chatmodel:pending_requests",
-            expr=f"sum by ({_BY}) (nv_inference_pending_request_count)",
+            # In-flight batching engines take every request off Triton's queue at once and
+            # queue it themselves, so Triton's pending count stays 0 under load: add the
+            # engine's own waiting requests (TensorRT-LLM C++ backend: request_type="waiting";
+            # our Python engine: chatmodel_engine_waiting_requests). The empty alternative in
+            # request_type=~"|waiting" keeps the two families that have no such label.
+            expr=(
+                f"sum by ({_BY}) ({{__name__=~"
+                f'"{"|".join(_PENDING_FAMILIES)}", request_type=~"|waiting"}})'
+            ),
             hpa_metric="chatmodel_pending_requests",
-            description="requests received by Triton but not yet started by a backend",
-            needs=("nv_inference_pending_request_count",),
+            description=(
+                "requests received but not yet started: in Triton's queues or in the engine's"
+            ),
+            needs=_PENDING_FAMILIES,
         ),
         LoadSignal(
             metric="kv-cache-utilization",

@@ -460,6 +460,73 @@ class Load:
         self.stop()
 
 
+class GenerateLoad:
+    """``concurrency`` clients streaming from Triton's generate endpoint (the data plane's
+    ensemble), one request after another; bounded like ``Load``."""
+
+    def __init__(
+        self,
+        http_url: str,
+        *,
+        model: str = "ensemble",
+        concurrency: int,
+        max_tokens: int = 64,
+        max_requests: int = 2000,
+        max_seconds: float = 60.0,
+    ) -> None:
+        self.url = f"{http_url}/v2/models/{model}/generate_stream"
+        self.body = json.dumps({"text_input": "Hello, who are you?", "max_tokens": max_tokens})
+        self.concurrency = concurrency
+        self.max_requests = max_requests
+        self.max_seconds = max_seconds
+        self.stats = LoadStats()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def _client(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            with self.stats.lock:
+                if self.stats.completed + self.stats.in_flight >= self.max_requests:
+                    return
+                self.stats.in_flight += 1
+            request = urllib.request.Request(self.url, data=self.body.encode(), method="POST")
+            ok = True
+            try:
+                with urllib.request.urlopen(request, timeout=60) as resp:
+                    text = resp.read().decode(errors="replace")
+                ok = '"error"' not in text
+            except OSError:
+                ok = False
+            with self.stats.lock:
+                self.stats.in_flight -= 1
+                if ok:
+                    self.stats.completed += 1
+                else:
+                    self.stats.errors += 1
+
+    def start(self) -> GenerateLoad:
+        self._threads = [
+            threading.Thread(target=self._client, name=f"generate-{i}", daemon=True)
+            for i in range(self.concurrency)
+        ]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> LoadStats:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=65)
+        return self.stats
+
+    def __enter__(self) -> GenerateLoad:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 # -- series only GPU / TensorRT-LLM C++ backend / newer Triton export ---------------------------
 
 

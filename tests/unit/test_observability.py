@@ -27,10 +27,13 @@ TRITON = {  # Triton core, per model (SRV docs/user_guide/metrics.md)
     "nv_inference_request_summary_us",
     "nv_inference_first_response_histogram_ms_bucket",
 }
-TRTLLM = {  # TensorRT-LLM C++ backend custom metrics (the CPU engine exports the token family)
+TRTLLM = {  # TensorRT-LLM C++ backend custom metrics
     "nv_trt_llm_kv_cache_block_metrics",
+    "nv_trt_llm_request_metrics",
     "nv_llm_output_token_len_sum",
 }
+# Our Python engine's custom metrics: checked against its source below.
+PYTHON_ENGINE = {"chatmodel_engine_waiting_requests", "chatmodel_engine_generated_tokens_total"}
 RECORDED = {s.record for s in SIGNALS.values()}
 
 NAME = re.compile(r"\b(nv_[a-z0-9_]+|chatmodel_[a-z0-9_]+|chatmodel:[a-z0-9_:]+)")
@@ -90,7 +93,7 @@ def test_generator_writes_and_checks(tmp_path: Path) -> None:
 
 
 def test_every_expression_names_an_exported_metric() -> None:
-    known = operator_series_names() | TRITON | TRTLLM | RECORDED
+    known = operator_series_names() | TRITON | TRTLLM | PYTHON_ENGINE | RECORDED
     unknown = {
         (where, name)
         for where, expr in all_expressions()
@@ -98,6 +101,12 @@ def test_every_expression_names_an_exported_metric() -> None:
         if name not in known
     }
     assert unknown == set()
+
+
+def test_python_engine_exports_the_families_the_signals_read() -> None:
+    source = (REPO / "model_repository/python_engine/1/model.py").read_text(encoding="utf-8")
+    for name in PYTHON_ENGINE:
+        assert f'"{name}"' in source, name
 
 
 def test_serving_dashboard_has_every_panel_the_issue_asks_for() -> None:

@@ -237,12 +237,14 @@ def serving_dashboard() -> model.Dashboard:
         .with_panel(
             _series(
                 "Output tokens per second",
-                "Generated tokens per second, from nv_llm_output_token_len (TensorRT-LLM "
-                "backend; the CPU engine exports the same family).",
+                "Generated tokens per second: nv_llm_output_token_len from the TensorRT-LLM "
+                "C++ backend, or chatmodel_engine_generated_tokens_total from our Python engine.",
                 "short",
                 Query(
                     f"sum by ({BY_MODEL}) (rate(nv_llm_output_token_len_sum"
-                    f'{{{SEL}, response_metric_type="total_output_tokens"}}[{RATE}]))',
+                    f'{{{SEL}, response_metric_type="total_output_tokens"}}[{RATE}]))\n'
+                    f"or sum by ({BY_MODEL}) "
+                    f"(rate(chatmodel_engine_generated_tokens_total{{{SEL}}}[{RATE}]))",
                     _LEGEND_MODEL,
                 ),
             )

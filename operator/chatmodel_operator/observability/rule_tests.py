@@ -47,8 +47,10 @@ def _expected(name: str, labels: dict[str, str], value: str = "") -> dict[str, A
 
 def _signal_test() -> dict[str, Any]:
     # Pod a: two Triton models. Per 15 s the queue counters grow by 2 s + 1 s and the compute
-    # counters by 0.5 s + 0.5 s, so queue/compute = 3 s / 1 s = 3. Pending 3 + 1 = 4.
-    # Pod b: idle, all counters flat: ratio 0 (the clamp keeps 0/0 out), pending 0.
+    # counters by 0.5 s + 0.5 s, so queue/compute = 3 s / 1 s = 3. Pending 3 + 1 in Triton
+    # plus 2 waiting in the engine = 6.
+    # Pod b: counters flat: ratio 0 (the clamp keeps 0/0 out); pending 0 in Triton, 3 in the
+    # engine = 3.
     # Pod c: loaded for the first minute (ratio 3), then flat: irate drops to 0 one scrape later.
     series = [
         _series("nv_inference_queue_duration_us", _pod("a", "tensorrt_llm"), "0+2000000x20"),
@@ -62,6 +64,19 @@ def _signal_test() -> dict[str, Any]:
         _series("nv_inference_queue_duration_us", _pod("b", "tensorrt_llm"), "0x20"),
         _series("nv_inference_compute_infer_duration_us", _pod("b", "tensorrt_llm"), "0x20"),
         _series("nv_inference_pending_request_count", _pod("b", "tensorrt_llm"), "0x20"),
+        # Requests waiting inside the engine count as pending: the TensorRT-LLM C++ backend's
+        # "waiting" (not "active") on pod a, our Python engine's gauge on pod b.
+        _series(
+            "nv_trt_llm_request_metrics",
+            {**_pod("a", "tensorrt_llm"), "request_type": "waiting"},
+            "2x20",
+        ),
+        _series(
+            "nv_trt_llm_request_metrics",
+            {**_pod("a", "tensorrt_llm"), "request_type": "active"},
+            "5x20",
+        ),
+        _series("chatmodel_engine_waiting_requests", _pod("b", "tensorrt_llm"), "3x20"),
         _series(
             "nv_inference_queue_duration_us", _pod("c", "tensorrt_llm"), "0+3000000x4 12000000x16"
         ),
@@ -119,8 +134,8 @@ def _signal_test() -> dict[str, Any]:
                 "expr": "chatmodel:pending_requests",
                 "eval_time": "2m",
                 "exp_samples": [
-                    sample("chatmodel:pending_requests", "a", 4),
-                    sample("chatmodel:pending_requests", "b", 0),
+                    sample("chatmodel:pending_requests", "a", 6),
+                    sample("chatmodel:pending_requests", "b", 3),
                 ],
             },
             {
