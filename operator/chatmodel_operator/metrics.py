@@ -6,6 +6,10 @@ results and phases are closed sets checked here, error reasons come from the err
 per-ChatModel series carry only ``namespace`` and ``chatmodel`` of ChatModels that exist and are
 removed by ``forget_chatmodel`` when one is deleted.
 
+The load signals themselves are not here: Prometheus computes them per pod with recording rules
+(``chatmodel:*``, see signals.py and observability/rules.py), so the operator never scrapes the
+Triton pods. It exports what only it knows, which the alerts and dashboards join with them.
+
 The ``namespace`` label clashes with the target label Prometheus adds when it scrapes the
 operator's pod, so the operator's ServiceMonitor/PodMonitor sets ``honorLabels: true`` (as for
 kube-state-metrics); otherwise the series would arrive as ``exported_namespace``.
@@ -155,17 +159,10 @@ AUTOSCALING_TARGET: Final = Gauge(
     (*_PER_MODEL, "metric"),
     registry=REGISTRY,
 )
-LOAD_SIGNAL: Final = Gauge(
-    "chatmodel_load_signal",
-    "A load signal as the operator last observed it (optional: the autoscaler and dashboards "
-    "use Prometheus' chatmodel:* recording rules, not this).",
-    (*_PER_MODEL, "metric"),
-    registry=REGISTRY,
-)
 
 _PER_MODEL_GAUGES: Final = (READY, GPUS_REQUESTED, REPLICAS_DESIRED, REPLICAS_READY)
 _AUTOSCALING_GAUGES: Final = (MIN_REPLICAS, MAX_REPLICAS)
-_PER_METRIC_GAUGES: Final = (AUTOSCALING_TARGET, LOAD_SIGNAL)
+_PER_METRIC_GAUGES: Final = (AUTOSCALING_TARGET,)
 
 
 @dataclass(frozen=True)
@@ -284,11 +281,6 @@ def observe_chatmodel(sample: ChatModelSample) -> None:
         else:
             for gauge in _AUTOSCALING_GAUGES:
                 _remove(gauge, key)
-
-
-def record_load_signal(namespace: str, name: str, metric: str, value: float) -> None:
-    """A load signal the operator read itself (optional; see LOAD_SIGNAL)."""
-    LOAD_SIGNAL.labels(namespace=namespace, chatmodel=name, metric=metric).set(value)
 
 
 def forget_chatmodel(namespace: str, name: str) -> None:

@@ -67,7 +67,6 @@ def test_names_are_prefixed_and_labels_bounded() -> None:
     )
     metrics.record_reconcile(result="permanent_error", seconds=0.1, reason="DoesNotFit")
     metrics.record_engine_build(result="failed", seconds=60, reason="EngineBuildFailed")
-    metrics.record_load_signal("ns", "m", "pending-requests", 2)
     families = chatmodel_families()
     ours = [(n, labels) for n, labels in families if not n.startswith(("python_", "process_"))]
     assert len(ours) >= 15
@@ -153,7 +152,6 @@ def test_per_chatmodel_series_and_deletion() -> None:
             max_replicas=2,
         )
     )
-    metrics.record_load_signal("ns", "m", "queue-to-compute-ratio", 1.5)
     ids = {"namespace": "ns", "chatmodel": "m"}
     assert value("chatmodel_ready", **ids) == 0
     assert value("chatmodel_gpus_requested", **ids) == 4
@@ -161,7 +159,6 @@ def test_per_chatmodel_series_and_deletion() -> None:
     assert value("chatmodel_replicas_ready", **ids) == 1
     assert value("chatmodel_autoscaling_max_replicas", **ids) == 2
     assert value("chatmodel_autoscaling_target", **ids, metric="queue-to-compute-ratio") == 1.0
-    assert value("chatmodel_load_signal", **ids, metric="queue-to-compute-ratio") == 1.5
     metrics.forget_chatmodel("ns", "m")
     left = [
         s

@@ -54,7 +54,6 @@ def operator_series_names() -> set[str]:
         "chatmodel_autoscaling_min_replicas",
         "chatmodel_autoscaling_max_replicas",
         "chatmodel_autoscaling_target",
-        "chatmodel_load_signal",
         "chatmodel_reconcile_errors_total",
         "chatmodel_engine_build_failures_total",
     }
