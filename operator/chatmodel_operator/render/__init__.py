@@ -37,6 +37,7 @@ from chatmodel_operator.render.objects import (
     render_scaled_object,
     render_service,
     render_service_monitor,
+    repository_hash,
     tritonserver_args,
 )
 from chatmodel_operator.render.paths import cache_paths
@@ -111,9 +112,15 @@ def render_children(
     splan = serving_plan or plan
     srepo = serving_repository if serving_repository is not None else repository
     a = spec.autoscaling
+    digest = repository_hash(srepo)  # ~120 KiB of text: hash it once for both objects
     serving: list[dict[str, Any]] = [
         render_configmap(
-            name=name, namespace=namespace, engine_key=key, repository=srepo, owner=owner
+            name=name,
+            namespace=namespace,
+            engine_key=key,
+            repository=srepo,
+            owner=owner,
+            digest=digest,
         ),
         render_deployment(
             name=name,
@@ -124,6 +131,7 @@ def render_children(
             repository=srepo,
             owner=owner,
             replicas=None if a.enabled else spec.serving.replicas,
+            digest=digest,
         ),
         render_service(name=name, namespace=namespace, spec=spec, owner=owner),
         render_pdb(name=name, namespace=namespace, owner=owner),

@@ -287,7 +287,9 @@ def render_configmap(
     engine_key: str,
     repository: Mapping[PurePosixPath, str],
     owner: Mapping[str, Any],
+    digest: str | None = None,
 ) -> dict[str, Any]:
+    """``digest`` is repository_hash(repository) when the caller already has it."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -296,7 +298,7 @@ def render_configmap(
             namespace=namespace,
             labels_=labels(name, "model-repository", engine_key),
             owner=owner,
-            annotations={REPOSITORY_HASH_ANNOTATION: repository_hash(repository)},
+            annotations={REPOSITORY_HASH_ANNOTATION: digest or repository_hash(repository)},
         ),
         "data": {config_map_key(p): repository[p] for p in sorted(repository)},
     }
@@ -330,6 +332,7 @@ def render_deployment(
     repository: Mapping[PurePosixPath, str],
     owner: Mapping[str, Any],
     replicas: int | None,
+    digest: str | None = None,
 ) -> dict[str, Any]:
     """Triton pods serving the engine ``engine_key`` (the serving key, which may lag the
     planned key while a new engine builds). ``replicas`` None leaves them to the autoscaler."""
@@ -428,7 +431,9 @@ def render_deployment(
         "template": {
             "metadata": {
                 "labels": pod_labels,
-                "annotations": {REPOSITORY_HASH_ANNOTATION: repository_hash(repository)},
+                "annotations": {
+                    REPOSITORY_HASH_ANNOTATION: digest or repository_hash(repository)
+                },
             },
             "spec": pod_spec,
         },
