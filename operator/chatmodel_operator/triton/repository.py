@@ -20,9 +20,10 @@ ensemble and one BLS run over all of them. The Python model sources come in as d
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -32,7 +33,8 @@ from chatmodel_operator.api.spec import ChatModelSpec
 from chatmodel_operator.catalog import ModelInfo
 from chatmodel_operator.plan import Plan
 from chatmodel_operator.triton import tensors as t
-from chatmodel_operator.triton.pbtxt import Enum, dumps, parameters
+from chatmodel_operator.triton.pbtxt import Enum, Rendered, dumps, parameters
+from chatmodel_operator.triton.pbtxt import field as rendered_field
 
 Repository = dict[PurePosixPath, str]
 
@@ -71,7 +73,7 @@ class ChatFormat:
     special_tokens: tuple[tuple[str, int], ...]
     bos_token: str | None
     eos_token: str | None
-    generation: Mapping[str, Any] = field(default_factory=dict)
+    generation: tuple[tuple[str, Any], ...] = ()  # pairs, so that the format is hashable
     system_prompt: str | None = None
 
     def document(self) -> dict[str, Any]:
@@ -102,7 +104,7 @@ def chat_format(model: ModelInfo) -> ChatFormat:
         special_tokens=tuple((s.text, s.id) for s in fam.special_tokens()) if fam else (),
         bos_token=fam.bos.text if fam and fam.bos else None,
         eos_token=fam.eos.text if fam else None,
-        generation=dict(model.generation),
+        generation=tuple(sorted(model.generation.items())),
         system_prompt=fam.system_prompt if fam else None,
     )
 
@@ -149,6 +151,11 @@ class Settings:
         )
 
 
+@functools.cache
+def _path(*parts: str) -> PurePosixPath:
+    return PurePosixPath(*parts)
+
+
 def _header(model: str, s: Settings) -> list[str]:
     lines = [f"{model}: rendered by chatmodel-operator; edits are overwritten"]
     if s.engine_key:
@@ -156,8 +163,10 @@ def _header(model: str, s: Settings) -> list[str]:
     return lines
 
 
-def _io(tensors: Sequence[t.Tensor]) -> list[dict[str, Any]]:
-    return [x.config() for x in tensors]
+@functools.cache
+def _io(key: str, tensors: tuple[t.Tensor, ...]) -> Rendered:
+    """An ``input`` or ``output`` list, rendered once per process (they never change)."""
+    return rendered_field(key, [x.config() for x in tensors])
 
 
 def _maps(pairs: Mapping[str, str]) -> list[dict[str, str]]:
@@ -167,9 +176,8 @@ def _maps(pairs: Mapping[str, str]) -> list[dict[str, str]]:
 def _python_files(
     model: str, source: str, *, helpers: Sequence[tuple[str, str]]
 ) -> dict[PurePosixPath, str]:
-    root = PurePosixPath(model) / "1"
-    files = {root / "model.py": source}
-    files.update({root / name: text for name, text in helpers})
+    files = {_path(model, "1", "model.py"): source}
+    files.update({_path(model, "1", name): text for name, text in helpers})
     return files
 
 
@@ -189,8 +197,8 @@ def preprocessing_files(
         "backend": "python",
         "max_batch_size": s.max_batch_size if batched else 0,
         "dynamic_batching": _batching(batched),
-        "input": _io(t.PRE_INPUTS),
-        "output": _io(t.PRE_TOKEN_OUTPUTS + t.PRE_TEXT_OUTPUTS),
+        "input": _io("input", t.PRE_INPUTS),
+        "output": _io("output", t.PRE_TOKEN_OUTPUTS + t.PRE_TEXT_OUTPUTS),
         "instance_group": [{"count": s.preprocessing_instances, "kind": Enum("KIND_CPU")}],
         "parameters": parameters(
             {
@@ -203,13 +211,15 @@ def preprocessing_files(
             }
         ),
     }
-    files = {
-        PurePosixPath("preprocessing/config.pbtxt"): dumps(config, _header("preprocessing", s))
-    }
+    files = {_path("preprocessing/config.pbtxt"): dumps(config, _header("preprocessing", s))}
     files.update(_python_files("preprocessing", src.preprocessing, helpers=_helpers(src)))
-    doc = json.dumps(fmt.document(), ensure_ascii=False, indent=2, sort_keys=True) + "\n"
-    files[PurePosixPath("preprocessing/1") / CHAT_FORMAT_FILE] = doc
+    files[_path("preprocessing/1", CHAT_FORMAT_FILE)] = _chat_format_json(fmt)
     return files
+
+
+@functools.lru_cache(maxsize=256)
+def _chat_format_json(fmt: ChatFormat) -> str:
+    return json.dumps(fmt.document(), ensure_ascii=False, indent=2, sort_keys=True) + "\n"
 
 
 def _skip_ids(fmt: ChatFormat) -> str:
@@ -224,8 +234,8 @@ def postprocessing_files(
         "backend": "python",
         "max_batch_size": s.max_batch_size,
         "dynamic_batching": _batching(True),
-        "input": _io(t.POST_INPUTS),
-        "output": _io(t.POST_OUTPUTS),
+        "input": _io("input", t.POST_INPUTS),
+        "output": _io("output", t.POST_OUTPUTS),
         # One instance on purpose: a stream's detokenizer state (the bytes of a character not
         # yet complete) lives in this process, and one instance also keeps the stream's
         # responses in order. Dynamic batching amortizes the per-call cost.
@@ -239,9 +249,7 @@ def postprocessing_files(
             }
         ),
     }
-    files = {
-        PurePosixPath("postprocessing/config.pbtxt"): dumps(config, _header("postprocessing", s))
-    }
+    files = {_path("postprocessing/config.pbtxt"): dumps(config, _header("postprocessing", s))}
     files.update(_python_files("postprocessing", src.postprocessing, helpers=_helpers(src)))
     return files
 
@@ -263,8 +271,8 @@ def bls_files(
         # Always decoupled: the BLS streams when asked and sends one response otherwise.
         "model_transaction_policy": {"decoupled": True},
         "dynamic_batching": _batching(batched),
-        "input": _io(t.CLIENT_INPUTS),
-        "output": _io(t.CLIENT_OUTPUTS),
+        "input": _io("input", t.CLIENT_INPUTS),
+        "output": _io("output", t.CLIENT_OUTPUTS),
         # One process serves every request concurrently (a thread per request), instead of
         # NVIDIA's one request per instance that needs as many processes as batch slots.
         "instance_group": [{"count": 1, "kind": Enum("KIND_CPU")}],
@@ -281,27 +289,20 @@ def bls_files(
             }
         ),
     }
-    files = {
-        PurePosixPath("tensorrt_llm_bls/config.pbtxt"): dumps(
-            config, _header("tensorrt_llm_bls", s)
-        )
-    }
+    files = {_path("tensorrt_llm_bls/config.pbtxt"): dumps(config, _header("tensorrt_llm_bls", s))}
     files.update(_python_files("tensorrt_llm_bls", src.bls, helpers=_helpers(src)))
     return files
 
 
-def token_ensemble(s: Settings) -> Repository:
-    """preprocessing -> tensorrt_llm -> postprocessing, for engines that take token ids."""
+@functools.cache
+def _token_steps() -> Rendered:
+    """The ensemble's wiring, the same for every engine with the token contract."""
     pre_out = {name.name: f"_{name.name}" for name in t.PRE_TOKEN_OUTPUTS}
     engine_in = {eng: f"_{pre}" for pre, eng in t.PRE_TO_ENGINE.items()}
     engine_in.update({eng: cli for cli, eng in t.CLIENT_TO_ENGINE.items()})
-    config = {
-        "name": "ensemble",
-        "platform": "ensemble",
-        "max_batch_size": s.max_batch_size,
-        "input": _io(t.CLIENT_INPUTS),
-        "output": _io(t.CLIENT_OUTPUTS),
-        "ensemble_scheduling": {
+    return rendered_field(
+        "ensemble_scheduling",
+        {
             "step": [
                 {
                     "model_name": "preprocessing",
@@ -335,10 +336,22 @@ def token_ensemble(s: Settings) -> Repository:
                 },
             ]
         },
+    )
+
+
+def token_ensemble(s: Settings) -> Repository:
+    """preprocessing -> tensorrt_llm -> postprocessing, for engines that take token ids."""
+    config = {
+        "name": "ensemble",
+        "platform": "ensemble",
+        "max_batch_size": s.max_batch_size,
+        "input": _io("input", t.CLIENT_INPUTS),
+        "output": _io("output", t.CLIENT_OUTPUTS),
+        "ensemble_scheduling": _token_steps(),
     }
     return {
-        PurePosixPath("ensemble/config.pbtxt"): dumps(config, _header("ensemble", s)),
-        PurePosixPath("ensemble/1") / VERSION_PLACEHOLDER: PLACEHOLDER_TEXT,
+        _path("ensemble/config.pbtxt"): dumps(config, _header("ensemble", s)),
+        _path("ensemble/1", VERSION_PLACEHOLDER): PLACEHOLDER_TEXT,
     }
 
 
@@ -399,14 +412,14 @@ def engine_layout(
             "max_queue_delay_microseconds": 0,
             "default_queue_policy": {"max_queue_size": 0},
         },
-        "input": _io(t.CPP_ENGINE_INPUTS),
-        "output": _io(t.CPP_ENGINE_OUTPUTS),
+        "input": _io("input", t.CPP_ENGINE_INPUTS),
+        "output": _io("output", t.CPP_ENGINE_OUTPUTS),
         "instance_group": [{"count": 1, "kind": Enum("KIND_CPU")}],
         "parameters": parameters(_cpp_engine_parameters(s, engine_dir)),
     }
     files = _token_pipeline(s, fmt, tokenizer_dir, sources)
-    files[PurePosixPath(ENGINE_MODEL) / "config.pbtxt"] = dumps(config, _header(ENGINE_MODEL, s))
-    files[PurePosixPath(ENGINE_MODEL) / "1" / VERSION_PLACEHOLDER] = PLACEHOLDER_TEXT
+    files[_path(ENGINE_MODEL, "config.pbtxt")] = dumps(config, _header(ENGINE_MODEL, s))
+    files[_path(ENGINE_MODEL, "1", VERSION_PLACEHOLDER)] = PLACEHOLDER_TEXT
     return files
 
 
@@ -418,8 +431,8 @@ def _python_engine_config(s: Settings, extra: Mapping[str, Any]) -> dict[str, An
         # Always decoupled: streams when a request asks for it, one response otherwise.
         "model_transaction_policy": {"decoupled": True},
         "dynamic_batching": _batching(True),
-        "input": _io(t.ENGINE_INPUTS),
-        "output": _io(t.ENGINE_OUTPUTS),
+        "input": _io("input", t.ENGINE_INPUTS),
+        "output": _io("output", t.ENGINE_OUTPUTS),
         "instance_group": [{"count": 1, "kind": Enum("KIND_CPU")}],
         "parameters": parameters(
             {
@@ -447,8 +460,8 @@ def python_layout(
         },
     )
     files = _token_pipeline(s, fmt, tokenizer_dir, sources)
-    files[PurePosixPath(ENGINE_MODEL) / "config.pbtxt"] = dumps(config, _header(ENGINE_MODEL, s))
-    files[PurePosixPath(ENGINE_MODEL) / "1" / "model.py"] = sources.python_engine
+    files[_path(ENGINE_MODEL, "config.pbtxt")] = dumps(config, _header(ENGINE_MODEL, s))
+    files[_path(ENGINE_MODEL, "1", "model.py")] = sources.python_engine
     return files
 
 
@@ -484,9 +497,9 @@ def llmapi_layout(
     """TensorRT-LLM's LLM API (PyTorch backend, no engine build) behind our token contract."""
     config = _python_engine_config(s, {"model_yaml": "model.yaml"})
     files = _token_pipeline(s, fmt, tokenizer_dir, sources)
-    files[PurePosixPath(ENGINE_MODEL) / "config.pbtxt"] = dumps(config, _header(ENGINE_MODEL, s))
-    files[PurePosixPath(ENGINE_MODEL) / "1" / "model.py"] = sources.llmapi_engine
-    files[PurePosixPath(ENGINE_MODEL) / "1" / "model.yaml"] = yaml.safe_dump(
+    files[_path(ENGINE_MODEL, "config.pbtxt")] = dumps(config, _header(ENGINE_MODEL, s))
+    files[_path(ENGINE_MODEL, "1", "model.py")] = sources.llmapi_engine
+    files[_path(ENGINE_MODEL, "1", "model.yaml")] = yaml.safe_dump(
         llmapi_model_yaml(s, engine_dir), sort_keys=False
     )
     return files
@@ -515,29 +528,13 @@ def vllm_model_json(s: Settings, checkpoint_dir: str) -> dict[str, Any]:
     return doc
 
 
-def vllm_layout(
-    s: Settings, fmt: ChatFormat, *, tokenizer_dir: str, engine_dir: str, sources: ModelSources
-) -> Repository:
-    """Triton's vLLM backend; our preprocessing renders the chat and builds its sampling JSON.
-    vLLM batches internally, so these models take one request per call (max_batch_size 0)."""
-    vllm_config = {
-        "name": VLLM_MODEL,
-        "backend": "vllm",
-        "max_batch_size": 0,
-        "model_transaction_policy": {"decoupled": True},
-        "input": _io(t.VLLM_INPUTS),
-        "output": _io(t.VLLM_OUTPUTS),
-        "instance_group": [{"count": 1, "kind": Enum("KIND_MODEL")}],
-        "parameters": parameters({"REPORT_CUSTOM_METRICS": True}),
-    }
+@functools.cache
+def _vllm_steps() -> Rendered:
+    """preprocessing renders the prompt and vLLM's sampling JSON; vLLM returns text."""
     pre_in = {pre: cli for cli, pre in {**t.CLIENT_TO_PRE, **t.CLIENT_TO_PRE_TEXT}.items()}
-    ensemble = {
-        "name": "ensemble",
-        "platform": "ensemble",
-        "max_batch_size": 0,
-        "input": _io(t.CLIENT_INPUTS),
-        "output": _io(t.CLIENT_OUTPUTS),
-        "ensemble_scheduling": {
+    return rendered_field(
+        "ensemble_scheduling",
+        {
             "step": [
                 {
                     "model_name": "preprocessing",
@@ -566,15 +563,38 @@ def vllm_layout(
                 },
             ]
         },
+    )
+
+
+def vllm_layout(
+    s: Settings, fmt: ChatFormat, *, tokenizer_dir: str, engine_dir: str, sources: ModelSources
+) -> Repository:
+    """Triton's vLLM backend; our preprocessing renders the chat and builds its sampling JSON.
+    vLLM batches internally, so these models take one request per call (max_batch_size 0)."""
+    vllm_config = {
+        "name": VLLM_MODEL,
+        "backend": "vllm",
+        "max_batch_size": 0,
+        "model_transaction_policy": {"decoupled": True},
+        "input": _io("input", t.VLLM_INPUTS),
+        "output": _io("output", t.VLLM_OUTPUTS),
+        "instance_group": [{"count": 1, "kind": Enum("KIND_MODEL")}],
+        "parameters": parameters({"REPORT_CUSTOM_METRICS": True}),
+    }
+    ensemble = {
+        "name": "ensemble",
+        "platform": "ensemble",
+        "max_batch_size": 0,
+        "input": _io("input", t.CLIENT_INPUTS),
+        "output": _io("output", t.CLIENT_OUTPUTS),
+        "ensemble_scheduling": _vllm_steps(),
     }
     files: Repository = {
-        PurePosixPath(VLLM_MODEL) / "config.pbtxt": dumps(vllm_config, _header(VLLM_MODEL, s)),
-        PurePosixPath(VLLM_MODEL) / "1" / "model.json": json.dumps(
-            vllm_model_json(s, engine_dir), indent=2
-        )
+        _path(VLLM_MODEL, "config.pbtxt"): dumps(vllm_config, _header(VLLM_MODEL, s)),
+        _path(VLLM_MODEL, "1", "model.json"): json.dumps(vllm_model_json(s, engine_dir), indent=2)
         + "\n",
-        PurePosixPath("ensemble/config.pbtxt"): dumps(ensemble, _header("ensemble", s)),
-        PurePosixPath("ensemble/1") / VERSION_PLACEHOLDER: PLACEHOLDER_TEXT,
+        _path("ensemble/config.pbtxt"): dumps(ensemble, _header("ensemble", s)),
+        _path("ensemble/1", VERSION_PLACEHOLDER): PLACEHOLDER_TEXT,
     }
     files.update(preprocessing_files(s, fmt, tokenizer_dir, sources, batched=False))
     files.update(
@@ -656,7 +676,7 @@ def with_sources(repo: Mapping[PurePosixPath, str], **changes: str) -> Repositor
     stand-in engine this way): ``with_sources(repo, tensorrt_llm="...")``."""
     out = dict(repo)
     for model, text in changes.items():
-        out[PurePosixPath(model) / "1" / "model.py"] = text
+        out[_path(model, "1", "model.py")] = text
     return out
 
 

@@ -1,0 +1,131 @@
+"""``python -m chatmodel_operator.demo``: the data plane end to end, on this machine.
+
+``make demo`` first plans and renders the examples (the control plane, through ``chatmodel plan``
+and ``chatmodel render``); this part then makes a tiny SUS-Chat checkpoint, serves it with a real
+``tritonserver`` (CPU), streams one Chinese conversation through Triton's gRPC stream
+(``ensemble``) and one English conversation through the OpenAI-compatible API, prints the
+answers, time to first token and a few Triton metrics, and stops the server.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from chatmodel_operator.api import parse_chatmodel
+from chatmodel_operator.runtime.chat import chat
+from chatmodel_operator.runtime.serve import LocalServer, prepare_local
+from chatmodel_operator.runtime.server import Ports, free_port
+from chatmodel_operator.runtime.tiny_checkpoint import write_tiny_checkpoint
+
+FAMILY = "sus-chat"
+CHINESE = [
+    {"role": "user", "content": "你好"},
+    {"role": "assistant", "content": "你好！我是一个很小的测试模型。"},
+]
+CHINESE_QUESTION = "请介绍一下北京。"
+ENGLISH = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "What is Triton?"},
+]
+METRICS = (
+    "nv_inference_request_success",
+    "nv_inference_exec_count",
+    "nv_inference_compute_infer_duration_us",
+    "chatmodel_engine_generated_tokens_total",
+)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _metrics(url: str) -> list[str]:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    lines = []
+    for name in METRICS:
+        for labels, value in re.findall(rf"^{name}{{([^}}]*)}} (\S+)$", text, re.MULTILINE):
+            model = re.search(r'model="([^"]+)"', labels)
+            lines.append(f"  {name}{{{model.group(1) if model else ''}}} = {float(value):g}")
+    return lines
+
+
+def main() -> int:
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="chatmodel-demo-"))
+    _say(f"== data plane: a tiny {FAMILY} checkpoint on a real Triton server (CPU) ==")
+    t = time.perf_counter()
+    ckpt = write_tiny_checkpoint(work / FAMILY, FAMILY)
+    _say(f"tiny checkpoint (trained on a few conversations): {ckpt} [{time.perf_counter() - t:.1f}s]")
+    cm = parse_chatmodel(
+        {
+            "apiVersion": "serving.chatmodel.io/v1alpha1",
+            "kind": "ChatModel",
+            "metadata": {"name": "tiny-sus-chat"},
+            "spec": {
+                "model": {"source": f"file://{ckpt}", "family": FAMILY},
+                "engine": {"backend": "python", "maxInputLength": 1024, "maxOutputLength": 256},
+            },
+        }
+    )
+    local = prepare_local(cm, max_batch_size=8)
+    server = LocalServer(local, work / "serve", Ports.free(), free_port())
+    t = time.perf_counter()
+    with server:
+        _say(f"tritonserver ready [{time.perf_counter() - t:.1f}s]")
+        for label, url in server.endpoints():
+            _say(f"  {label:28} {url}")
+
+        _say("\n-- Chinese, multi-turn, streamed over gRPC (ensemble) --")
+        for m in CHINESE:
+            _say(f"{m['role']}: {m['content']}")
+        _say(f"user: {CHINESE_QUESTION}")
+        sys.stdout.write("assistant: ")
+        reply = chat(
+            server.triton.grpc_url, CHINESE_QUESTION, history=CHINESE, out=sys.stdout
+        )
+        _say("")
+        assert reply.first_token_s is not None
+        _say(
+            f"   time to first token {reply.first_token_s * 1000:.0f} ms, "
+            f"{len(reply.chunks)} chunks, total {reply.total_s * 1000:.0f} ms, "
+            f"U+FFFD: {'yes' if chr(0xFFFD) in reply.text else 'none'}"
+        )
+
+        _say("\n-- English, system prompt, streamed through the OpenAI-compatible API --")
+        import openai
+
+        client = openai.OpenAI(base_url=server.openai_url, api_key="unused", max_retries=0)
+        for m in ENGLISH:
+            _say(f"{m['role']}: {m['content']}")
+        sys.stdout.write("assistant: ")
+        t = time.perf_counter()
+        first: float | None = None
+        for chunk in client.chat.completions.create(
+            model=local.name, messages=ENGLISH, max_tokens=128, stream=True  # type: ignore[arg-type]
+        ):
+            delta = chunk.choices[0].delta.content if chunk.choices else None
+            if delta:
+                first = first if first is not None else time.perf_counter() - t
+                sys.stdout.write(delta)
+                sys.stdout.flush()
+        _say("")
+        _say(f"   time to first token {(first or 0) * 1000:.0f} ms")
+
+        _say("\n-- Triton metrics --")
+        for line in _metrics(server.triton.metrics_url):
+            _say(line)
+        _say("\nstopping tritonserver ...")
+    shutil.rmtree(work, ignore_errors=True)
+    _say(f"done in {time.perf_counter() - started:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
