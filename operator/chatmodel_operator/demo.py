@@ -21,18 +21,13 @@ from chatmodel_operator.api import parse_chatmodel
 from chatmodel_operator.runtime.chat import chat
 from chatmodel_operator.runtime.serve import LocalServer, prepare_local
 from chatmodel_operator.runtime.server import Ports, free_port
-from chatmodel_operator.runtime.tiny_checkpoint import write_tiny_checkpoint
+from chatmodel_operator.runtime.tiny_checkpoint import CONVERSATIONS, write_tiny_checkpoint
 
 FAMILY = "sus-chat"
-CHINESE = [
-    {"role": "user", "content": "你好"},
-    {"role": "assistant", "content": "你好！我是一个很小的测试模型。"},
-]
-CHINESE_QUESTION = "请介绍一下北京。"
-ENGLISH = [
-    {"role": "system", "content": "You are a helpful assistant."},
-    {"role": "user", "content": "What is Triton?"},
-]
+# Conversations the tiny checkpoint was trained on, so that it answers them sensibly.
+CHINESE = CONVERSATIONS[3].as_messages()[:-1]
+CHINESE_QUESTION = CONVERSATIONS[3].as_messages()[-1]["content"]
+ENGLISH = CONVERSATIONS[2].as_messages()
 METRICS = (
     "nv_inference_request_success",
     "nv_inference_exec_count",
@@ -62,7 +57,8 @@ def main() -> int:
     _say(f"== data plane: a tiny {FAMILY} checkpoint on a real Triton server (CPU) ==")
     t = time.perf_counter()
     ckpt = write_tiny_checkpoint(work / FAMILY, FAMILY)
-    _say(f"tiny checkpoint (trained on a few conversations): {ckpt} [{time.perf_counter() - t:.1f}s]")
+    elapsed = time.perf_counter() - t
+    _say(f"tiny checkpoint (trained on a few conversations): {ckpt} [{elapsed:.1f}s]")
     cm = parse_chatmodel(
         {
             "apiVersion": "serving.chatmodel.io/v1alpha1",
@@ -87,9 +83,7 @@ def main() -> int:
             _say(f"{m['role']}: {m['content']}")
         _say(f"user: {CHINESE_QUESTION}")
         sys.stdout.write("assistant: ")
-        reply = chat(
-            server.triton.grpc_url, CHINESE_QUESTION, history=CHINESE, out=sys.stdout
-        )
+        reply = chat(server.triton.grpc_url, CHINESE_QUESTION, history=CHINESE, out=sys.stdout)
         _say("")
         assert reply.first_token_s is not None
         _say(
@@ -108,7 +102,10 @@ def main() -> int:
         t = time.perf_counter()
         first: float | None = None
         for chunk in client.chat.completions.create(
-            model=local.name, messages=ENGLISH, max_tokens=128, stream=True  # type: ignore[arg-type]
+            model=local.name,
+            messages=ENGLISH,
+            max_tokens=128,
+            stream=True,  # type: ignore[arg-type]
         ):
             delta = chunk.choices[0].delta.content if chunk.choices else None
             if delta:
