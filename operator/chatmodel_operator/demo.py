@@ -16,6 +16,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from chatmodel_operator.api import parse_chatmodel
 from chatmodel_operator.runtime.chat import chat
@@ -101,12 +102,11 @@ def main() -> int:
         sys.stdout.write("assistant: ")
         t = time.perf_counter()
         first: float | None = None
-        for chunk in client.chat.completions.create(
-            model=local.name,
-            messages=ENGLISH,
-            max_tokens=128,
-            stream=True,  # type: ignore[arg-type]
-        ):
+        messages: Any = ENGLISH  # plain dicts are what the API takes; the stubs want TypedDicts
+        stream = client.chat.completions.create(
+            model=local.name, messages=messages, max_tokens=128, stream=True
+        )
+        for chunk in stream:
             delta = chunk.choices[0].delta.content if chunk.choices else None
             if delta:
                 first = first if first is not None else time.perf_counter() - t
