@@ -230,24 +230,28 @@ def _chatmodel_lookup(index: kopf.Index[Any, kopf.Body]) -> Callable[[str, str],
 
 
 async def _choose_peering(
-    client: kube.KubeClient,
-    settings: kopf.OperatorSettings,
-    logger: logging.Logger,
-    *,
-    clusterwide: bool,
+    client: kube.KubeClient, settings: kopf.OperatorSettings, logger: kopf.Logger, *, clusterwide: bool
 ) -> None:
-    """Elect one active replica when kopf's peering CRD is installed, else run standalone and
-    say so once (a second replica would then act on every ChatModel too)."""
-    plural = "clusterkopfpeerings" if clusterwide else "kopfpeerings"
-    if await client.served("kopf.dev/v1", plural):
+    """Elect one active replica when kopf's peering is set up (the chart does it for more than
+    one replica), else run standalone and say so once: a second replica would then act on
+    every ChatModel too."""
+    if clusterwide:
+        kind = kube.CLUSTER_KOPF_PEERING
+        # The CRD may be installed for every release; the object is what says "elect".
+        joined = await client.served(kind.api_version, kind.plural) and (
+            await client.get(kind, None, PEERING_NAME) is not None
+        )
+    else:
+        kind = kube.KOPF_PEERING
+        joined = await client.served(kind.api_version, kind.plural)
+    if joined:
         settings.peering.standalone = False
         settings.peering.name = PEERING_NAME
         settings.peering.priority = random.randint(1, 1_000_000)  # equal priorities pause all
-        logger.info("peering %s found: one of the replicas is elected to act", plural)
+        logger.info("kopf peering %r (%s) found: one replica is elected to act", PEERING_NAME, kind.plural)
     else:
         settings.peering.standalone = True
         logger.warning(
-            "kopf peering (%s.kopf.dev) is not installed: running standalone; run one replica "
-            "or install the peering CRD to elect one",
-            plural,
+            "kopf peering %r (%s.kopf.dev) not found: running standalone; run one replica, or "
+            "install kopf's peering CRD and object to elect one", PEERING_NAME, kind.plural,
         )

@@ -175,8 +175,11 @@ class Context:
 
     def gone(self, obj: Observed) -> None:
         """A child was deleted: forget what we knew about it."""
-        self.seen.pop((obj.kind, obj.namespace, obj.name), None)
-        self.fresh.pop((obj.kind, obj.namespace, obj.name), None)
+        key = (obj.kind, obj.namespace, obj.name)
+        self.seen.pop(key, None)
+        entry = self.fresh.get(key)
+        if entry is not None and entry[0].uid == obj.uid:  # not a successor we just created
+            self.fresh.pop(key, None)
 
     def changed(self, obj: Observed) -> bool:
         """Whether a watch event shows a child in a state worth a pass: different from the

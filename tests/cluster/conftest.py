@@ -57,6 +57,7 @@ class Operator:
     """
 
     config: OperatorConfig
+    namespaces: tuple[str, ...] = ()
     thread: threading.Thread | None = None
     stop_flag: threading.Event = field(default_factory=threading.Event)
     memo: kopf.Memo = field(default_factory=kopf.Memo)
@@ -72,7 +73,7 @@ class Operator:
             try:
                 asyncio.run(kopf.operator(
                     registry=registry, clusterwide=self.config.clusterwide,
-                    namespaces=self.namespaces, stop_flag=self.stop_flag, ready_flag=ready,
+                    namespaces=list(self.namespaces), stop_flag=self.stop_flag, ready_flag=ready,
                     memo=self.memo,
                 ))
             except BaseException as exc:  # reported by stop()
@@ -84,8 +85,6 @@ class Operator:
         await wait_for(ready.is_set, 20)
         # Ready means started; wait until the ChatModel watch is really open.
         await wait_for(lambda: any(c.verb == "watch" and c.plural == PLURAL for c in api.calls[calls_before:]), 20)
-
-    namespaces: tuple[str, ...] = ()
 
     async def stop(self) -> None:
         if self.thread is None:

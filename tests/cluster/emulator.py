@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp.web
 import attrs
 import kmock
-from kmock._internal import k8s_dicts, rendering
+from kmock._internal import k8s_dicts, parsing, rendering
 from kmock._internal.k8s import KubernetesScaffold
 
 from chatmodel_operator.api.spec import GROUP, PLURAL, VERSION
@@ -137,6 +137,20 @@ class Faults:
 
 
 _DROP = {"type": "__DROP__"}
+
+_parse_path = parsing.parse_path
+
+
+def _parse_path_with_namespaces(path: str) -> parsing.ParsedPath:
+    """kmock reads /api/v1/namespaces[/NAME] as a namespace prefix with nothing after it
+    (and fails on the bare list); these are the cluster-scoped Namespace resource."""
+    parts = path.strip("/").split("/")
+    if parts[:2] == ["api", "v1"] and parts[2:3] == ["namespaces"] and len(parts) in (3, 4):
+        return parsing.ParsedPath("", "v1", "namespaces", None, parts[3] if len(parts) == 4 else None)
+    return _parse_path(path)
+
+
+parsing.parse_path = _parse_path_with_namespaces
 
 
 @attrs.define(kw_only=True)
@@ -357,16 +371,20 @@ class ApiServer(kmock.KubernetesEmulator):
         self._collect_garbage()
 
     def _collect_garbage(self) -> None:
-        """Delete objects all of whose owners are gone (background propagation)."""
+        """The garbage collector: delete objects all of whose owners are gone (background
+        propagation); from objects that still have a live owner, drop the dangling references."""
         while True:
             live = {o.raw["metadata"].get("uid") for o in self.objects.values() if not o.deleted}
-            orphans = [
-                (res, ns, name)
-                for (res, ns, name), o in self.objects.items()
-                if not o.deleted
-                and (refs := o.raw.get("metadata", {}).get("ownerReferences"))
-                and not any(r.get("uid") in live for r in refs)
-            ]
+            orphans, dangling = [], []
+            for key, o in self.objects.items():
+                refs = [] if o.deleted else o.raw.get("metadata", {}).get("ownerReferences") or []
+                kept = [r for r in refs if r.get("uid") in live]
+                if refs and not kept:
+                    orphans.append(key)
+                elif len(kept) < len(refs):
+                    dangling.append((key, kept))
+            for (res, ns, name), kept in dangling:
+                self._mutate(res, ns, name, {"metadata": {"ownerReferences": kept}}, status_only=False)
             if not orphans:
                 return
             for res, ns, name in orphans:
