@@ -53,15 +53,30 @@ TICKS = os.sysconf("SC_CLK_TCK")
 # A mix of the seed models, sizes and settings: some ChatModels share an engine (one build
 # serves them all), some autoscale (an HPA child), some ask for a ServiceMonitor.
 VARIANTS: list[dict[str, Any]] = [
-    {"model": {"source": "hf://SUSTech/SUS-Chat-34B"}, "resources": {"gpu": {"product": "NVIDIA-A100-SXM4-80GB"}},
-     "autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 4}},
-    {"model": {"source": "hf://01-ai/Yi-34B-Chat-4bits"}, "resources": {"gpu": {"product": "NVIDIA-A100-SXM4-40GB"}},
-     "serving": {"replicas": 2}},
-    {"model": {"source": "hf://xverse/XVERSE-7B-Chat", "trustRemoteCode": True},
-     "resources": {"gpu": {"product": "NVIDIA-L4"}}, "serving": {"serviceMonitor": True}},
-    {"model": {"source": "hf://01-ai/Yi-34B-Chat-8bits"}, "resources": {"gpu": {"product": "NVIDIA-A100-SXM4-40GB"}}},
-    {"model": {"source": "hf://Tele-AI/TeleChat-52B", "trustRemoteCode": True}, "engine": {"dtype": "float16"},
-     "resources": {"gpu": {"product": "NVIDIA-A100-SXM4-40GB"}}},
+    {
+        "model": {"source": "hf://SUSTech/SUS-Chat-34B"},
+        "resources": {"gpu": {"product": "NVIDIA-A100-SXM4-80GB"}},
+        "autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 4},
+    },
+    {
+        "model": {"source": "hf://01-ai/Yi-34B-Chat-4bits"},
+        "resources": {"gpu": {"product": "NVIDIA-A100-SXM4-40GB"}},
+        "serving": {"replicas": 2},
+    },
+    {
+        "model": {"source": "hf://xverse/XVERSE-7B-Chat", "trustRemoteCode": True},
+        "resources": {"gpu": {"product": "NVIDIA-L4"}},
+        "serving": {"serviceMonitor": True},
+    },
+    {
+        "model": {"source": "hf://01-ai/Yi-34B-Chat-8bits"},
+        "resources": {"gpu": {"product": "NVIDIA-A100-SXM4-40GB"}},
+    },
+    {
+        "model": {"source": "hf://Tele-AI/TeleChat-52B", "trustRemoteCode": True},
+        "engine": {"dtype": "float16"},
+        "resources": {"gpu": {"product": "NVIDIA-A100-SXM4-40GB"}},
+    },
 ]
 
 
@@ -82,7 +97,12 @@ def minimum_requests(items: list[tuple[str, str, dict[str, Any]]]) -> tuple[int,
         spec = parse_spec(raw)
         _, plan = plan_model(spec)
         children = render_children(
-            name=name, namespace=namespace, uid="u", spec=spec, plan=plan, repository={},
+            name=name,
+            namespace=namespace,
+            uid="u",
+            spec=spec,
+            plan=plan,
+            repository={},
         )
         jobs.add((namespace, children.build_job["metadata"]["name"]))
         pvcs.add((namespace, children.cache_pvc["metadata"]["name"]))
@@ -101,10 +121,11 @@ def operator_main(args: argparse.Namespace) -> None:
 
     from chatmodel_operator import metrics
     from chatmodel_operator.handlers import OperatorConfig, build_registry
-
     from chatmodel_operator.runner import quiet_kopf
 
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     quiet_kopf(args.log_level)
     metrics.start_metrics_server(args.metrics_port, addr="127.0.0.1")
     config = OperatorConfig(resync_seconds=args.resync_seconds, login=kopf.login_with_kubeconfig)
@@ -127,7 +148,11 @@ def proc_stats(pid: int) -> tuple[float, float, float]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / TICKS
     status = Path(f"/proc/{pid}/status").read_text()
-    mem = {line.split(":")[0]: line.split()[1] for line in status.splitlines() if line.startswith(("VmRSS", "VmHWM"))}
+    mem = {
+        line.split(":")[0]: line.split()[1]
+        for line in status.splitlines()
+        if line.startswith(("VmRSS", "VmHWM"))
+    }
     return cpu, int(mem["VmRSS"]) / 1024, int(mem["VmHWM"]) / 1024
 
 
@@ -135,7 +160,9 @@ def scrape(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     out: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("chatmodel_reconciles_total") or line.startswith("chatmodel_chatmodels{"):
+        if line.startswith("chatmodel_reconciles_total") or line.startswith(
+            "chatmodel_chatmodels{"
+        ):
             name, value = line.rsplit(" ", 1)
             out[name] = float(value)
     return out
@@ -169,18 +196,37 @@ async def bench(args: argparse.Namespace) -> int:
         controllers.start()
         with tempfile.TemporaryDirectory() as tmp:
             kubeconfig = Path(tmp) / "kubeconfig"
-            kubeconfig.write_text(yaml.safe_dump({
-                "apiVersion": "v1", "kind": "Config", "current-context": "e",
-                "clusters": [{"name": "e", "cluster": {"server": str(srv.url).rstrip("/")}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "e", "context": {"cluster": "e", "user": "u"}}],
-            }))
+            kubeconfig.write_text(
+                yaml.safe_dump(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Config",
+                        "current-context": "e",
+                        "clusters": [
+                            {"name": "e", "cluster": {"server": str(srv.url).rstrip("/")}}
+                        ],
+                        "users": [{"name": "u", "user": {"token": "t"}}],
+                        "contexts": [{"name": "e", "context": {"cluster": "e", "user": "u"}}],
+                    }
+                )
+            )
             env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
             log = open(Path(tmp) / "operator.log", "w")  # noqa: SIM115 - closed below
             proc = subprocess.Popen(
-                [sys.executable, __file__, "_operator", "--metrics-port", str(args.metrics_port),
-                 "--resync-seconds", str(RESYNC_SECONDS), "--log-level", args.log_level],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    __file__,
+                    "_operator",
+                    "--metrics-port",
+                    str(args.metrics_port),
+                    "--resync-seconds",
+                    str(RESYNC_SECONDS),
+                    "--log-level",
+                    args.log_level,
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
             try:
                 return await measure(api, proc, items, min_children, min_status, args)
@@ -197,24 +243,41 @@ async def bench(args: argparse.Namespace) -> int:
 
 
 async def measure(
-    api: ApiServer, proc: subprocess.Popen[bytes], items: list[tuple[str, str, dict[str, Any]]],
-    min_children: int, min_status: int, args: argparse.Namespace,
+    api: ApiServer,
+    proc: subprocess.Popen[bytes],
+    items: list[tuple[str, str, dict[str, Any]]],
+    min_children: int,
+    min_status: int,
+    args: argparse.Namespace,
 ) -> int:
     port = args.metrics_port
-    await wait(lambda: any(c.verb == "watch" and c.plural == PLURAL for c in api.calls), 60, "the operator")
+    await wait(
+        lambda: any(c.verb == "watch" and c.plural == PLURAL for c in api.calls), 60, "the operator"
+    )
     await wait(lambda: _ok(lambda: reconciles(port) >= 0), 30, "the metrics endpoint")
     await asyncio.sleep(1.0)
     cpu0, _, _ = proc_stats(proc.pid)
     calls0 = len(api.calls)
     t0 = time.monotonic()
     for namespace, name, spec in items:  # all at once: no waiting between creations
-        api.put(GROUP, VERSION, PLURAL, {
-            "apiVersion": API_VERSION, "kind": "ChatModel",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec,
-        })
+        api.put(
+            GROUP,
+            VERSION,
+            PLURAL,
+            {
+                "apiVersion": API_VERSION,
+                "kind": "ChatModel",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": spec,
+            },
+        )
 
     def ready() -> int:
-        return sum(1 for o in api.items(GROUP, VERSION, PLURAL) if (o.get("status") or {}).get("phase") == "Ready")
+        return sum(
+            1
+            for o in api.items(GROUP, VERSION, PLURAL)
+            if (o.get("status") or {}).get("phase") == "Ready"
+        )
 
     last = -1
     while (n := ready()) < len(items):
@@ -222,7 +285,12 @@ async def measure(
             print(f"  {n:4d}/{len(items)} Ready after {time.monotonic() - t0:6.1f}s", flush=True)
             last = n
         if time.monotonic() - t0 > args.timeout:
-            print("timed out; phases:", Counter((o.get("status") or {}).get("phase") for o in api.items(GROUP, VERSION, PLURAL)))
+            print(
+                "timed out; phases:",
+                Counter(
+                    (o.get("status") or {}).get("phase") for o in api.items(GROUP, VERSION, PLURAL)
+                ),
+            )
             return 1
         await asyncio.sleep(0.5)
     wall = time.monotonic() - t0
@@ -232,14 +300,32 @@ async def measure(
     calls1 = len(api.calls)
 
     # One full resync: every ChatModel passes through reconcile once more, nothing changed.
-    print(f"  all Ready after {wall:.1f}s; waiting for a full resync ({RESYNC_SECONDS:.0f}s period) ...", flush=True)
-    await wait(lambda: reconciles(port) >= recs1 + len(items), RESYNC_SECONDS * 3 + 60, "a full resync")
+    print(
+        f"  all Ready after {wall:.1f}s; waiting for a full resync "
+        f"({RESYNC_SECONDS:.0f}s period) ...",
+        flush=True,
+    )
+    await wait(
+        lambda: reconciles(port) >= recs1 + len(items), RESYNC_SECONDS * 3 + 60, "a full resync"
+    )
     cpu2, rss2, peak = proc_stats(proc.pid)
     recs2 = reconciles(port)
     resync_calls = operator_calls_since(api, calls1)
 
-    report(items, create_calls, resync_calls, min_children, min_status, cpu1 - cpu0, recs1, cpu2 - cpu1,
-           recs2 - recs1, max(rss1, rss2), peak, wall)
+    report(
+        items,
+        create_calls,
+        resync_calls,
+        min_children,
+        min_status,
+        cpu1 - cpu0,
+        recs1,
+        cpu2 - cpu1,
+        recs2 - recs1,
+        max(rss1, rss2),
+        peak,
+        wall,
+    )
     return 0
 
 
@@ -255,9 +341,18 @@ def _ok(fn: Any) -> bool:
 
 
 def report(
-    items: list[Any], calls: list[Any], resync_calls: list[Any], min_children: int, min_status: int,
-    cpu_create: float, recs_create: float, cpu_resync: float, recs_resync: float, rss: float,
-    peak: float, wall: float,
+    items: list[Any],
+    calls: list[Any],
+    resync_calls: list[Any],
+    min_children: int,
+    min_status: int,
+    cpu_create: float,
+    recs_create: float,
+    cpu_resync: float,
+    recs_resync: float,
+    rss: float,
+    peak: float,
+    wall: float,
 ) -> None:
     n = len(items)
     kinds: Counter[str] = Counter()
@@ -275,7 +370,9 @@ def report(
         else:
             kinds["reads"] += 1
     total = sum(kinds.values())
-    detail = Counter((c.verb, c.resource, c.status) for c in calls if c.verb not in ("watch", "discovery"))
+    detail = Counter(
+        (c.verb, c.resource, c.status) for c in calls if c.verb not in ("watch", "discovery")
+    )
     if os.environ.get("BENCH_DETAIL"):
         for k, v in sorted(detail.items()):
             print("   ", k, v)
@@ -286,17 +383,27 @@ def report(
     minimum = min_children + min_status
     resync_writes = sum(1 for c in resync_calls if c.is_write)
     print()
-    print(f"ChatModels: {n} in {len(NAMESPACES)} namespaces; minimum requests {minimum / n:.2f} per "
-          f"ChatModel ({min_children} children incl. shared Jobs and cache volumes + {min_status} status writes)")
+    print(
+        f"ChatModels: {n} in {len(NAMESPACES)} namespaces; minimum requests {minimum / n:.2f} per "
+        f"ChatModel ({min_children} children incl. shared Jobs and cache volumes + "
+        f"{min_status} status writes)"
+    )
     for k, v in sorted(kinds.items()):
         print(f"  {k:42s} {v:6d}  {v / n:5.2f} per ChatModel")
     no_events = total - kinds["events"]
-    print(f"  requests per ChatModel: {total / n:.2f} = {total / minimum:.2f} x minimum "
-          f"({no_events / n:.2f} = {no_events / minimum:.2f} x without Events)")
-    print(f"operator CPU to Ready: {cpu_create:.2f}s over {recs_create:.0f} reconciles = "
-          f"{1000 * cpu_create / max(recs_create, 1):.1f} ms per reconcile, {1000 * cpu_create / n:.1f} ms per ChatModel")
-    print(f"operator CPU on resync: {cpu_resync:.2f}s over {recs_resync:.0f} reconciles = "
-          f"{1000 * cpu_resync / max(recs_resync, 1):.1f} ms per reconcile")
+    print(
+        f"  requests per ChatModel: {total / n:.2f} = {total / minimum:.2f} x minimum "
+        f"({no_events / n:.2f} = {no_events / minimum:.2f} x without Events)"
+    )
+    print(
+        f"operator CPU to Ready: {cpu_create:.2f}s over {recs_create:.0f} reconciles = "
+        f"{1000 * cpu_create / max(recs_create, 1):.1f} ms per reconcile, "
+        f"{1000 * cpu_create / n:.1f} ms per ChatModel"
+    )
+    print(
+        f"operator CPU on resync: {cpu_resync:.2f}s over {recs_resync:.0f} reconciles = "
+        f"{1000 * cpu_resync / max(recs_resync, 1):.1f} ms per reconcile"
+    )
     print(f"writes during one full resync: {resync_writes}")
     print(f"operator resident memory: {rss:.0f} MB (peak {peak:.0f} MB)")
     print(f"wall time until all Ready: {wall:.1f}s (information only)")
@@ -311,7 +418,9 @@ def main() -> int:
     op.add_argument("--log-level", default="INFO")
     parser.add_argument("--metrics-port", type=int, default=18080)
     parser.add_argument("--timeout", type=float, default=1800)
-    parser.add_argument("--log-level", default="INFO", help="the operator's log level (as deployed: INFO)")
+    parser.add_argument(
+        "--log-level", default="INFO", help="the operator's log level (as deployed: INFO)"
+    )
     parser.add_argument("--show-log", action="store_true")
     args = parser.parse_args()
     if args.mode == "_operator":

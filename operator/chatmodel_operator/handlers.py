@@ -230,7 +230,11 @@ def _chatmodel_lookup(index: kopf.Index[Any, kopf.Body]) -> Callable[[str, str],
 
 
 async def _choose_peering(
-    client: kube.KubeClient, settings: kopf.OperatorSettings, logger: kopf.Logger, *, clusterwide: bool
+    client: kube.KubeClient,
+    settings: kopf.OperatorSettings,
+    logger: kopf.Logger,
+    *,
+    clusterwide: bool,
 ) -> None:
     """Elect one active replica when kopf's peering is set up (the chart does it for more than
     one replica), else run standalone and say so once: a second replica would then act on
@@ -248,10 +252,14 @@ async def _choose_peering(
         settings.peering.standalone = False
         settings.peering.name = PEERING_NAME
         settings.peering.priority = random.randint(1, 1_000_000)  # equal priorities pause all
-        logger.info("kopf peering %r (%s) found: one replica is elected to act", PEERING_NAME, kind.plural)
+        logger.info(
+            "kopf peering %r (%s) found: one replica is elected to act", PEERING_NAME, kind.plural
+        )
     else:
         settings.peering.standalone = True
         logger.warning(
             "kopf peering %r (%s.kopf.dev) not found: running standalone; run one replica, or "
-            "install kopf's peering CRD and object to elect one", PEERING_NAME, kind.plural,
+            "install kopf's peering CRD and object to elect one",
+            PEERING_NAME,
+            kind.plural,
         )

@@ -92,7 +92,9 @@ API_USES: tuple[ApiUse, ...] = (
         CRD, _WATCH, "kopf notices optional CRDs (ServiceMonitor, ScaledObject) installed later"
     ),
     ApiUse(
-        CLUSTER_KOPF_PEERING, ("get", *_WATCH, "patch"), "leader election across replicas (cluster-wide)"
+        CLUSTER_KOPF_PEERING,
+        ("get", *_WATCH, "patch"),
+        "leader election across replicas (cluster-wide)",
     ),
     ApiUse(KOPF_PEERING, (*_WATCH, "patch"), "leader election across replicas (--namespace mode)"),
 )

@@ -594,9 +594,9 @@ class _Pass:
         detail = f"{why}: {state.message}" if state.message else why
         if job.attempt >= s.build_attempts:
             err = EngineBuildFailed(
-                f"engine {plan.engine_key}: Job {job.name} failed {job.attempt} times, last: {detail}; "
-                "fix: read the Job's pod logs (kubectl logs job/" + job.name + "), correct the "
-                "cause, then delete the Job to build again"
+                f"engine {plan.engine_key}: Job {job.name} failed {job.attempt} times, last: "
+                f"{detail}; fix: read the Job's pod logs (kubectl logs job/{job.name}), correct "
+                "the cause, then delete the Job to build again"
             )
             self.conds.set("EngineBuilding", False, why, "")
             self.conds.set("EngineBuildFailed", True, why, err.message)
@@ -609,7 +609,8 @@ class _Pass:
                 "EngineBuildFailed",
                 True,
                 why,
-                f"attempt {job.attempt} of {s.build_attempts} failed: {detail}; retrying after {backoff:.0f}s",
+                f"attempt {job.attempt} of {s.build_attempts} failed: {detail}; "
+                f"retrying after {backoff:.0f}s",
             )
             self.retry_after = wait
             return False, None
@@ -629,7 +630,8 @@ class _Pass:
             "EngineBuildFailed",
             True,
             why,
-            f"attempt {job.attempt} of {s.build_attempts} failed: {detail}; started attempt {job.attempt + 1}",
+            f"attempt {job.attempt} of {s.build_attempts} failed: {detail}; "
+            f"started attempt {job.attempt + 1}",
         )
         return False, None
 
@@ -868,7 +870,11 @@ async def run(body: Mapping[str, Any], ctx: Context, *, cause: Cause) -> Outcome
     lock = ctx.locks.setdefault(key, asyncio.Lock())
     started = time.monotonic()
     async with lock:
-        if cause in ("child", "timer", "retry") and ctx.latest is not None and ctx.latest(*key) is None:
+        if (
+            cause in ("child", "timer", "retry")
+            and ctx.latest is not None
+            and ctx.latest(*key) is None
+        ):
             return Outcome("Pending")  # deleted meanwhile: its children go with it
         try:
             outcome = await _Pass(ctx.newest(key, body), ctx, cause).run()

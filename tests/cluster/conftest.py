@@ -4,7 +4,6 @@ controllers the tests play (Job controller, Deployment controller and kubelet)."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
 import threading
@@ -27,8 +26,11 @@ from chatmodel_operator.api.spec import API_VERSION, GROUP, PLURAL, VERSION
 from chatmodel_operator.handlers import OperatorConfig, build_registry
 from chatmodel_operator.reconcile import Settings
 
+
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "operator_config(**kw): OperatorConfig fields for the operator fixture")
+    config.addinivalue_line(
+        "markers", "operator_config(**kw): OperatorConfig fields for the operator fixture"
+    )
     config.addinivalue_line("markers", "crds(*resources): the optional APIs the emulator serves")
 
 
@@ -38,7 +40,12 @@ OPERATOR_AGENT = "chatmodel-operator"
 
 
 def chatmodel(name: str, spec: dict[str, Any] | Any, *, namespace: str = NS) -> dict[str, Any]:
-    return {"apiVersion": API_VERSION, "kind": "ChatModel", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ChatModel",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
 
 
 SMALL_SPEC: dict[str, Any] = {
@@ -71,11 +78,16 @@ class Operator:
 
         def main() -> None:
             try:
-                asyncio.run(kopf.operator(
-                    registry=registry, clusterwide=self.config.clusterwide,
-                    namespaces=list(self.namespaces), stop_flag=self.stop_flag, ready_flag=ready,
-                    memo=self.memo,
-                ))
+                asyncio.run(
+                    kopf.operator(
+                        registry=registry,
+                        clusterwide=self.config.clusterwide,
+                        namespaces=list(self.namespaces),
+                        stop_flag=self.stop_flag,
+                        ready_flag=ready,
+                        memo=self.memo,
+                    )
+                )
             except BaseException as exc:  # reported by stop()
                 self.error = exc
 
@@ -84,7 +96,10 @@ class Operator:
         self.thread.start()
         await wait_for(ready.is_set, 20)
         # Ready means started; wait until the ChatModel watch is really open.
-        await wait_for(lambda: any(c.verb == "watch" and c.plural == PLURAL for c in api.calls[calls_before:]), 20)
+        await wait_for(
+            lambda: any(c.verb == "watch" and c.plural == PLURAL for c in api.calls[calls_before:]),
+            20,
+        )
 
     async def stop(self) -> None:
         if self.thread is None:
@@ -99,24 +114,39 @@ class Operator:
         return self.memo.ctx
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02) -> Any:
+async def wait_for(
+    predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {getattr(predicate, '__name__', predicate)}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {getattr(predicate, '__name__', predicate)}"
+            )
         await asyncio.sleep(interval)
 
 
 def _kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-        "clusters": [{"name": "emulator", "cluster": {"server": server}}],
-        "users": [{"name": "operator", "user": {"token": "test-token"}}],
-        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "operator", "namespace": NS}}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "emulator",
+                "clusters": [{"name": "emulator", "cluster": {"server": server}}],
+                "users": [{"name": "operator", "user": {"token": "test-token"}}],
+                "contexts": [
+                    {
+                        "name": "emulator",
+                        "context": {"cluster": "emulator", "user": "operator", "namespace": NS},
+                    }
+                ],
+            }
+        )
+    )
     return path
 
 
@@ -125,12 +155,16 @@ ALL_CALLS: list[Call] = []
 
 
 @pytest_asyncio.fixture
-async def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> AsyncIterator[ApiServer]:
+async def api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> AsyncIterator[ApiServer]:
     marker = request.node.get_closest_marker("crds")
     extra = marker.args if marker else (MONITORING, KEDA)
     async with ApiServer() as server, kmock.Server(server) as srv:
         server.register(*extra)
-        monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kubeconfig", str(srv.url).rstrip("/"))))
+        monkeypatch.setenv(
+            "KUBECONFIG", str(_kubeconfig(tmp_path / "kubeconfig", str(srv.url).rstrip("/")))
+        )
         yield server
     ALL_CALLS.extend(server.calls)
     validate_writes(server)
@@ -230,7 +264,25 @@ def condition(api: ApiServer, name: str, type_: str, namespace: str = NS) -> dic
 
 
 def events_for(api: ApiServer, name: str, namespace: str = NS) -> list[dict[str, Any]]:
-    return [e for e in api.items("", "v1", "events") if e["involvedObject"].get("name") == name and e["metadata"]["namespace"] == namespace]
+    return [
+        e
+        for e in api.items("", "v1", "events")
+        if e["involvedObject"].get("name") == name and e["metadata"]["namespace"] == namespace
+    ]
 
 
-__all__ = ["CM", "NS", "OPERATOR_AGENT", "PEERING", "SMALL_SPEC", "Controllers", "Operator", "chatmodel", "condition", "events_for", "phase_of", "status_of", "wait_for"]
+__all__ = [
+    "CM",
+    "NS",
+    "OPERATOR_AGENT",
+    "PEERING",
+    "SMALL_SPEC",
+    "Controllers",
+    "Operator",
+    "chatmodel",
+    "condition",
+    "events_for",
+    "phase_of",
+    "status_of",
+    "wait_for",
+]

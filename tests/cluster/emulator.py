@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import copy
 import datetime
 import itertools
 import json
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -146,7 +146,9 @@ def _parse_path_with_namespaces(path: str) -> parsing.ParsedPath:
     (and fails on the bare list); these are the cluster-scoped Namespace resource."""
     parts = path.strip("/").split("/")
     if parts[:2] == ["api", "v1"] and parts[2:3] == ["namespaces"] and len(parts) in (3, 4):
-        return parsing.ParsedPath("", "v1", "namespaces", None, parts[3] if len(parts) == 4 else None)
+        return parsing.ParsedPath(
+            "", "v1", "namespaces", None, parts[3] if len(parts) == 4 else None
+        )
     return _parse_path(path)
 
 
@@ -384,7 +386,9 @@ class ApiServer(kmock.KubernetesEmulator):
                 elif len(kept) < len(refs):
                     dangling.append((key, kept))
             for (res, ns, name), kept in dangling:
-                self._mutate(res, ns, name, {"metadata": {"ownerReferences": kept}}, status_only=False)
+                self._mutate(
+                    res, ns, name, {"metadata": {"ownerReferences": kept}}, status_only=False
+                )
             if not orphans:
                 return
             for res, ns, name in orphans:
@@ -481,8 +485,14 @@ class ApiServer(kmock.KubernetesEmulator):
             if okey in self.objects and not self.objects[okey].deleted:
                 result = copy.deepcopy(self.objects[okey].raw)
         self.calls.append(
-            Call(**call, status=201 if created else 200, created=created, changed=changed,
-                 body=body, result=result)
+            Call(
+                **call,
+                status=201 if created else 200,
+                created=created,
+                changed=changed,
+                body=body,
+                result=result,
+            )
         )
         if verb == "create":
             return aiohttp.web.json_response(
@@ -569,7 +579,10 @@ class Controllers:
 
     api: ApiServer
     job_outcome: str = "complete"  # complete | fail | hold
-    job_failure: tuple[str, str] = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
+    job_failure: tuple[str, str] = (
+        "BackoffLimitExceeded",
+        "Job has reached the specified backoff limit",
+    )
     job_delay: float = 0.05
     deployments: str = "ready"  # ready | hold
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -578,7 +591,9 @@ class Controllers:
     def start(self) -> None:
         self.tasks = [
             asyncio.create_task(self._follow(kmock.resource("batch", "v1", "jobs"), self._job)),
-            asyncio.create_task(self._follow(kmock.resource("apps", "v1", "deployments"), self._deployment)),
+            asyncio.create_task(
+                self._follow(kmock.resource("apps", "v1", "deployments"), self._deployment)
+            ),
         ]
 
     async def stop(self) -> None:
@@ -588,7 +603,9 @@ class Controllers:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
 
-    async def _follow(self, res: kmock.resource, react: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    async def _follow(
+        self, res: kmock.resource, react: Callable[[dict[str, Any]], Awaitable[None]]
+    ) -> None:
         bus = self.api._buses[res]
         async for event in bus:
             if event.get("type") in ("ADDED", "MODIFIED"):
@@ -607,7 +624,9 @@ class Controllers:
 
     async def _run_job(self, meta: dict[str, Any]) -> None:
         now = _now()
-        self.api.patch_status("batch", "v1", "jobs", meta["namespace"], meta["name"], {"active": 1, "startTime": now})
+        self.api.patch_status(
+            "batch", "v1", "jobs", meta["namespace"], meta["name"], {"active": 1, "startTime": now}
+        )
         if self.job_outcome == "hold":
             return
         await asyncio.sleep(self.job_delay)
@@ -617,16 +636,37 @@ class Controllers:
     def finish_job(self, namespace: str, name: str, outcome: str) -> None:
         now = _now()
         if outcome == "complete":
-            status = {"active": None, "succeeded": 1, "completionTime": now, "conditions": [
-                {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
-                {"type": "Complete", "status": "True", "lastTransitionTime": now},
-            ]}
+            status = {
+                "active": None,
+                "succeeded": 1,
+                "completionTime": now,
+                "conditions": [
+                    {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+                    {"type": "Complete", "status": "True", "lastTransitionTime": now},
+                ],
+            }
         else:
             reason, message = self.job_failure
-            status = {"active": None, "failed": 3, "conditions": [
-                {"type": "FailureTarget", "status": "True", "reason": reason, "message": message, "lastTransitionTime": now},
-                {"type": "Failed", "status": "True", "reason": reason, "message": message, "lastTransitionTime": now},
-            ]}
+            status = {
+                "active": None,
+                "failed": 3,
+                "conditions": [
+                    {
+                        "type": "FailureTarget",
+                        "status": "True",
+                        "reason": reason,
+                        "message": message,
+                        "lastTransitionTime": now,
+                    },
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": reason,
+                        "message": message,
+                        "lastTransitionTime": now,
+                    },
+                ],
+            }
         self.api.patch_status("batch", "v1", "jobs", namespace, name, status)
 
     async def _deployment(self, dep: dict[str, Any]) -> None:
@@ -638,14 +678,28 @@ class Controllers:
         meta = dep["metadata"]
         want = dep.get("spec", {}).get("replicas", 1)
         status = dep.get("status") or {}
-        if status.get("observedGeneration") == meta["generation"] and status.get("readyReplicas") == want:
+        if (
+            status.get("observedGeneration") == meta["generation"]
+            and status.get("readyReplicas") == want
+        ):
             return
-        self.api.patch_status("apps", "v1", "deployments", meta["namespace"], meta["name"], {
-            "observedGeneration": meta["generation"], "replicas": want, "updatedReplicas": want,
-            "readyReplicas": want, "availableReplicas": want,
-            "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}],
-        })
-
+        self.api.patch_status(
+            "apps",
+            "v1",
+            "deployments",
+            meta["namespace"],
+            meta["name"],
+            {
+                "observedGeneration": meta["generation"],
+                "replicas": want,
+                "updatedReplicas": want,
+                "readyReplicas": want,
+                "availableReplicas": want,
+                "conditions": [
+                    {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}
+                ],
+            },
+        )
 
 
 def _verb(request: rendering.Request) -> str:

@@ -8,6 +8,10 @@ import copy
 from typing import Any
 
 import pytest
+from emulator import ApiServer, Controllers
+
+from chatmodel_operator import metrics
+from chatmodel_operator.render import ENGINE_KEY_LABEL
 from conftest import (
     CM,
     NS,
@@ -21,10 +25,6 @@ from conftest import (
     validate_writes,
     wait_for,
 )
-from emulator import ApiServer, Controllers
-
-from chatmodel_operator import metrics
-from chatmodel_operator.render import ENGINE_KEY_LABEL
 
 pytestmark = [pytest.mark.cluster, pytest.mark.asyncio]
 
@@ -36,22 +36,42 @@ CHILDREN = {
 }
 
 
-def get(api: ApiServer, plural: str, name: str, group_version: tuple[str, str] | None = None) -> dict[str, Any] | None:
-    group, version = group_version or {
-        **CHILDREN, "jobs": ("batch", "v1"), "persistentvolumeclaims": ("", "v1"),
-        "horizontalpodautoscalers": ("autoscaling", "v2"), "servicemonitors": ("monitoring.coreos.com", "v1"),
-    }[plural]
+def get(
+    api: ApiServer, plural: str, name: str, group_version: tuple[str, str] | None = None
+) -> dict[str, Any] | None:
+    group, version = (
+        group_version
+        or {
+            **CHILDREN,
+            "jobs": ("batch", "v1"),
+            "persistentvolumeclaims": ("", "v1"),
+            "horizontalpodautoscalers": ("autoscaling", "v2"),
+            "servicemonitors": ("monitoring.coreos.com", "v1"),
+        }[plural]
+    )
     return api.get(group, version, plural, NS, name)
 
 
 def names(api: ApiServer, plural: str) -> set[str]:
-    group, version = {**CHILDREN, "jobs": ("batch", "v1"), "horizontalpodautoscalers": ("autoscaling", "v2"),
-                      "persistentvolumeclaims": ("", "v1")}[plural]
-    return {o["metadata"]["name"] for o in api.items(group, version, plural) if o["metadata"].get("namespace") == NS}
+    group, version = {
+        **CHILDREN,
+        "jobs": ("batch", "v1"),
+        "horizontalpodautoscalers": ("autoscaling", "v2"),
+        "persistentvolumeclaims": ("", "v1"),
+    }[plural]
+    return {
+        o["metadata"]["name"]
+        for o in api.items(group, version, plural)
+        if o["metadata"].get("namespace") == NS
+    }
 
 
 def operator_writes(api: ApiServer, since: int = 0) -> list[Any]:
-    return [c for c in api.calls[since:] if c.is_write and c.user_agent.startswith(("chatmodel-operator", "kopf/"))]
+    return [
+        c
+        for c in api.calls[since:]
+        if c.is_write and c.user_agent.startswith(("chatmodel-operator", "kopf/"))
+    ]
 
 
 async def ready(api: ApiServer, name: str, timeout: float = 15) -> dict[str, Any]:
@@ -75,7 +95,9 @@ def update_spec(api: ApiServer, name: str, spec: Any) -> None:
     api.patch_object(*CM, NS, name, [{"op": "replace", "path": "/spec", "value": spec}])
 
 
-async def test_create_to_ready(api: ApiServer, controllers: Controllers, operator: Operator) -> None:
+async def test_create_to_ready(
+    api: ApiServer, controllers: Controllers, operator: Operator
+) -> None:
     api.put(*CM, chatmodel("xverse", SMALL_SPEC))
     st = await ready(api, "xverse")
     uid = api.get(*CM, NS, "xverse")["metadata"]["uid"]
@@ -83,7 +105,10 @@ async def test_create_to_ready(api: ApiServer, controllers: Controllers, operato
     assert st["observedGeneration"] == 1
     assert st["replicas"] == st["readyReplicas"] == 2 and st["gpus"] == 2
     assert st["endpoint"] == "http://xverse.models.svc:8000"
-    assert st["selector"] == "app.kubernetes.io/component=server,app.kubernetes.io/instance=xverse,app.kubernetes.io/name=chatmodel"
+    assert (
+        st["selector"]
+        == "app.kubernetes.io/component=server,app.kubernetes.io/instance=xverse,app.kubernetes.io/name=chatmodel"
+    )
     assert st["engine"]["ready"] is True and st["engine"]["key"] == st["plan"]["engineKey"]
     for type_ in ("Validated", "Planned", "EngineReady", "Available", "Ready"):
         assert condition(api, "xverse", type_)["status"] == "True", type_
@@ -93,35 +118,60 @@ async def test_create_to_ready(api: ApiServer, controllers: Controllers, operato
     # Every transition told once, in order (the Event follows its status write).
     await wait_for(lambda: len(events_for(api, "xverse")) >= 3)
     await asyncio.sleep(0.2)
-    assert [e["reason"] for e in events_for(api, "xverse")] == ["BuildingEngine", "Deploying", "Ready"]
+    assert [e["reason"] for e in events_for(api, "xverse")] == [
+        "BuildingEngine",
+        "Deploying",
+        "Ready",
+    ]
 
     # Serving children carry an ownerReference to the ChatModel; the shared ones do not.
     for plural in CHILDREN:
         for name in names(api, plural):
             refs = get(api, plural, name)["metadata"]["ownerReferences"]
-            assert [(r["kind"], r["uid"], r["controller"]) for r in refs] == [("ChatModel", uid, True)]
+            assert [(r["kind"], r["uid"], r["controller"]) for r in refs] == [
+                ("ChatModel", uid, True)
+            ]
     job = get(api, "jobs", "chatmodel-build-" + st["engine"]["key"])
     assert "ownerReferences" not in job["metadata"]  # shared by key, survives the ChatModel
-    assert "ownerReferences" not in get(api, "persistentvolumeclaims", "chatmodel-cache")["metadata"]
+    assert (
+        "ownerReferences" not in get(api, "persistentvolumeclaims", "chatmodel-cache")["metadata"]
+    )
 
     checked = validate_writes(api).checked
-    assert {"Job", "PersistentVolumeClaim", "ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "Event", "ChatModel/status"} <= set(checked)
+    assert {
+        "Job",
+        "PersistentVolumeClaim",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "Event",
+        "ChatModel/status",
+    } <= set(checked)
 
 
 @pytest.mark.operator_config(resync_seconds=0.5)
-async def test_resync_with_nothing_changed_writes_nothing(api: ApiServer, controllers: Controllers, operator: Operator) -> None:
+async def test_resync_with_nothing_changed_writes_nothing(
+    api: ApiServer, controllers: Controllers, operator: Operator
+) -> None:
     api.put(*CM, chatmodel("xverse", SMALL_SPEC))
-    api.put(*CM, chatmodel("broken", {"model": {"source": "hf://xverse/XVERSE-7B-Chat"}, "bogus": 1}))
+    api.put(
+        *CM, chatmodel("broken", {"model": {"source": "hf://xverse/XVERSE-7B-Chat"}, "bogus": 1})
+    )
     await ready(api, "xverse")
     await wait_for(lambda: phase_of(api, "broken") == "Failed")
     await asyncio.sleep(0.3)
     before, passes = len(api.calls), _passes()
     await wait_for(lambda: _passes() >= passes + 6, 10)  # three resyncs of both ChatModels
     assert operator_writes(api, before) == []
-    assert [c for c in api.calls[before:] if c.verb in ("get", "list")] == []  # reads come from watches
+    assert [
+        c for c in api.calls[before:] if c.verb in ("get", "list")
+    ] == []  # reads come from watches
 
 
-async def test_restart_with_nothing_changed_writes_nothing(api: ApiServer, controllers: Controllers, operator: Operator) -> None:
+async def test_restart_with_nothing_changed_writes_nothing(
+    api: ApiServer, controllers: Controllers, operator: Operator
+) -> None:
     api.put(*CM, chatmodel("xverse", SMALL_SPEC))
     await ready(api, "xverse")
     await asyncio.sleep(0.3)
@@ -135,7 +185,10 @@ async def test_restart_with_nothing_changed_writes_nothing(api: ApiServer, contr
 
 def _passes() -> float:
     return sum(
-        s.value for m in metrics.RECONCILES.collect() for s in m.samples if s.name == "chatmodel_reconciles_total"
+        s.value
+        for m in metrics.RECONCILES.collect()
+        for s in m.samples
+        if s.name == "chatmodel_reconciles_total"
     )
 
 
@@ -158,7 +211,9 @@ async def test_serving_only_update_never_rebuilds_and_rolls_only_on_template_cha
     assert phase_of(api, "xverse") == "Ready"
 
     # Autoscaling on: an HPA appears and the Deployment leaves replicas to it; off: it goes.
-    update_spec(api, "xverse", spec_with(autoscaling={"enabled": True, "minReplicas": 1, "maxReplicas": 5}))
+    update_spec(
+        api, "xverse", spec_with(autoscaling={"enabled": True, "minReplicas": 1, "maxReplicas": 5})
+    )
     await wait_for(lambda: get(api, "horizontalpodautoscalers", "xverse") is not None)
     await wait_for(lambda: status_of(api, "xverse").get("observedGeneration") == 3)
     assert get(api, "horizontalpodautoscalers", "xverse")["spec"]["maxReplicas"] == 5
@@ -171,7 +226,9 @@ async def test_serving_only_update_never_rebuilds_and_rolls_only_on_template_cha
     update_spec(api, "xverse", spec_with(serving__serviceType="NodePort"))
     await wait_for(lambda: get(api, "services", "xverse")["spec"]["type"] == "NodePort")
     await wait_for(lambda: status_of(api, "xverse").get("observedGeneration") == 5)
-    assert len([c for c in api.calls if c.plural == "deployments" and c.is_write]) == deployment_writes
+    assert (
+        len([c for c in api.calls if c.plural == "deployments" and c.is_write]) == deployment_writes
+    )
 
     assert [c for c in api.calls if c.plural == "jobs" and c.is_write] == jobs_before
     assert status_of(api, "xverse")["engine"]["key"] == key
@@ -211,14 +268,28 @@ async def test_engine_update_keeps_old_pods_serving_until_the_new_engine_is_read
 
     # The new engine is built: the Deployment switches, rolls, and the old repository goes.
     controllers.finish_job(NS, f"chatmodel-build-{new_key}", "complete")
-    await wait_for(lambda: get(api, "deployments", "xverse-triton")["spec"]["template"]["metadata"]["labels"][ENGINE_KEY_LABEL] == new_key)
+    await wait_for(
+        lambda: (
+            get(api, "deployments", "xverse-triton")["spec"]["template"]["metadata"]["labels"][
+                ENGINE_KEY_LABEL
+            ]
+            == new_key
+        )
+    )
     await ready(api, "xverse")
     await wait_for(lambda: old_cm not in names(api, "configmaps"))
     assert f"xverse-repo-{new_key[:10]}" in names(api, "configmaps")
-    await wait_for(lambda: [e["reason"] for e in events_for(api, "xverse")][-3:] == ["BuildingEngine", "Deploying", "Ready"])
+    await wait_for(
+        lambda: (
+            [e["reason"] for e in events_for(api, "xverse")][-3:]
+            == ["BuildingEngine", "Deploying", "Ready"]
+        )
+    )
 
 
-async def test_equal_engines_are_built_once_and_shared(api: ApiServer, controllers: Controllers, operator: Operator) -> None:
+async def test_equal_engines_are_built_once_and_shared(
+    api: ApiServer, controllers: Controllers, operator: Operator
+) -> None:
     controllers.job_outcome = "hold"
     api.put(*CM, chatmodel("first", SMALL_SPEC))
     api.put(*CM, chatmodel("second", spec_with(serving__replicas=1)))  # serving differs, engine not
@@ -235,7 +306,9 @@ async def test_equal_engines_are_built_once_and_shared(api: ApiServer, controlle
     api.put(*CM, chatmodel("third", SMALL_SPEC))
     await ready(api, "third")
     assert [c.name for c in api.calls if c.plural == "jobs" and c.verb == "create"] == [job]
-    await wait_for(lambda: [e["reason"] for e in events_for(api, "third")] == ["Deploying", "Ready"])
+    await wait_for(
+        lambda: [e["reason"] for e in events_for(api, "third")] == ["Deploying", "Ready"]
+    )
 
 
 @pytest.mark.parametrize("policy", ["Retain", "Delete"])
@@ -245,7 +318,9 @@ async def test_deletion_removes_owned_children_and_the_cache_only_when_asked(
     api.put(*CM, chatmodel("xverse", spec_with(cache={"deletePolicy": policy})))
     await ready(api, "xverse")
     await wait_for(lambda: len(events_for(api, "xverse")) == 3)  # the last Event follows Ready
-    assert not api.get(*CM, NS, "xverse")["metadata"].get("finalizers")  # deletion never waits for us
+    assert not api.get(*CM, NS, "xverse")["metadata"].get(
+        "finalizers"
+    )  # deletion never waits for us
     key = status_of(api, "xverse")["engine"]["key"]
 
     before = len(api.calls)

@@ -8,11 +8,23 @@ import asyncio
 import logging
 
 import pytest
-from conftest import CM, KEDA, MONITORING, NS, PEERING, SMALL_SPEC, Operator, chatmodel, fast_config, phase_of, wait_for
 from emulator import ApiServer, Controllers
 from test_lifecycle import ready, spec_with, update_spec
 
 from chatmodel_operator.handlers import PEERING_NAME
+from conftest import (
+    CM,
+    KEDA,
+    MONITORING,
+    NS,
+    PEERING,
+    SMALL_SPEC,
+    Operator,
+    chatmodel,
+    fast_config,
+    phase_of,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.asyncio]
 
@@ -28,7 +40,11 @@ async def test_with_a_peering_object_one_replica_is_elected(
     try:
         api.put(*CM, chatmodel("xverse", SMALL_SPEC))
         await ready(api, "xverse")
-        peers = await wait_for(lambda: (api.get("kopf.dev", "v1", "clusterkopfpeerings", None, PEERING_NAME) or {}).get("status"))
+        peers = await wait_for(
+            lambda: (
+                api.get("kopf.dev", "v1", "clusterkopfpeerings", None, PEERING_NAME) or {}
+            ).get("status")
+        )
         assert len(peers) == 1  # this operator announced itself
         assert "one replica is elected" in caplog.text and "standalone" not in caplog.text
     finally:
@@ -47,7 +63,9 @@ async def test_peering_crd_without_its_object_runs_standalone_with_one_warning(
 
 
 @pytest.mark.crds(MONITORING, KEDA, *PEERING)
-async def test_namespaced_with_a_glob_serves_only_matching_namespaces(api: ApiServer, controllers: Controllers) -> None:
+async def test_namespaced_with_a_glob_serves_only_matching_namespaces(
+    api: ApiServer, controllers: Controllers
+) -> None:
     for ns in (NS, "other"):
         api.put("", "v1", "namespaces", {"metadata": {"name": ns}})
     api.put("kopf.dev", "v1", "kopfpeerings", {"metadata": {"name": PEERING_NAME, "namespace": NS}})
@@ -64,7 +82,9 @@ async def test_namespaced_with_a_glob_serves_only_matching_namespaces(api: ApiSe
         await op.stop()
 
 
-async def test_keda_and_service_monitor_children_follow_the_spec(api: ApiServer, controllers: Controllers, operator: Operator) -> None:
+async def test_keda_and_service_monitor_children_follow_the_spec(
+    api: ApiServer, controllers: Controllers, operator: Operator
+) -> None:
     keda = {"enabled": True, "engine": "keda", "minReplicas": 1, "maxReplicas": 3}
     spec = spec_with(autoscaling=keda, serving={"replicas": 1, "serviceMonitor": True})
     api.put(*CM, chatmodel("xverse", spec))
@@ -73,12 +93,25 @@ async def test_keda_and_service_monitor_children_follow_the_spec(api: ApiServer,
     assert so["spec"]["maxReplicaCount"] == 3
     assert api.get("monitoring.coreos.com", "v1", "servicemonitors", NS, "xverse")
 
-    update_spec(api, "xverse", spec_with(autoscaling={**keda, "maxReplicas": 6}, serving={"replicas": 1, "serviceMonitor": True}))
-    await wait_for(lambda: api.get("keda.sh", "v1alpha1", "scaledobjects", NS, "xverse")["spec"]["maxReplicaCount"] == 6)
+    update_spec(
+        api,
+        "xverse",
+        spec_with(
+            autoscaling={**keda, "maxReplicas": 6}, serving={"replicas": 1, "serviceMonitor": True}
+        ),
+    )
+    await wait_for(
+        lambda: (
+            api.get("keda.sh", "v1alpha1", "scaledobjects", NS, "xverse")["spec"]["maxReplicaCount"]
+            == 6
+        )
+    )
 
     update_spec(api, "xverse", spec_with(serving={"replicas": 1}))  # both turned off
     await wait_for(lambda: api.get("keda.sh", "v1alpha1", "scaledobjects", NS, "xverse") is None)
-    await wait_for(lambda: api.get("monitoring.coreos.com", "v1", "servicemonitors", NS, "xverse") is None)
+    await wait_for(
+        lambda: api.get("monitoring.coreos.com", "v1", "servicemonitors", NS, "xverse") is None
+    )
     await ready(api, "xverse")
 
 

@@ -5,9 +5,9 @@ declared use went unexercised. Runs last in the tier (alphabetical), over all it
 from __future__ import annotations
 
 import pytest
-from conftest import ALL_CALLS
 
 from chatmodel_operator import rbac
+from conftest import ALL_CALLS
 
 pytestmark = pytest.mark.cluster
 
@@ -44,7 +44,9 @@ def test_the_cluster_role_grants_exactly_the_declared_uses() -> None:
     role = rbac.cluster_role()
     granted = {
         (group, resource, verb)
-        for rule in role["rules"] for group in rule["apiGroups"]
-        for resource in rule["resources"] for verb in rule["verbs"]
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
     }
     assert granted == {(u.kind.group, u.resource, v) for u in rbac.API_USES for v in u.verbs}

@@ -34,9 +34,13 @@ class Validator:
         try:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            raise AssertionError(f"{kind} {obj.get('metadata', {}).get('name')}: {exc.message}") from None
+            raise AssertionError(
+                f"{kind} {obj.get('metadata', {}).get('name')}: {exc.message}"
+            ) from None
 
     def chatmodel_status(self, status: dict[str, Any]) -> None:
         self.checked["ChatModel/status"] = self.checked.get("ChatModel/status", 0) + 1
         errors = sorted(self.status.iter_errors(status), key=lambda e: list(e.path))
-        assert not errors, "; ".join(f"status.{'.'.join(map(str, e.path))}: {e.message}" for e in errors)
+        assert not errors, "; ".join(
+            f"status.{'.'.join(map(str, e.path))}: {e.message}" for e in errors
+        )

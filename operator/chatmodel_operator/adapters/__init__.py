@@ -1,0 +1,1 @@
+"""The only I/O: Kubernetes (kube), checkpoints (checkpoint) and Triton metrics."""
