@@ -22,6 +22,7 @@ import re
 import threading
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CollectorRegistry,
@@ -334,7 +335,7 @@ def reset_for_tests() -> None:
     _init_zero_series()
 
 
-def start_metrics_server(port: int, addr: str = "0.0.0.0") -> tuple[object, threading.Thread]:
+def start_metrics_server(port: int, addr: str = "0.0.0.0") -> tuple[WSGIServer, threading.Thread]:
     """Serve REGISTRY on http://addr:port/metrics in a daemon thread; returns (server, thread).
 
     Port 0 picks a free port (tests): read it from ``server.server_port``.

@@ -180,7 +180,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
         jobs=[
             ScrapeJob("triton", triton.metrics_port, POD_LABELS),
             ScrapeJob("trtllm-backend", fake.port, POD_LABELS),
-            ScrapeJob("chatmodel-operator", op_server.server_port, honor_labels=True),  # type: ignore[attr-defined]
+            ScrapeJob("chatmodel-operator", op_server.server_port, honor_labels=True),
         ],
         rule_groups=observability.rule_groups(signals_interval="1s", alerts_interval="1s"),
     )
@@ -261,7 +261,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
         prom.stop()
         triton.stop()
         fake.stop()
-        op_server.shutdown()  # type: ignore[attr-defined]
+        op_server.shutdown()
         metrics.reset_for_tests()
 
 

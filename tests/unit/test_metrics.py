@@ -28,7 +28,7 @@ def value(name: str, **labels: str) -> float | None:
     return REGISTRY.get_sample_value(name, labels)
 
 
-def sample(name: str = "m", namespace: str = "ns", **kw: object) -> ChatModelSample:
+def sample(name: str = "m", namespace: str = "ns", /, **kw: object) -> ChatModelSample:
     base: dict[str, object] = {
         "namespace": namespace,
         "name": name,
@@ -69,7 +69,22 @@ def test_names_are_prefixed_and_labels_bounded() -> None:
     metrics.record_engine_build(result="failed", seconds=60, reason="EngineBuildFailed")
     families = chatmodel_families()
     ours = [(n, labels) for n, labels in families if not n.startswith(("python_", "process_"))]
-    assert len(ours) >= 15
+    assert {n for n, _ in ours} == {
+        "chatmodel_reconciles",
+        "chatmodel_reconcile_errors",
+        "chatmodel_reconcile_duration_seconds",
+        "chatmodel_chatmodels",
+        "chatmodel_engine_builds",
+        "chatmodel_engine_build_failures",
+        "chatmodel_engine_build_duration_seconds",
+        "chatmodel_ready",
+        "chatmodel_gpus_requested",
+        "chatmodel_replicas_desired",
+        "chatmodel_replicas_ready",
+        "chatmodel_autoscaling_min_replicas",
+        "chatmodel_autoscaling_max_replicas",
+        "chatmodel_autoscaling_target",
+    }
     for name, labels in ours:
         assert name.startswith("chatmodel_"), name
         assert labels <= BOUNDED_LABELS, (name, labels - BOUNDED_LABELS)
@@ -172,7 +187,7 @@ def test_per_chatmodel_series_and_deletion() -> None:
 
 def test_autoscaling_changes_leave_no_stale_target() -> None:
     ids = {"namespace": "ns", "chatmodel": "m"}
-    scaled = {"min_replicas": 1, "max_replicas": 4, "autoscaling_target": 4.0}
+    scaled: dict[str, object] = {"min_replicas": 1, "max_replicas": 4, "autoscaling_target": 4.0}
     metrics.observe_chatmodel(sample(autoscaling_metric="pending-requests", **scaled))
     metrics.observe_chatmodel(sample(autoscaling_metric="queue-to-compute-ratio", **scaled))
     assert value("chatmodel_autoscaling_target", **ids, metric="pending-requests") is None
@@ -186,11 +201,11 @@ def test_metrics_endpoint_serves_the_registry() -> None:
     metrics.record_reconcile(result="success", seconds=0.01)
     server, _thread = metrics.start_metrics_server(0, addr="127.0.0.1")
     try:
-        port = server.server_port  # type: ignore[attr-defined]
+        port = server.server_port
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
     finally:
-        server.shutdown()  # type: ignore[attr-defined]
+        server.shutdown()
     names = {f.name for f in text_string_to_metric_families(text)}
     assert {"chatmodel_reconciles", "chatmodel_chatmodels", "process_cpu_seconds"} <= names
     assert 'chatmodel_reconciles_total{result="success"} 1.0' in text
