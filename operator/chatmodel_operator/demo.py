@@ -79,6 +79,9 @@ def main() -> int:
         for label, url in server.endpoints():
             _say(f"  {label:28} {url}")
 
+        # One request first: the engine's first forward pass pays for lazy initialisation.
+        chat(server.triton.grpc_url, "Hello", max_tokens=4, stream=False)
+
         _say("\n-- Chinese, multi-turn, streamed over gRPC (ensemble) --")
         for m in CHINESE:
             _say(f"{m['role']}: {m['content']}")

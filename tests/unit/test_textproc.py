@@ -1,8 +1,8 @@
-# Chinese text uses full-width punctuation on purpose.
-# ruff: noqa: RUF001
 """Text processing of the data plane: chat formats (golden, every family), conversation parsing
 and truncation, UTF-8-safe incremental detokenization (property tests), word lists, sampling."""
 
+# Chinese text uses full-width punctuation on purpose.
+# ruff: noqa: RUF001
 from __future__ import annotations
 
 import json

@@ -22,9 +22,11 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-import chatmodel_tokenizer
+import chatmodel_helpers
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+chatmodel_helpers.speed_up_string_tensors(pb_utils, np)
 
 STATE_TTL_S = 120.0
 MAX_STREAMS = 65536
@@ -46,7 +48,7 @@ class TritonPythonModel:
         self.batched = int(config.get("max_batch_size", 0)) > 0
         skip = params.get("skip_special_tokens", "true") == "true"
         special = [int(x) for x in params.get("special_token_ids", "").split(",") if x.strip()]
-        self.tokenizer = chatmodel_tokenizer.load(
+        self.tokenizer = chatmodel_helpers.load_tokenizer(
             params["tokenizer_dir"],
             trust_remote_code=params.get("trust_remote_code") == "true",
             extra_special_ids=special if skip else (),
@@ -67,31 +69,33 @@ class TritonPythonModel:
             self._sweep(now)
         return responses
 
-    def _key(self, request: Any) -> tuple[str, int] | None:
-        tensor = pb_utils.get_input_tensor_by_name(request, "STREAM_KEY")
-        arrival = 0
-        if tensor is not None:
-            values = tensor.as_numpy().reshape(-1)
-            arrival = int(values[0]) if values.size else 0
-        request_id = request.request_id()
-        if not arrival and not request_id:
-            return None
-        return (request_id, arrival)
-
     def _one(self, request: Any, now: float) -> Any:
-        tokens = pb_utils.get_input_tensor_by_name(request, "TOKENS_BATCH").as_numpy()
-        lengths = pb_utils.get_input_tensor_by_name(request, "SEQUENCE_LENGTH").as_numpy()
+        # One pass over the inputs (get_input_tensor_by_name would scan them once per name):
+        # this runs once per streamed token.
+        tokens = lengths = key = None
+        for tensor in request.inputs():
+            name = tensor.name()
+            if name == "TOKENS_BATCH":
+                tokens = tensor.as_numpy()
+            elif name == "SEQUENCE_LENGTH":
+                lengths = tensor.as_numpy()
+            elif name == "STREAM_KEY":
+                key = tensor.as_numpy()
+        if tokens is None or lengths is None:
+            raise ValueError("TOKENS_BATCH and SEQUENCE_LENGTH are required")
         if self.batched:
             tokens, lengths = tokens[0], lengths[0]
         # tokens: [beams, length]; lengths: [beams]
-        key = self._key(request)
-        texts = []
-        for beam in range(tokens.shape[0]):
-            ids = tokens[beam, : int(lengths[beam])].tolist()
-            if key is not None and beam == 0:
-                texts.append(self._stream(key, now).decoder.push(ids))
-            else:  # no key (beam search, or an engine without arrival times): decode whole
-                texts.append(self.tokenizer.decode(ids))
+        arrival = int(key.reshape(-1)[0]) if key is not None and key.size else 0
+        request_id = request.request_id()
+        if tokens.shape[0] == 1 and (arrival or request_id):
+            ids = tokens[0, : int(lengths[0])].tolist()
+            texts = [self._stream((request_id, arrival), now).decoder.push(ids)]
+        else:  # no key (an engine without arrival times) or beam search: decode whole
+            texts = [
+                self.tokenizer.decode(tokens[b, : int(lengths[b])].tolist())
+                for b in range(tokens.shape[0])
+            ]
         out = np.array([t.encode("utf-8") for t in texts], dtype=np.object_)
         if self.batched:
             out = out[np.newaxis, :]

@@ -20,8 +20,8 @@ import json
 import os
 from typing import Any
 
+import chatmodel_helpers
 import chatmodel_textproc as tp
-import chatmodel_tokenizer
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -60,7 +60,7 @@ class TritonPythonModel:
         self.max_input = int(params["max_input_length"])
         self.max_output = int(params["max_output_length"])
         specials: dict[str, int] = fmt.get("special_tokens") or {}
-        self.tokenizer = chatmodel_tokenizer.load(
+        self.tokenizer = chatmodel_helpers.load_tokenizer(
             params["tokenizer_dir"],
             trust_remote_code=params.get("trust_remote_code") == "true",
             extra_special_ids=specials.values(),

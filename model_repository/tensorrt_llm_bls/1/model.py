@@ -15,16 +15,19 @@ and the engine's text deltas are passed through.
 from __future__ import annotations
 
 import json
-import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import chatmodel_tokenizer
+import chatmodel_helpers
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+chatmodel_helpers.speed_up_string_tensors(pb_utils, np)
+
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+CANCEL_CHECK_S = 0.02
 # client input -> preprocessing input
 TO_PRE = {
     "text_input": "QUERY",
@@ -94,14 +97,13 @@ class TritonPythonModel:
         if not self.takes_text:
             skip = params.get("skip_special_tokens", "true") == "true"
             special = [int(x) for x in params.get("special_token_ids", "").split(",") if x.strip()]
-            self.tokenizer = chatmodel_tokenizer.load(
+            self.tokenizer = chatmodel_helpers.load_tokenizer(
                 params["tokenizer_dir"],
                 trust_remote_code=params.get("trust_remote_code") == "true",
                 extra_special_ids=special if skip else (),
             )
         workers = int(params.get("max_concurrency", "64"))
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bls")
-        self.lock = threading.Lock()
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
@@ -203,14 +205,18 @@ class TritonPythonModel:
         assert self.tokenizer is not None
         decoder = self.tokenizer.decoder()
         parts: list[str] = []
+        checked = time.monotonic()
         for response in responses:
             if response.has_error():
                 raise _error_of(response, self.engine)
-            if stream and sender.is_cancelled():
-                self._stop_engine(request_id)
-                for _ in responses:  # drain what the engine still sends
-                    pass
-                return
+            now = time.monotonic()
+            if now - checked > CANCEL_CHECK_S:  # a round trip to the server: not every token
+                checked = now
+                if sender.is_cancelled():
+                    self._stop_engine(request_id)
+                    for _ in responses:  # drain what the engine still sends
+                        pass
+                    return
             ids = pb_utils.get_output_tensor_by_name(response, "output_ids")
             if ids is None:  # an empty final response
                 continue

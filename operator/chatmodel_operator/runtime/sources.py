@@ -22,7 +22,7 @@ FILES = {
     "bls": "model_repository/tensorrt_llm_bls/1/model.py",
     "python_engine": "model_repository/python_engine/1/model.py",
     "llmapi_engine": "model_repository/llmapi_engine/1/model.py",
-    "tokenizer": "model_repository/common/chatmodel_tokenizer.py",
+    "helpers": "model_repository/common/chatmodel_helpers.py",
     "textproc": "operator/chatmodel_operator/triton/textproc.py",
 }
 

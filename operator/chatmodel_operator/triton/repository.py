@@ -39,7 +39,7 @@ from chatmodel_operator.triton.pbtxt import field as rendered_field
 Repository = dict[PurePosixPath, str]
 
 TEXTPROC_MODULE = "chatmodel_textproc.py"
-TOKENIZER_MODULE = "chatmodel_tokenizer.py"
+HELPERS_MODULE = "chatmodel_helpers.py"
 CHAT_FORMAT_FILE = "chat_format.json"
 ENGINE_MODEL = "tensorrt_llm"
 VLLM_MODEL = "vllm_model"
@@ -59,7 +59,7 @@ class ModelSources:
     python_engine: str
     llmapi_engine: str
     textproc: str
-    tokenizer: str
+    helpers: str
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ def _python_files(
 
 
 def _helpers(src: ModelSources) -> list[tuple[str, str]]:
-    return [(TEXTPROC_MODULE, src.textproc), (TOKENIZER_MODULE, src.tokenizer)]
+    return [(TEXTPROC_MODULE, src.textproc), (HELPERS_MODULE, src.helpers)]
 
 
 def _batching(batched: bool) -> dict[str, Any] | None:

@@ -1,14 +1,19 @@
-"""Loading a checkpoint's tokenizer for our Triton Python models (shipped next to each one).
+"""Helpers of our Triton Python models that touch files or Triton (shipped next to each one).
 
-``tokenizer.json`` is read with the ``tokenizers`` library alone: it starts in milliseconds and
-leaves ``transformers`` (seconds to import) to checkpoints that only ship a slow tokenizer,
-such as TeleChat's SentencePiece model with remote code.
+``load_tokenizer`` reads ``tokenizer.json`` with the ``tokenizers`` library alone: it starts in
+milliseconds and leaves ``transformers`` (seconds to import) to checkpoints that only ship a
+slow tokenizer, such as TeleChat's SentencePiece model with remote code.
+
+``speed_up_string_tensors`` replaces the Python backend's serializer of string tensors, which
+walks every element with ``np.nditer``, by one that joins the length-prefixed bytes directly
+(the same bytes): text outputs are made once per streamed token, so this is on the hot path.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -65,7 +70,7 @@ def _read_json(path: str) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def load(
+def load_tokenizer(
     tokenizer_dir: str, *, trust_remote_code: bool = False, extra_special_ids: Iterable[int] = ()
 ) -> Tokenizer:
     extra = list(extra_special_ids)
@@ -118,3 +123,17 @@ def load(
         slow.eos_token_id,
         slow.pad_token_id,
     )
+
+
+def speed_up_string_tensors(pb_utils: Any, np: Any) -> None:
+    slow = pb_utils.serialize_byte_tensor
+    pack = struct.Struct("<I").pack
+
+    def serialize(tensor: Any) -> Any:
+        if tensor.dtype == np.object_:
+            items = tensor.ravel().tolist()
+            if items and all(type(item) is bytes for item in items):
+                return b"".join([part for s in items for part in (pack(len(s)), s)])
+        return slow(tensor)
+
+    pb_utils.serialize_byte_tensor = serialize

@@ -1,0 +1,265 @@
+"""What our Python pipeline costs per streamed token, on CPU, through Triton's HTTP
+generate_stream endpoint.
+
+The engine is a stand-in (``tensorrt_llm`` with the real tensor contract) that emits its tokens
+at once, round-robin over the streams it holds, so what is timed is the pipeline: preprocessing,
+postprocessing (ensemble) or the BLS, Triton's scheduling and the HTTP streaming. The tokens
+cycle through Chinese and English text of the tiny SUS-Chat tokenizer (byte fallback: every
+Chinese character is three tokens), and every stream's text is checked: it must equal the
+tokens' text exactly, with no U+FFFD.
+
+Measured: time per streamed token of one stream through the bare engine model, the ensemble
+and the BLS (p50 and p99 over requests; the pipeline's share is the difference to the bare
+engine), and tokens per second at 1, 8 and 32 concurrent streams of 240 tokens.
+Targets (NVIDIA's Python pipeline, Triton 2.51 on CPU): at most 0.12 ms added per token through
+the ensemble and 0.55 ms through the BLS at one stream; 7,000 tokens/s at 32 streams.
+
+    .venv/bin/python bench/dataplane.py [--requests 40] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from chatmodel_operator.api import parse_chatmodel
+from chatmodel_operator.runtime.serve import prepare_local
+from chatmodel_operator.runtime.server import Ports, TritonServer, write_repository
+from chatmodel_operator.runtime.tiny_checkpoint import write_tiny_checkpoint
+from chatmodel_operator.triton import with_sources
+from chatmodel_operator.triton.textproc import token_table_from_tokenizer_json
+
+TOKENS = 240
+TEXT = "北京是中国的首都,有很多名胜古迹。Triton streams tokens to every client, fast. "
+TARGETS = {"ensemble": 0.12, "tensorrt_llm_bls": 0.55}
+
+# The stand-in engine: the tensorrt_llm contract, tokens emitted as fast as Triton takes them.
+ENGINE = """
+import collections, json, threading, time
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+IDS = {ids}
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+def _scalar(request, name, default):
+    t = pb_utils.get_input_tensor_by_name(request, name)
+    return default if t is None else t.as_numpy().reshape(-1)[0].item()
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.batched = json.loads(args["model_config"])["max_batch_size"] > 0
+        self.lock = threading.Condition()
+        self.queue = collections.deque()
+        self.last = 0
+        threading.Thread(target=self.loop, daemon=True).start()
+
+    def execute(self, requests):
+        with self.lock:
+            for r in requests:
+                self.last = max(time.time_ns(), self.last + 1)
+                n = int(_scalar(r, "request_output_len", 16))
+                stream = bool(_scalar(r, "streaming", False))
+                self.queue.append([r.get_response_sender(), n, 0, stream, self.last])
+            self.lock.notify()
+        return None
+
+    def response(self, tokens, arrival):
+        ids = np.array([tokens], dtype=np.int32)
+        lengths = np.array([len(tokens)], dtype=np.int32)
+        stamp = np.array([arrival], dtype=np.int64)
+        if self.batched:
+            ids, lengths, stamp = ids[None], lengths[None], stamp[None]
+        return pb_utils.InferenceResponse([
+            pb_utils.Tensor("output_ids", ids),
+            pb_utils.Tensor("sequence_length", lengths),
+            pb_utils.Tensor("arrival_time_ns", stamp),
+        ])
+
+    def loop(self):
+        active = []
+        while True:
+            with self.lock:
+                while not self.queue and not active:
+                    self.lock.wait()
+                while self.queue:
+                    active.append(self.queue.popleft())
+            for job in list(active):  # one token per stream per round, like in-flight batching
+                sender, n, done, stream, arrival = job
+                if not stream:
+                    ids = [IDS[i % len(IDS)] for i in range(n)]
+                    sender.send(self.response(ids, arrival), flags=FINAL)
+                    active.remove(job)
+                    continue
+                last = done + 1 == n
+                flags = FINAL if last else 0
+                sender.send(self.response([IDS[done % len(IDS)]], arrival), flags=flags)
+                job[2] = done + 1
+                if last:
+                    active.remove(job)
+"""
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Bench:
+    def __init__(self, url: str, ids: list[int], expected: str) -> None:
+        self.url = url
+        self.ids = ids
+        self.expected = expected
+
+    def body(self, model: str) -> dict[str, Any]:
+        if model == "tensorrt_llm":
+            return {
+                "input_ids": [5, 6, 7],
+                "input_lengths": 3,
+                "request_output_len": TOKENS,
+                "streaming": True,
+            }
+        return {"text_input": "Hello", "max_tokens": TOKENS, "stream": True}
+
+    async def stream(self, session: aiohttp.ClientSession, model: str) -> tuple[float, int]:
+        """One stream: its duration and its number of tokens; checks the text."""
+        start = time.perf_counter()
+        texts: list[str] = []
+        tokens = 0
+        url = f"{self.url}/v2/models/{model}/generate_stream"
+        async with session.post(url, json=self.body(model)) as resp:
+            assert resp.status == 200, await resp.text()
+            async for raw in resp.content:
+                if not raw.startswith(b"data:"):
+                    continue
+                doc = json.loads(raw[5:])
+                assert "error" not in doc, doc
+                if model == "tensorrt_llm":
+                    tokens += len(doc["output_ids"]) if isinstance(doc["output_ids"], list) else 1
+                else:
+                    texts.append(doc["text_output"])
+        elapsed = time.perf_counter() - start
+        if model != "tensorrt_llm":
+            text = "".join(texts)
+            assert "\ufffd" not in text, "U+FFFD in the stream"
+            assert text == self.expected, (text[:80], self.expected[:80])
+            tokens = TOKENS
+        return elapsed, tokens
+
+    async def single(self, model: str, requests: int) -> list[float]:
+        """Milliseconds per token of ``requests`` streams, one after another."""
+        async with aiohttp.ClientSession() as session:
+            for _ in range(3):  # warm-up
+                await self.stream(session, model)
+            out = []
+            for _ in range(requests):
+                elapsed, tokens = await self.stream(session, model)
+                out.append(elapsed * 1000 / tokens)
+            return out
+
+    async def throughput(self, model: str, streams: int, rounds: int) -> float:
+        """Tokens per second with ``streams`` streams in flight, ``rounds`` times over."""
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            await asyncio.gather(*(self.stream(session, model) for _ in range(streams)))
+            start = time.perf_counter()
+            total = 0
+            for _ in range(rounds):
+                results = await asyncio.gather(
+                    *(self.stream(session, model) for _ in range(streams))
+                )
+                total += sum(tokens for _, tokens in results)
+            return total / (time.perf_counter() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=40, help="streams per latency sample")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per throughput sample")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-dataplane-"))
+    ckpt = write_tiny_checkpoint(work / "sus-chat", "sus-chat", train_steps=1)
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(ckpt / "tokenizer.json"))
+    cycle = tok.encode(TEXT, add_special_tokens=False).ids
+    table = token_table_from_tokenizer_json(json.loads(tok.to_str()))
+    assert table is not None
+    expected = table.decode([cycle[i % len(cycle)] for i in range(TOKENS)])
+    cm = parse_chatmodel(
+        {
+            "apiVersion": "serving.chatmodel.io/v1alpha1",
+            "kind": "ChatModel",
+            "metadata": {"name": "bench"},
+            "spec": {"model": {"source": f"file://{ckpt}", "family": "sus-chat"}},
+        }
+    )
+    local = prepare_local(cm, max_batch_size=64, max_output_length=TOKENS, max_input_length=512)
+    repo = with_sources(local.repository, tensorrt_llm=ENGINE.format(ids=cycle))
+    server = TritonServer(write_repository(repo, work / "repo"), Ports.free())
+    with server:
+        bench = Bench(server.http_url, cycle, expected)
+        per_token = {
+            m: asyncio.run(bench.single(m, args.requests))
+            for m in ("tensorrt_llm", "ensemble", "tensorrt_llm_bls")
+        }
+        rates = {
+            (m, n): asyncio.run(bench.throughput(m, n, args.rounds))
+            for m in ("tensorrt_llm", "ensemble", "tensorrt_llm_bls")
+            for n in (1, 8, 32)
+        }
+    bare50 = statistics.median(per_token["tensorrt_llm"])
+    bare99 = _percentile(per_token["tensorrt_llm"], 0.99)
+    print(f"bench/dataplane.py: {TOKENS}-token streams over HTTP generate_stream, CPU")
+    print(
+        f"  {'route':18} {'ms/token p50':>12} {'p99':>7} {'added p50':>10} {'added p99':>10}"
+        f" {'tok/s @1':>9} {'@8':>7} {'@32':>7}"
+    )
+    for model, label in (
+        ("tensorrt_llm", "bare engine"),
+        ("ensemble", "ensemble"),
+        ("tensorrt_llm_bls", "BLS"),
+    ):
+        p50 = statistics.median(per_token[model])
+        p99 = _percentile(per_token[model], 0.99)
+        added = (
+            f"{p50 - bare50:10.3f} {p99 - bare99:10.3f}"
+            if model != "tensorrt_llm"
+            else f"{'-':>10} {'-':>10}"
+        )
+        print(
+            f"  {label:18} {p50:12.3f} {p99:7.3f} {added} "
+            f"{rates[(model, 1)]:9.0f} {rates[(model, 8)]:7.0f} {rates[(model, 32)]:7.0f}"
+        )
+    print("  every streamed text equal to its tokens' text, no U+FFFD: yes")
+    ok = True
+    for model, target in TARGETS.items():
+        added = statistics.median(per_token[model]) - bare50
+        hit = added <= target
+        ok &= hit
+        print(
+            f"  target {model}: added p50 {added:.3f} ms <= {target} ms: "
+            f"{'met' if hit else 'MISSED'}"
+        )
+    hit = rates[("ensemble", 32)] >= 7000
+    ok &= hit
+    print(
+        f"  target ensemble @32: {rates[('ensemble', 32)]:.0f} tok/s >= 7000: "
+        f"{'met' if hit else 'MISSED'}"
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
