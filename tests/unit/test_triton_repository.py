@@ -28,6 +28,7 @@ from chatmodel_operator.triton import (
     chat_format,
     configmap_data,
     configmap_key,
+    triton_openai_frontend_args,
     with_sources,
 )
 from chatmodel_operator.triton.pbtxt import Enum, dumps, quote
@@ -239,3 +240,26 @@ def test_python_models_import_only_what_the_repository_ships() -> None:
         for mod in re.findall(r"^import (chatmodel_\w+)", text, re.MULTILINE):
             assert mod in shipped, f"{path} imports {mod}, which is not next to it"
         assert "chatmodel_operator" not in text, f"{path} needs the operator package"
+
+
+def test_tritons_openai_frontend_template_wraps_messages_for_preprocessing() -> None:
+    """Triton's frontend renders this template (Hugging Face semantics, as ChatRenderer); the
+    result must be the envelope our preprocessing turns back into the same messages."""
+    from chatmodel_operator.triton.repository import OPENAI_CHAT_TEMPLATE, OPENAI_CHAT_TEMPLATE_FILE
+    from chatmodel_operator.triton.textproc import ChatRenderer, parse_conversation
+
+    repo = _repo("vllm")
+    assert repo[PurePosixPath("preprocessing/1") / OPENAI_CHAT_TEMPLATE_FILE].strip() == (
+        OPENAI_CHAT_TEMPLATE
+    )
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": '你好 "quoted"\n'}]},
+    ]
+    prompt = ChatRenderer(OPENAI_CHAT_TEMPLATE).render(messages)
+    assert parse_conversation(prompt) == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": '你好 "quoted"\n'},
+    ]
+    args = triton_openai_frontend_args(repository="/models", tokenizer_dir="/ckpt")
+    assert f"--chat-template=/models/preprocessing/1/{OPENAI_CHAT_TEMPLATE_FILE}" in args

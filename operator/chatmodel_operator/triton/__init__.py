@@ -12,6 +12,7 @@ from chatmodel_operator.triton.repository import (
     chat_format,
     configmap_data,
     configmap_key,
+    triton_openai_frontend_args,
     with_sources,
 )
 
@@ -26,5 +27,6 @@ __all__ = [
     "chat_format",
     "configmap_data",
     "configmap_key",
+    "triton_openai_frontend_args",
     "with_sources",
 ]

@@ -46,6 +46,11 @@ VLLM_MODEL = "vllm_model"
 # Triton loads a model only from a version directory, even an ensemble with no files; a
 # ConfigMap cannot hold an empty directory, so such directories get this small file.
 VERSION_PLACEHOLDER = "README"
+# For Triton's own OpenAI frontend (in pods whose image ships it): its chat template only wraps
+# the messages in our envelope, and our preprocessing applies the model's real format, so that
+# the frontend, our local front and every other client get the same prompt.
+OPENAI_CHAT_TEMPLATE = '{{ {"messages": messages} | tojson }}'
+OPENAI_CHAT_TEMPLATE_FILE = "openai_chat_template.jinja"
 PLACEHOLDER_TEXT = "Triton needs this version directory; this model has no files of its own.\n"
 
 
@@ -214,6 +219,7 @@ def preprocessing_files(
     files = {_path("preprocessing/config.pbtxt"): dumps(config, _header("preprocessing", s))}
     files.update(_python_files("preprocessing", src.preprocessing, helpers=_helpers(src)))
     files[_path("preprocessing/1", CHAT_FORMAT_FILE)] = _chat_format_json(fmt)
+    files[_path("preprocessing/1", OPENAI_CHAT_TEMPLATE_FILE)] = OPENAI_CHAT_TEMPLATE + "\n"
     return files
 
 
@@ -671,6 +677,34 @@ def build_repository_for(*, spec: ChatModelSpec, plan: Plan, model: ModelInfo) -
     )
 
 
+def triton_openai_frontend_args(
+    *,
+    repository: str,
+    tokenizer_dir: str,
+    http_port: int = 8000,
+    grpc_port: int = 8001,
+    openai_port: int = 9000,
+    frontend: str = "/opt/tritonserver/python/openai/openai_frontend/main.py",
+) -> list[str]:
+    """Command line of Triton's OpenAI-compatible frontend (images from 24.12 ship it) over this
+    repository: it runs Triton in-process, serves /v1 on ``openai_port`` and, with the KServe
+    frontends, the usual HTTP and gRPC ports. Clients name ``ensemble`` or
+    ``tensorrt_llm_bls`` as the model. Its Prometheus metrics are served on ``openai_port``
+    (``/metrics``), not on a port of their own."""
+    return [
+        "python3",
+        frontend,
+        f"--model-repository={repository}",
+        f"--tokenizer={tokenizer_dir}",
+        f"--chat-template={repository}/preprocessing/1/{OPENAI_CHAT_TEMPLATE_FILE}",
+        "--backend=tensorrtllm",
+        f"--openai-port={openai_port}",
+        "--enable-kserve-frontends",
+        f"--kserve-http-port={http_port}",
+        f"--kserve-grpc-port={grpc_port}",
+    ]
+
+
 def with_sources(repo: Mapping[PurePosixPath, str], **changes: str) -> Repository:
     """A copy of ``repo`` with some model files replaced (tests and the benchmark swap in a
     stand-in engine this way): ``with_sources(repo, tensorrt_llm="...")``."""
@@ -711,6 +745,7 @@ __all__ = [
     "engine_layout",
     "llmapi_layout",
     "python_layout",
+    "triton_openai_frontend_args",
     "vllm_layout",
     "with_sources",
 ]
