@@ -4,7 +4,6 @@ operator are added by their own modules' ``register_commands``."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -21,8 +20,6 @@ from chatmodel_operator.plan import Plan, plan_model
 from chatmodel_operator.render import render_children
 
 EXIT_BAD_INPUT = 2
-# Modules that add subcommands; each exposes register_commands(subparsers).
-COMMAND_MODULES = ("chatmodel_operator.runtime.commands", "chatmodel_operator.runner")
 
 
 class CliError(Exception):
@@ -170,14 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("crd", help="print the ChatModel CustomResourceDefinition")
     c.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     c.set_defaults(func=cmd_crd)
-    for module in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        mod.register_commands(sub)
+    # Imported here rather than at the top so that `python -m chatmodel_operator.generate` and the
+    # pure tests importing this module do not load kopf.
+    from chatmodel_operator import runner
+    from chatmodel_operator.runtime import commands
+
+    commands.register_commands(sub)
+    runner.register_commands(sub)
     return parser
 
 

@@ -39,6 +39,22 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
     return {k: _resolve(v, defs) for k, v in node.items()}
 
 
+def _int_or_string(node: dict[str, Any], allowed: list[Any]) -> None:
+    """Mark an int-or-string field; its allowed values become a CEL rule (structural schemas
+    cannot hold a mixed enum). The rule branches on the type: strict CEL has no int == string."""
+    node["x-kubernetes-int-or-string"] = True
+    if not allowed:
+        return
+    strings = [v for v in allowed if isinstance(v, str)]
+    ints = [v for v in allowed if isinstance(v, int)]
+    node.setdefault("x-kubernetes-validations", []).append(
+        {
+            "rule": f"type(self) == string ? self in {strings!r} : self in {ints!r}",
+            "message": f"must be one of {', '.join(map(str, allowed))}",
+        }
+    )
+
+
 def _structural(node: dict[str, Any], path: str) -> dict[str, Any]:
     node = dict(node)
     node.pop("title", None)
@@ -52,14 +68,7 @@ def _structural(node: dict[str, Any], path: str) -> dict[str, Any]:
             allowed: list[Any] = []
             for b in branches:
                 allowed += b.get("enum", [b["const"]] if "const" in b else [])
-            node["x-kubernetes-int-or-string"] = True
-            if allowed:
-                strings = [v for v in allowed if isinstance(v, str)]
-                ints = [v for v in allowed if isinstance(v, int)]
-                rule = f"type(self) == string ? self in {strings!r} : self in {ints!r}"
-                node.setdefault("x-kubernetes-validations", []).append(
-                    {"rule": rule, "message": f"must be one of {', '.join(map(str, allowed))}"}
-                )
+            _int_or_string(node, allowed)
         else:
             raise ValueError(f"{path}: union {branches} has no structural form")
     node.pop("title", None)
@@ -67,14 +76,7 @@ def _structural(node: dict[str, Any], path: str) -> dict[str, Any]:
         values = node.pop("enum")
         kinds = {type(v) for v in values}
         if kinds == {str, int}:
-            node["x-kubernetes-int-or-string"] = True
-            strings = [v for v in values if isinstance(v, str)]
-            ints = [v for v in values if isinstance(v, int)]
-            # Branch on the type: strict CEL has no int == string overload.
-            rule = f"type(self) == string ? self in {strings!r} : self in {ints!r}"
-            node.setdefault("x-kubernetes-validations", []).append(
-                {"rule": rule, "message": f"must be one of {', '.join(map(str, values))}"}
-            )
+            _int_or_string(node, values)
         else:
             node["enum"] = values
             node["type"] = "string" if kinds == {str} else "integer"
