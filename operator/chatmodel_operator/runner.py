@@ -44,9 +44,7 @@ def register_commands(subparsers: Any) -> None:
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # kopf's configure sets up the root logger (one handler); ours propagate to it.
     kopf.configure(verbose=args.log_level == "DEBUG", log_format=kopf.LogFormat.PLAIN)
     logging.getLogger().setLevel(args.log_level)
     quiet_kopf(args.log_level)
