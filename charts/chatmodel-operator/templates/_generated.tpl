@@ -83,6 +83,14 @@
   - kopf.dev
   resources:
   - clusterkopfpeerings
+  verbs:
+  - get
+  - list
+  - patch
+  - watch
+- apiGroups:
+  - kopf.dev
+  resources:
   - kopfpeerings
   verbs:
   - list
@@ -143,6 +151,7 @@
   resources:
   - clusterkopfpeerings
   verbs:
+  - get
   - list
   - patch
   - watch
