@@ -31,7 +31,8 @@ def anchor(heading: str) -> str:
 
 
 def _code(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value)
+    # An empty string would make an empty code span, which Markdown shows as two backticks.
+    text = value if isinstance(value, str) and value else json.dumps(value)
     # Backticks inside a value would end the code span early; none of ours have them today.
     return f"`{text}`" if "`" not in text else f"``{text}``"
 
