@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +71,24 @@ class GenerationDiffBase(kopf.DiffBaseStorage):
     update handler ignores kopf's diff (the reconcile is level-triggered), so the essence
     returned for an unhandled generation only has to differ from the current one.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: tuple[Any, kopf.BodyEssence] | None = None
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
+    ) -> kopf.BodyEssence:
+        """kopf's essence, built once per object version (kopf asks for it twice per event)
+        and without deep-copying the status first only to drop it (ours is the big part)."""
+        meta = body.get("metadata", {})
+        key = (meta.get("uid"), meta.get("resourceVersion"), bool(extra_fields))
+        if self._last is not None and self._last[0] == key and key[1] is not None:
+            return self._last[1]
+        lean = kopf.Body({k: body[k] for k in body if k != "status"})  # type: ignore[arg-type]
+        essence = super().build(body=lean if not extra_fields else body, extra_fields=extra_fields)
+        self._last = (key, essence)
+        return essence
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         observed = body.get("status", {}).get("observedGeneration")
@@ -155,7 +173,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         return info or cfg.login(**kw)
 
     @kopf.index(*cm, registry=registry, id="chatmodels_index")
-    def chatmodels_index(
+    async def chatmodels_index(
         namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[Any, Any]:
         return {(namespace, name): body}
@@ -178,13 +196,15 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         await reconcile.run(body, memo.ctx, cause="resume")
 
     @kopf.on.event(*cm, registry=registry)
-    def chatmodel_gone(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    async def chatmodel_gone(
+        type: str, namespace: str | None, name: str, memo: Any, **_: Any
+    ) -> None:
         if type == "DELETED" and getattr(memo, "ctx", None) is not None:
             memo.ctx.forget(namespace or "", name)
             metrics.forget_chatmodel(namespace or "", name)
 
     @kopf.on.event("batch", "v1", "jobs", labels=OURS, registry=registry)
-    def job_changed(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+    async def job_changed(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
         ctx, obs = memo.ctx, _observed(type, body)
         if ctx.changed(obs) and ctx.scheduler is not None:
             ctx.scheduler.poke_waiters(obs.namespace, obs.engine_key)
@@ -192,7 +212,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
             ctx.gone(obs)
 
     @kopf.on.event("apps", "v1", "deployments", labels=OURS, registry=registry)
-    def deployment_changed(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+    async def deployment_changed(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
         ctx, obs = memo.ctx, _observed(type, body)
         if ctx.changed(obs) and ctx.scheduler is not None and obs.instance:
             # A deletion is often the garbage collector following its deleted ChatModel,
@@ -204,7 +224,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
     return registry
 
 
-def _child_index(body: kopf.Body, memo: Any, **_: Any) -> dict[Any, Observed]:
+async def _child_index(body: kopf.Body, memo: Any, **_: Any) -> dict[Any, Observed]:
     obs = kube.summarize(body)
     keys: list[Any] = [("n", obs.namespace, obs.name)]
     keys += [("o", obs.namespace, uid) for uid in obs.owners]

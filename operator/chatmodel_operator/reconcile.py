@@ -55,6 +55,7 @@ from chatmodel_operator.errors import (
 )
 from chatmodel_operator.plan import Plan, plan_model
 from chatmodel_operator.render import (
+    Children,
     deployment_name,
     endpoint,
     job_name,
@@ -119,6 +120,12 @@ class Settings:
 ModelFiles = tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]
 
 
+@dataclass(frozen=True)
+class Desired:
+    children: Children
+    serving: tuple[tuple[dict[str, Any], str], ...]  # (object annotated with its hash, hash)
+
+
 @dataclass
 class Context:
     """Everything a pass needs besides the ChatModel: one per operator process."""
@@ -141,12 +148,16 @@ class Context:
     seen: dict[ChildKey, tuple[Any, ...]] = field(default_factory=dict)
     waiters: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (ns, key) -> names
     builds_recorded: set[str] = field(default_factory=set)  # Job uids counted in metrics
+    told: set[tuple[str, str, str, str]] = field(default_factory=set)  # warnings already posted
     # The latest ChatModel body from the index, and the one our last status write returned.
     latest: Callable[[str, str], Mapping[str, Any] | None] | None = None
     written: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     _files: dict[str, tuple[float, ModelFiles | ChatModelError]] = field(default_factory=dict)
     _plans: dict[str, tuple[Any, Plan] | ChatModelError] = field(default_factory=dict)
     _repos: dict[tuple[str, str], Mapping[Any, str]] = field(default_factory=dict)
+    _desired: dict[tuple[str, str], tuple[tuple[str, str, str], Desired]] = field(
+        default_factory=dict
+    )
 
     # -- observed state with our own writes layered on top --------------------------------
 
@@ -205,6 +216,8 @@ class Context:
         """The ChatModel is gone."""
         self.locks.pop((namespace, name), None)
         self.written.pop((namespace, name), None)
+        self._desired.pop((namespace, name), None)
+        self.told = {t for t in self.told if t[:2] != (namespace, name)}
         for names in self.waiters.values():
             names.discard(name)
 
@@ -227,9 +240,9 @@ class Context:
         self._files[source] = (time.monotonic(), files)
         return files
 
-    async def plan_for(self, spec: ChatModelSpec) -> tuple[Any, Plan]:
+    async def plan_for(self, spec: ChatModelSpec, spec_json: str) -> tuple[Any, Plan]:
         config, tokenizer_config = await self.files_for(spec.model.source)
-        key = spec.model_dump_json()
+        key = spec_json
         hit = self._plans.get(key)
         if hit is None:
             try:
@@ -243,14 +256,46 @@ class Context:
             raise hit
         return hit
 
-    def repository_for(self, spec: ChatModelSpec, model: Any, plan: Plan) -> Mapping[Any, str]:
+    def desired_for(
+        self,
+        *,
+        name: str,
+        namespace: str,
+        uid: str,
+        spec: ChatModelSpec,
+        spec_json: str,
+        model: Any,
+        plan: Plan,
+    ) -> Desired:
+        """The rendered children and their hashes, rendered again only when the spec (or the
+        ChatModel) changed: most passes follow a child, not a spec change, and re-rendering
+        means re-hashing a model repository of a hundred kilobytes."""
+        key = (uid, spec_json, plan.engine_key)
+        hit = self._desired.get((namespace, name))
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        children = render_children(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            spec=spec,
+            plan=plan,
+            repository=self.repository_for(spec, spec_json, model, plan),
+        )
+        desired = Desired(children, tuple(kube.with_hash(o) for o in children.serving))
+        self._desired[(namespace, name)] = (key, desired)
+        return desired
+
+    def repository_for(
+        self, spec: ChatModelSpec, spec_json: str, model: Any, plan: Plan
+    ) -> Mapping[Any, str]:
         build: Callable[..., Mapping[Any, str]]
         if self.build_repository is not None:
             build = self.build_repository
         else:
             from chatmodel_operator.triton import build_repository_for as build
 
-        key = (spec.model_dump_json(), plan.engine_key)
+        key = (spec_json, plan.engine_key)
         repo = self._repos.get(key)
         if repo is None:
             repo = dict(build(spec=spec, plan=plan, model=model))
@@ -428,8 +473,9 @@ class _Pass:
         spec = cm.spec
         self.conds.set("Validated", True, "Valid", "the spec is valid")
 
+        spec_json = spec.model_dump_json()
         try:
-            model, plan = await self.ctx.plan_for(spec)
+            model, plan = await self.ctx.plan_for(spec, spec_json)
         except TransientError:
             raise
         except ChatModelError as exc:
@@ -442,20 +488,20 @@ class _Pass:
             return await self._failed(err, "Planned", serving)
         self.conds.set("Planned", True, "Planned", plan.reason)
 
-        repository = self.ctx.repository_for(spec, model, plan)
-        desired = render_children(
+        desired = self.ctx.desired_for(
             name=self.name,
             namespace=self.namespace,
             uid=self.uid,
             spec=spec,
+            spec_json=spec_json,
+            model=model,
             plan=plan,
-            repository=repository,
         )
         engine_ready, build_error, applied = False, None, {}
         try:
-            await self._ensure_cache(desired.cache_pvc, spec)
-            engine_ready, build_error = await self._engine(plan, desired.build_job)
-            applied = await self._serving_children(desired.serving, engine_ready, serving, plan)
+            await self._ensure_cache(desired.children.cache_pvc, spec)
+            engine_ready, build_error = await self._engine(plan, desired.children.build_job)
+            applied = await self._serving_children(desired.serving, engine_ready)
             dep = applied.get(DEPLOYMENT.kind) or dep
             serving = _serving(dep)
             await self._prune_children(applied, serving, plan.engine_key, engine_ready)
@@ -657,38 +703,35 @@ class _Pass:
     # -- serving ----------------------------------------------------------------------------
 
     async def _serving_children(
-        self, objects: Iterable[dict[str, Any]], engine_ready: bool, serving: _Serving, plan: Plan
+        self, objects: Iterable[tuple[dict[str, Any], str]], engine_ready: bool
     ) -> dict[str, Observed]:
         """Apply what differs. The Deployment and its ConfigMap wait for the engine: before
         the first build there is nothing to serve, and during a switch the old pods keep
         serving the old engine untouched until the new one is ready."""
         applied: dict[str, Observed] = {}
-        for obj in objects:
-            k = kube.kind_of(obj)
+        for body, digest in objects:
+            k = kube.kind_of(body)
             if not engine_ready and k in (DEPLOYMENT, CONFIGMAP):
                 continue
             if k in OPTIONAL_KINDS and k not in self.ctx.served:
-                self.events.append(
-                    (
-                        "Warning",
-                        "MissingCRD",
-                        f"{k.kind} requested but the {k.group} API is not served; skipped",
-                    )
-                )
+                message = f"{k.kind} requested but the {k.group} API is not served; skipped"
+                self._tell_once("MissingCRD", message)
                 continue
-            obs = await self._apply(k, obj)
-            if obs is not None:
-                applied[_key(k)] = obs
+            applied[_key(k)] = await self._apply(k, body, digest)
         return applied
 
-    async def _apply(self, k: Kind, obj: dict[str, Any]) -> Observed | None:
-        name = obj["metadata"]["name"]
-        body, digest = kube.with_hash(obj)
-        current = self.ctx.lookup(k, self.namespace, name)
+    def _tell_once(self, reason: str, message: str) -> None:
+        """A Warning that no condition carries: told once per operator process."""
+        key = (self.namespace, self.name, reason, message)
+        if key not in self.ctx.told:
+            self.ctx.told.add(key)
+            self.events.append(("Warning", reason, message))
+
+    async def _apply(self, k: Kind, body: dict[str, Any], digest: str) -> Observed:
+        current = self.ctx.lookup(k, self.namespace, body["metadata"]["name"])
         if current is not None and current.applied_hash == digest:
             return current
-        result = await self.ctx.client.apply(body)
-        obs = kube.summarize(result)
+        obs = kube.summarize(await self.ctx.client.apply(body))
         self.ctx.wrote(obs)
         return obs
 
