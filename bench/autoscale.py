@@ -4,27 +4,39 @@ Prometheus scrapes Triton every 5 s (the ServiceMonitor's interval) and evaluate
 recording rules (monitoring/rules.yaml) at their own interval. Each trial starts a step of load
 at a different phase of the scrape cycle, then stops it; the bench polls the signal exactly as
 prometheus-adapter serves it to the HPA and prints the time from the step until it crosses the
-target, and from the end of the load until it is back under the target.
+target, and from the end of the load (the last queued request served) until it is back under
+the target.
+
+Two Tritons: ``--server standin`` (default) serves a one-slot streaming model whose requests
+queue in Triton, so both Triton-side signals move; ``--server data-plane`` serves a tiny trained
+checkpoint the way `chatmodel serve` does (ensemble and our in-flight batching engine), where
+requests wait inside the engine and only pending-requests moves.
 
 Target: at most two scrape intervals (10 s) each way.
 
-    python bench/autoscale.py [--trials 6] [--scrape-interval 5] [--eval-interval 1s]
+    python bench/autoscale.py [--server standin|data-plane] [--trials 10] [--scrape-interval 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the harness lives with the Prometheus tests
 
 from tests.prometheus.promharness import (  # noqa: E402
+    GenerateLoad,
     Load,
+    LoadStats,
     Prometheus,
     ScrapeJob,
     TritonServer,
@@ -37,7 +49,84 @@ from chatmodel_operator.observability.rules import SIGNALS_INTERVAL  # noqa: E40
 from chatmodel_operator.signals import SIGNALS  # noqa: E402
 
 POD_LABELS = {"namespace": "bench", "pod": "chat-0", "chatmodel": "chat"}
-MEASURED = ("queue-to-compute-ratio", "pending-requests")  # the CPU Triton exports both
+
+
+class Stepper(Protocol):
+    def start(self) -> object: ...
+    def stop(self) -> LoadStats: ...
+
+
+@contextlib.contextmanager
+def standin(
+    work: Path, concurrency: int, hold: float
+) -> Iterator[tuple[int, tuple[str, ...], Callable[[], Stepper]]]:
+    """The one-slot stand-in model: requests queue in Triton."""
+    triton = TritonServer(work / "triton", token_seconds=0.01).start()
+    try:
+        yield (
+            triton.metrics_port,
+            ("queue-to-compute-ratio", "pending-requests"),
+            lambda: Load(
+                triton.grpc_port,
+                concurrency=concurrency,
+                max_requests=100_000,
+                max_seconds=hold + 5,
+            ),
+        )
+    finally:
+        triton.stop()
+
+
+@contextlib.contextmanager
+def data_plane(
+    work: Path, concurrency: int, hold: float
+) -> Iterator[tuple[int, tuple[str, ...], Callable[[], Stepper]]]:
+    """`chatmodel serve` on a tiny checkpoint with 2 batch slots: requests wait in the engine."""
+    from chatmodel_operator.api import parse_chatmodel
+    from chatmodel_operator.runtime.serve import LocalServer, prepare_local
+    from chatmodel_operator.runtime.server import Ports
+
+    ckpt = work / "checkpoint"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chatmodel_operator.cli",
+            "tiny-checkpoint",
+            "--family",
+            "yi-chat",
+            "--train-steps",
+            "5",
+            str(ckpt),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    cm = parse_chatmodel(
+        {
+            "apiVersion": "serving.chatmodel.io/v1alpha1",
+            "kind": "ChatModel",
+            "metadata": {"name": "chat"},
+            "spec": {"model": {"source": f"file://{ckpt}"}},
+        }
+    )
+    server = LocalServer(prepare_local(cm, max_batch_size=2), work / "serve", Ports.free(), None)
+    server.start(timeout_s=180)
+    try:
+        yield (
+            server.triton.ports.metrics,
+            ("pending-requests",),
+            lambda: GenerateLoad(
+                server.triton.http_url,
+                concurrency=concurrency,
+                max_tokens=64,
+                max_requests=100_000,
+                max_seconds=hold + 5,
+            ),
+        )
+    finally:
+        server.stop()
 
 
 def signal_value(prom: Prometheus, metric: str) -> float | None:
@@ -65,14 +154,15 @@ def crossing(
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--trials", type=int, default=6)
+    p.add_argument("--trials", type=int, default=10)
     p.add_argument("--scrape-interval", type=float, default=5.0, help="seconds")
     p.add_argument(
         "--eval-interval",
         default=SIGNALS_INTERVAL,
         help=f"recording rules' group interval (shipped: {SIGNALS_INTERVAL})",
     )
-    p.add_argument("--concurrency", type=int, default=8, help="clients during the step")
+    p.add_argument("--server", choices=("standin", "data-plane"), default="standin")
+    p.add_argument("--concurrency", type=int, default=None, help="clients (8; data plane 10)")
     p.add_argument("--hold", type=float, default=12.0, help="seconds of load per step")
     args = p.parse_args()
     if prometheus_binary() is None:
@@ -80,63 +170,65 @@ def main() -> int:
         return 2
     interval = args.scrape_interval
     budget = 2 * interval
+    concurrency = args.concurrency or (10 if args.server == "data-plane" else 8)
     work = Path(tempfile.mkdtemp(prefix="bench-autoscale-"))
-    triton = TritonServer(work / "triton", token_seconds=0.01)
-    prom = Prometheus(
-        work / "prometheus",
-        jobs=[ScrapeJob("triton", triton.metrics_port, POD_LABELS)],
-        rule_groups=observability.rule_groups(signals_interval=args.eval_interval),
-        scrape_interval=f"{interval:g}s",
-        evaluation_interval=f"{interval:g}s",
-    )
-    ups: dict[str, list[float]] = {m: [] for m in MEASURED}
-    downs: dict[str, list[float]] = {m: [] for m in MEASURED}
+    serve = data_plane if args.server == "data-plane" else standin
     missed = 0
-    try:
-        triton.start()
-        prom.start()
-        prom.wait_until(
-            "idle signal recorded",
-            lambda: all(signal_value(prom, m) == 0 for m in MEASURED),
-            timeout=6 * interval + 10,
+    with serve(work, concurrency, args.hold) as (metrics_port, measured, new_load):
+        prom = Prometheus(
+            work / "prometheus",
+            jobs=[ScrapeJob("triton", metrics_port, POD_LABELS)],
+            rule_groups=observability.rule_groups(signals_interval=args.eval_interval),
+            scrape_interval=f"{interval:g}s",
+            evaluation_interval=f"{interval:g}s",
         )
-        print(
-            f"scrape interval {interval:g}s, signal rules every {args.eval_interval}, "
-            f"{args.concurrency} clients for {args.hold:g}s per step, target <= {budget:g}s"
-        )
-        for trial in range(1, args.trials + 1):
-            # The lag depends on where the step falls in the scrape cycle: the previous trial
-            # ended right after a rule evaluation, so sweep the step across one cycle.
-            time.sleep(interval * (trial - 1) / args.trials)
-            load = Load(
-                triton.grpc_port,
-                concurrency=args.concurrency,
-                max_requests=100_000,
-                max_seconds=args.hold + 5,
+        ups: dict[str, list[float]] = {m: [] for m in measured}
+        downs: dict[str, list[float]] = {m: [] for m in measured}
+        try:
+            prom.start()
+            prom.wait_until(
+                "idle signal recorded",
+                lambda: all(signal_value(prom, m) == 0 for m in measured),
+                timeout=6 * interval + 10,
             )
-            step = time.monotonic()
-            load.start()
-            up = crossing(prom, MEASURED, True, step, timeout=args.hold)
-            time.sleep(max(0.0, args.hold - (time.monotonic() - step)))
-            stopped = time.monotonic()
-            stats = load.stop()
-            down = crossing(prom, MEASURED, False, stopped, timeout=6 * interval)
-            cells = []
-            for m in MEASURED:
-                u, d = up[m], down[m]
-                if u is None or d is None:
-                    missed += 1
-                else:
-                    ups[m].append(u)
-                    downs[m].append(d)
-                cells.append(f"{m} up {_fmt(u)} down {_fmt(d)}")
-            print(f"trial {trial}: {stats.completed} requests; " + "; ".join(cells))
-            # Back to a steady idle before the next step.
-            time.sleep(interval)
-    finally:
-        prom.stop()
-        triton.stop()
-    for m in MEASURED:
+            print(
+                f"{args.server}: scrape interval {interval:g}s, signal rules every "
+                f"{args.eval_interval}, {concurrency} clients for {args.hold:g}s per step, "
+                f"target <= {budget:g}s"
+            )
+            for trial in range(1, args.trials + 1):
+                # The lag depends on where the step falls in the scrape cycle: the previous
+                # trial ended right after a rule evaluation, so sweep the step across a cycle.
+                time.sleep(interval * (trial - 1) / args.trials)
+                load = new_load()
+                step = time.monotonic()
+                load.start()
+                up = crossing(prom, measured, True, step, timeout=args.hold)
+                time.sleep(max(0.0, args.hold - (time.monotonic() - step)))
+                stopped = time.monotonic()
+                stats = load.stop()  # no new requests; returns when the last one is served
+                # The load is over when the requests already queued are served, not when the
+                # clients stop sending: time the way down from there.
+                drained = time.monotonic()
+                down = crossing(prom, measured, False, drained, timeout=6 * interval)
+                cells = []
+                for m in measured:
+                    u, d = up[m], down[m]
+                    if u is None or d is None:
+                        missed += 1
+                    else:
+                        ups[m].append(u)
+                        downs[m].append(d)
+                    cells.append(f"{m} up {_fmt(u)} down {_fmt(d)}")
+                print(
+                    f"trial {trial}: {stats.completed} requests, queue drained "
+                    f"{drained - stopped:.1f}s after the clients stopped; " + "; ".join(cells)
+                )
+                # Back to a steady idle before the next step.
+                time.sleep(interval)
+        finally:
+            prom.stop()
+    for m in measured:
         for name, values in (("up", ups[m]), ("down", downs[m])):
             if not values:
                 continue
