@@ -10,16 +10,15 @@ Streams are told apart by ``STREAM_KEY``, the engine's ``arrival_time_ns`` (prep
 every engine for it), together with the request id Triton passes down the ensemble. Triton
 allows a step after a decoupled model only that model's outputs, so the key has to come from
 the engine. This model cannot see a stream's last response, so state is dropped after
-``STATE_TTL_S`` without a token, and the least recently used beyond ``MAX_STREAMS``: a state is a
-few hundred bytes. The state is also why the repository runs one instance of this model (which
-also keeps each stream's responses in order).
+``STATE_TTL_S`` without a token (and the idlest half when there are more than ``MAX_STREAMS``):
+a state is a few hundred bytes. The state is also why the repository runs one instance of this
+model (which also keeps each stream's responses in order).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections import OrderedDict
 from typing import Any
 
 import chatmodel_helpers
@@ -30,7 +29,7 @@ chatmodel_helpers.speed_up_string_tensors(pb_utils, np)
 
 STATE_TTL_S = 120.0
 MAX_STREAMS = 65536
-SWEEP_EVERY_S = 5.0
+SWEEP_EVERY_S = 10.0
 
 
 class _Stream:
@@ -53,7 +52,7 @@ class TritonPythonModel:
             trust_remote_code=params.get("trust_remote_code") == "true",
             extra_special_ids=special if skip else (),
         )
-        self.streams: OrderedDict[tuple[str, int], _Stream] = OrderedDict()
+        self.streams: dict[tuple[str, int], _Stream] = {}
         self.last_sweep = time.monotonic()
 
     def execute(self, requests: list[Any]) -> list[Any]:
@@ -81,41 +80,46 @@ class TritonPythonModel:
                 lengths = tensor.as_numpy()
             elif name == "STREAM_KEY":
                 key = tensor.as_numpy()
-        if tokens is None or lengths is None:
-            raise ValueError("TOKENS_BATCH and SEQUENCE_LENGTH are required")
+        if tokens is None:
+            raise ValueError("TOKENS_BATCH is required")
         if self.batched:
-            tokens, lengths = tokens[0], lengths[0]
-        # tokens: [beams, length]; lengths: [beams]
-        arrival = int(key.reshape(-1)[0]) if key is not None and key.size else 0
+            tokens = tokens[0]
+            lengths = lengths[0] if lengths is not None else None
+        # tokens: [beams, length]; lengths: [beams], or every token when not given
+        arrival = int(key.flat[0]) if key is not None and key.size else 0
         request_id = request.request_id()
         if tokens.shape[0] == 1 and (arrival or request_id):
-            ids = tokens[0, : int(lengths[0])].tolist()
-            texts = [self._stream((request_id, arrival), now).decoder.push(ids)]
+            stream_key = (request_id, arrival)
+            state = self.streams.get(stream_key)
+            if state is None:
+                state = self.streams[stream_key] = _Stream(self.tokenizer.decoder(), now)
+                if len(self.streams) > MAX_STREAMS:
+                    self._sweep(now, force=True)
+            else:
+                state.touched = now
+            row = tokens[0] if lengths is None else tokens[0, : int(lengths[0])]
+            text = state.decoder.push(row.tolist())
+            out = np.array(
+                [[text.encode("utf-8")]] if self.batched else [text.encode("utf-8")],
+                dtype=np.object_,
+            )
         else:  # no key (an engine without arrival times) or beam search: decode whole
             texts = [
-                self.tokenizer.decode(tokens[b, : int(lengths[b])].tolist())
+                self.tokenizer.decode(
+                    (tokens[b] if lengths is None else tokens[b, : int(lengths[b])]).tolist()
+                ).encode("utf-8")
                 for b in range(tokens.shape[0])
             ]
-        out = np.array([t.encode("utf-8") for t in texts], dtype=np.object_)
-        if self.batched:
-            out = out[np.newaxis, :]
+            out = np.array([texts] if self.batched else texts, dtype=np.object_)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUTPUT", out)])
 
-    def _stream(self, key: tuple[str, int], now: float) -> _Stream:
-        state = self.streams.get(key)
-        if state is None:
-            state = self.streams[key] = _Stream(self.tokenizer.decoder(), now)
-            if len(self.streams) > MAX_STREAMS:
-                self.streams.popitem(last=False)
-        else:
-            self.streams.move_to_end(key)
-            state.touched = now
-        return state
-
-    def _sweep(self, now: float) -> None:
+    def _sweep(self, now: float, force: bool = False) -> None:
+        """Drop streams idle for STATE_TTL_S; over MAX_STREAMS, the idlest half."""
         self.last_sweep = now
-        while self.streams:
-            key, state = next(iter(self.streams.items()))
-            if now - state.touched < STATE_TTL_S:
-                break
-            del self.streams[key]
+        idle = [k for k, st in self.streams.items() if now - st.touched > STATE_TTL_S]
+        for k in idle:
+            del self.streams[k]
+        if force and len(self.streams) > MAX_STREAMS:
+            by_age = sorted(self.streams, key=lambda k: self.streams[k].touched)
+            for k in by_age[: len(by_age) // 2]:
+                del self.streams[k]

@@ -323,7 +323,6 @@ def _token_steps() -> Rendered:
                     "output_map": _maps(
                         {
                             "output_ids": "_TOKENS_BATCH",
-                            "sequence_length": "_SEQUENCE_LENGTH",
                             "arrival_time_ns": "_ARRIVAL_TIME_NS",
                         }
                     ),
@@ -334,7 +333,6 @@ def _token_steps() -> Rendered:
                     "input_map": _maps(
                         {
                             "TOKENS_BATCH": "_TOKENS_BATCH",
-                            "SEQUENCE_LENGTH": "_SEQUENCE_LENGTH",
                             "STREAM_KEY": "_ARRIVAL_TIME_NS",
                         }
                     ),

@@ -108,9 +108,12 @@ PRE_TEXT_OUTPUTS: tuple[Tensor, ...] = (
 # A step after a decoupled model may only take that model's outputs (Triton refuses to load an
 # ensemble that mixes them with others), so the stream key comes from the engine too: the
 # arrival time of the request, in nanoseconds, which every response of a stream carries.
+# SEQUENCE_LENGTH is optional and the ensemble does not send it: with one beam (all the client
+# inputs allow) output_ids holds exactly the tokens of the response, and every tensor less is
+# less copying per streamed token.
 POST_INPUTS: tuple[Tensor, ...] = (
     Tensor("TOKENS_BATCH", "INT32", (-1, -1)),
-    Tensor("SEQUENCE_LENGTH", "INT32", (-1,)),
+    Tensor("SEQUENCE_LENGTH", "INT32", (-1,), optional=True),
     Tensor("STREAM_KEY", "INT64", (1,), optional=True),
 )
 POST_OUTPUTS: tuple[Tensor, ...] = (Tensor("OUTPUT", "STRING", (-1,)),)
