@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 # Prometheus (with promtool) for the metrics tests: Debian's package, installed when missing.
 system-deps:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else echo "prometheus missing: run 'sudo apt-get install prometheus' (metrics tests will be skipped)"; fi; }
 
 lint: venv

@@ -316,6 +316,9 @@ def tritonserver_args(
         "--allow-metrics=true",
         "--allow-cpu-metrics=false",
         "--metrics-interval-ms=1000",
+        # Latency quantiles and the time-to-first-token histogram feed the serving dashboard.
+        "--metrics-config=summary_latencies=true",
+        "--metrics-config=histogram_latencies=true",
         "--disable-auto-complete-config",
         "--exit-on-error=true",
         "--log-verbose=0",
