@@ -15,14 +15,14 @@ import logging
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from chatmodel_operator import metrics, reconcile
 from chatmodel_operator.adapters import kube
 from chatmodel_operator.adapters.kube import CHILD_KINDS, OPTIONAL_KINDS, Kind, Observed
-from chatmodel_operator.api.spec import GROUP, PLURAL, VERSION
+from chatmodel_operator.api.spec import GROUP, KIND, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,10 @@ class GenerationDiffBase(kopf.DiffBaseStorage):
     ) -> kopf.BodyEssence:
         """kopf's essence, built once per object version (kopf asks for it twice per event)
         and without deep-copying the status first only to drop it (ours is the big part)."""
+        if body.get("kind") != KIND:
+            # Children have no change handlers, only indexes and event handlers: their
+            # essence is never compared, and copying a Deployment per event is not free.
+            return cast(kopf.BodyEssence, {})
         meta = body.get("metadata", {})
         key = (meta.get("uid"), meta.get("resourceVersion"), bool(extra_fields))
         if self._last is not None and self._last[0] == key and key[1] is not None:
@@ -103,12 +107,23 @@ class GenerationDiffBase(kopf.DiffBaseStorage):
         """Nothing to store: the pass wrote observedGeneration with its status."""
 
 
+class ProgressAnnotations(kopf.AnnotationsProgressStorage):
+    """kopf's annotation progress storage, minus a deep copy of every essence it is shown:
+    the copy only protects what it removes, and there is usually nothing to remove."""
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        annotations = essence.get("metadata", {}).get("annotations", {})
+        if not any(key.startswith(f"{self.prefix}/") for key in annotations):
+            return essence
+        return super().clear(essence=essence)
+
+
 def configure(settings: kopf.OperatorSettings) -> None:
     """kopf settings: our field manager and annotations, no kopf Events, quick API retries."""
     # Retry progress in annotations: the CRD's status schema has no room for kopf's fields
     # (the API server would prune them). A "kopf." prefix, because with any other kopf adds a
     # "<prefix>/kopf-managed" marker annotation on the first pass: a write for nothing.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=f"kopf.{GROUP}")
+    settings.persistence.progress_storage = ProgressAnnotations(prefix=f"kopf.{GROUP}")
     settings.persistence.diffbase_storage = GenerationDiffBase()
     settings.persistence.finalizer = f"{GROUP}/finalizer"  # never added: no deletion handlers
     # reconcile posts its own Events (one per transition); kopf's per-handler ones are noise.

@@ -155,6 +155,7 @@ class Context:
     _files: dict[str, tuple[float, ModelFiles | ChatModelError]] = field(default_factory=dict)
     _plans: dict[str, tuple[Any, Plan] | ChatModelError] = field(default_factory=dict)
     _repos: dict[tuple[str, str], Mapping[Any, str]] = field(default_factory=dict)
+    _plan_status: dict[int, tuple[Plan, dict[str, Any]]] = field(default_factory=dict)
     _desired: dict[tuple[str, str], tuple[tuple[str, str, str], Desired]] = field(
         default_factory=dict
     )
@@ -255,6 +256,16 @@ class Context:
         if isinstance(hit, ChatModelError):
             raise hit
         return hit
+
+    def plan_status(self, plan: Plan) -> dict[str, Any]:
+        """status.plan, built once per plan (plans are memoized, so identity is enough)."""
+        hit = self._plan_status.get(id(plan))
+        if hit is None or hit[0] is not plan:
+            hit = (plan, _prune(plan.to_status()))
+            if len(self._plan_status) > 4096:
+                self._plan_status.clear()
+            self._plan_status[id(plan)] = hit
+        return hit[1]
 
     def desired_for(
         self,
@@ -446,7 +457,8 @@ class _Pass:
         self.uid: str = meta.get("uid") or ""
         self.generation: int = int(meta.get("generation") or 0)
         old = body.get("status")
-        self.old_status: dict[str, Any] = _prune(dict(old)) if isinstance(old, Mapping) else {}
+        # As stored: the API server keeps no nulls in a status, so it compares as it is.
+        self.old_status: dict[str, Any] = dict(old) if isinstance(old, Mapping) else {}
         self.now = ctx.clock()
         self.conds = Conditions(
             self.old_status.get("conditions"),
@@ -481,7 +493,7 @@ class _Pass:
         except ChatModelError as exc:
             self.conds.set("Planned", False, exc.reason, exc.message)
             return await self._failed(exc, "Planned", serving)
-        self.status["plan"] = _prune(plan.to_status())
+        self.status["plan"] = self.ctx.plan_status(plan)
         if not plan.fits:
             err = NoFit(plan.reasons)
             self.conds.set("Planned", False, err.reason, plan.reason)
