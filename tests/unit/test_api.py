@@ -20,7 +20,8 @@ def test_defaults_fill_every_section() -> None:
     assert spec.engine.mode == "engine"
     assert spec.engine.tensor_parallelism == "auto"
     assert spec.serving.replicas == 1 and spec.serving.streaming is True
-    assert spec.autoscaling.effective_target() == 1.0
+    assert spec.autoscaling.metric == "pending-requests"
+    assert spec.autoscaling.effective_target() == 4.0
     assert spec.cache.delete_policy == "Retain"
 
 

@@ -82,6 +82,11 @@ def _structural(node: dict[str, Any], path: str) -> dict[str, Any]:
             node["type"] = "string" if kinds == {str} else "integer"
     if "const" in node:
         node["enum"] = [node.pop("const")]
+    # Kubernetes' OpenAPI v3 keeps draft-4 bounds: a boolean exclusive flag beside the bound.
+    for bound, flag in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if isinstance(node.get(flag), int | float) and not isinstance(node.get(flag), bool):
+            node[bound] = node.pop(flag)
+            node[flag] = True
     if node.get("type") == "object" and "properties" in node:
         node["properties"] = {
             k: _structural(v, f"{path}.{k}") for k, v in node["properties"].items()

@@ -170,8 +170,12 @@ class AutoscalingSpec(_Model):
     """Fewest replicas."""
     max_replicas: int = Field(default=4, ge=1, le=1000)
     """Most replicas."""
-    metric: AutoscalingMetric = "queue-to-compute-ratio"
-    """Load signal to scale on."""
+    # Not NVIDIA's queue-to-compute ratio by default: in-flight batching engines take every
+    # request off Triton's queue at once, so the ratio stays low while requests wait inside
+    # the engine (measured in tests/prometheus/test_data_plane.py).
+    metric: AutoscalingMetric = "pending-requests"
+    """Load signal to scale on; pending-requests counts requests waiting in Triton and in the
+    engine's in-flight batcher."""
     target: float | None = Field(default=None, gt=0, le=1000000)
     """Average value per replica to hold the metric at; defaults to 1 (ratio), 4 (pending) or 0.8
     (KV use).
