@@ -119,6 +119,8 @@ def test_ensemble_wiring_is_complete(route: str) -> None:
             assert key in outputs, f"{step.model_name} has no output {key}"
             available.add(value)
     assert {t.name for t in ensemble.output} <= available
+    used = {v for step in ensemble.ensemble_scheduling.step for v in step.input_map.values()}
+    assert {t.name for t in ensemble.input} <= used, "Triton refuses unused ensemble inputs"
 
 
 def test_clients_keep_nvidias_tensor_names() -> None:

@@ -150,7 +150,8 @@ class TritonPythonModel:
                 [self._vllm_sampling(request, max_tokens, sampling, stop_strings, bad_strings)],
                 dtype=np.object_,
             )
-            out["EXCLUDE_INPUT"] = np.array([True], dtype=np.bool_)
+            exclude = _scalar(request, "EXCLUDE_INPUT_IN_OUTPUT")
+            out["EXCLUDE_INPUT"] = np.array([True if exclude is None else exclude], np.bool_)
         if wanted - set(out):
             end_id = _scalar(request, "END_ID")
             pad_id = _scalar(request, "PAD_ID")

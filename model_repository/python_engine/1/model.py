@@ -31,7 +31,12 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-CANCEL_CHECK_S = 0.02  # is_cancelled() is a round trip to the server; not every token
+CANCEL_CHECK_S = 0.02
+OUTPUTS = (
+    "output_ids",
+    "sequence_length",
+    "arrival_time_ns",
+)  # is_cancelled() is a round trip to the server; not every token
 
 
 def _first(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
@@ -125,6 +130,7 @@ class _Job:
         "temperature",
         "top_k",
         "top_p",
+        "wanted",
     )
 
 
@@ -305,6 +311,7 @@ class TritonPythonModel:
         job.cache, job.last, job.cancelled, job.checked = None, None, False, time.monotonic()
         job.sent = False
         job.arrival = self._arrival()
+        job.wanted = set(request.requested_output_names()) or set(OUTPUTS)
         return job
 
     def _arrival(self) -> int:
@@ -422,18 +429,20 @@ class TritonPythonModel:
         return tokens
 
     def _response(self, job: _Job, tokens: list[int]) -> Any:
-        ids = np.array([tokens], dtype=np.int32)  # [beam, tokens]
-        lengths = np.array([len(tokens)], dtype=np.int32)
-        arrival = np.array([job.arrival], dtype=np.int64)
-        if self.batched:
-            ids, lengths, arrival = ids[np.newaxis], lengths[np.newaxis], arrival[np.newaxis]
-        return pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor("output_ids", ids),
-                pb_utils.Tensor("sequence_length", lengths),
-                pb_utils.Tensor("arrival_time_ns", arrival),
-            ]
-        )
+        # Only the outputs asked for (the ensemble does not take sequence_length): each tensor
+        # is copied once per streamed token.
+        values = {
+            "output_ids": ([tokens], np.int32),  # [beam, tokens]
+            "sequence_length": ([len(tokens)], np.int32),
+            "arrival_time_ns": ([job.arrival], np.int64),
+        }
+        out = []
+        for name in OUTPUTS:
+            if name in job.wanted:
+                data, dtype = values[name]
+                array = np.array([data] if self.batched else data, dtype=dtype)
+                out.append(pb_utils.Tensor(name, array))
+        return pb_utils.InferenceResponse(output_tensors=out)
 
     def _finish(self, job: _Job) -> None:
         try:

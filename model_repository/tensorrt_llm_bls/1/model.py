@@ -46,6 +46,7 @@ TO_PRE_TEXT = {
     "presence_penalty": "PRESENCE_PENALTY",
     "frequency_penalty": "FREQUENCY_PENALTY",
     "seed": "SEED",
+    "exclude_input_in_output": "EXCLUDE_INPUT_IN_OUTPUT",
 }
 # preprocessing output -> engine input
 PRE_TO_ENGINE = {

@@ -589,7 +589,9 @@ def vllm_layout(
         "name": "ensemble",
         "platform": "ensemble",
         "max_batch_size": 0,
-        "input": _io("input", t.CLIENT_INPUTS),
+        "input": _io(
+            "input", tuple(x for x in t.CLIENT_INPUTS if x.name not in t.TEXT_ENGINE_UNUSED)
+        ),
         "output": _io("output", t.CLIENT_OUTPUTS),
         "ensemble_scheduling": _vllm_steps(),
     }

@@ -82,6 +82,7 @@ PRE_INPUTS: tuple[Tensor, ...] = (
     Tensor("PRESENCE_PENALTY", "FP32", (1,), optional=True),
     Tensor("FREQUENCY_PENALTY", "FP32", (1,), optional=True),
     Tensor("SEED", "UINT64", (1,), optional=True),
+    Tensor("EXCLUDE_INPUT_IN_OUTPUT", "BOOL", (1,), optional=True),
 )
 PRE_TOKEN_OUTPUTS: tuple[Tensor, ...] = (
     Tensor("INPUT_ID", "INT32", (-1,)),
@@ -261,7 +262,11 @@ CLIENT_TO_PRE_TEXT = {
     "presence_penalty": "PRESENCE_PENALTY",
     "frequency_penalty": "FREQUENCY_PENALTY",
     "seed": "SEED",
+    "exclude_input_in_output": "EXCLUDE_INPUT_IN_OUTPUT",
 }
+# What engines that take text (vLLM) have no use for: left out of their ensemble, whose every
+# input must be wired to a step (Triton refuses to load it otherwise).
+TEXT_ENGINE_UNUSED = frozenset({"length_penalty"})
 # preprocessing output -> engine input.
 PRE_TO_ENGINE = {
     "INPUT_ID": "input_ids",
