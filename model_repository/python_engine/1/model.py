@@ -25,6 +25,7 @@ import json
 import os
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -63,23 +64,25 @@ def _llama_config(cfg: dict[str, Any]) -> Any:
     from transformers import LlamaConfig
 
     heads = int(_first(cfg, "num_attention_heads", "n_head"))
-    return LlamaConfig(
-        vocab_size=int(cfg["vocab_size"]),
-        hidden_size=int(_first(cfg, "hidden_size", "n_embd")),
-        intermediate_size=int(_first(cfg, "intermediate_size", "n_inner", "ffn_hidden_size")),
-        num_hidden_layers=int(_first(cfg, "num_hidden_layers", "n_layer")),
-        num_attention_heads=heads,
-        num_key_value_heads=int(_first(cfg, "num_key_value_heads", default=heads)),
-        max_position_embeddings=int(
+    # rope_theta as a plain keyword: transformers 5 files it under rope_parameters itself.
+    kwargs: dict[str, Any] = {
+        "vocab_size": int(cfg["vocab_size"]),
+        "hidden_size": int(_first(cfg, "hidden_size", "n_embd")),
+        "intermediate_size": int(_first(cfg, "intermediate_size", "n_inner", "ffn_hidden_size")),
+        "num_hidden_layers": int(_first(cfg, "num_hidden_layers", "n_layer")),
+        "num_attention_heads": heads,
+        "num_key_value_heads": int(_first(cfg, "num_key_value_heads", default=heads)),
+        "max_position_embeddings": int(
             _first(cfg, "max_position_embeddings", "seq_length", "n_positions", default=4096)
         ),
-        rms_norm_eps=float(_first(cfg, "rms_norm_eps", "layer_norm_epsilon", default=1e-6)),
-        rope_theta=float(_first(cfg, "rope_theta", default=10000.0)),
-        bos_token_id=cfg.get("bos_token_id"),
-        eos_token_id=cfg.get("eos_token_id"),
-        pad_token_id=cfg.get("pad_token_id"),
-        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-    )
+        "rms_norm_eps": float(_first(cfg, "rms_norm_eps", "layer_norm_epsilon", default=1e-6)),
+        "rope_theta": float(_first(cfg, "rope_theta", default=10000.0)),
+        "bos_token_id": cfg.get("bos_token_id"),
+        "eos_token_id": cfg.get("eos_token_id"),
+        "pad_token_id": cfg.get("pad_token_id"),
+        "tie_word_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+    }
+    return LlamaConfig(**kwargs)
 
 
 def load_causal_lm(path: str, *, dtype: Any, trust_remote_code: bool) -> Any:
@@ -99,39 +102,38 @@ def load_causal_lm(path: str, *, dtype: Any, trust_remote_code: bool) -> Any:
     return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code, **kw)
 
 
+@dataclass(slots=True, eq=False)
 class _Job:
     """One sequence being generated."""
 
-    __slots__ = (
-        "arrival",
-        "bad",
-        "cache",
-        "cancelled",
-        "checked",
-        "counts",
-        "end_id",
-        "exclude_input",
-        "frequency_penalty",
-        "generator",
-        "last",
-        "max_new",
-        "min_tokens",
-        "out",
-        "pending",
-        "presence_penalty",
-        "prompt",
-        "repetition_penalty",
-        "request",
-        "request_id",
-        "sender",
-        "sent",
-        "stops",
-        "streaming",
-        "temperature",
-        "top_k",
-        "top_p",
-        "wanted",
-    )
+    request: Any
+    sender: Any
+    request_id: str
+    prompt: list[int]
+    max_new: int
+    end_id: int
+    stops: list[list[int]]
+    bad: list[list[int]]
+    temperature: float
+    top_k: int
+    top_p: float
+    repetition_penalty: float
+    presence_penalty: float
+    frequency_penalty: float
+    min_tokens: int
+    streaming: bool
+    exclude_input: bool
+    generator: Any
+    arrival: int
+    wanted: set[str]
+    out: list[int] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)  # generated, not yet sent
+    counts: dict[int, int] = field(default_factory=dict)
+    cache: Any = None
+    last: int = 0
+    cancelled: bool = False
+    checked: float = field(default_factory=time.monotonic)
+    sent: bool = False
 
 
 def _scalar(request: Any, name: str, default: Any) -> Any:
@@ -288,31 +290,32 @@ class TritonPythonModel:
             )
         if int(_scalar(request, "beam_width", 1)) != 1:
             raise ValueError("beam_width other than 1 is not supported by the Python engine")
-        job = _Job()
-        job.request, job.sender, job.request_id = request, sender, request.request_id()
-        job.prompt, job.max_new = prompt, max_new
-        job.end_id = int(_scalar(request, "end_id", -1))
-        job.stops = _word_list(request, "stop_words_list")
-        job.bad = _word_list(request, "bad_words_list")
-        job.temperature = float(_scalar(request, "temperature", 1.0))
-        job.top_k = int(_scalar(request, "runtime_top_k", 1))
-        job.top_p = float(_scalar(request, "runtime_top_p", 0.0))
-        job.repetition_penalty = float(_scalar(request, "repetition_penalty", 1.0))
-        job.presence_penalty = float(_scalar(request, "presence_penalty", 0.0))
-        job.frequency_penalty = float(_scalar(request, "frequency_penalty", 0.0))
-        job.min_tokens = int(_scalar(request, "min_tokens", 0))
-        job.streaming = bool(_scalar(request, "streaming", False))
-        job.exclude_input = bool(_scalar(request, "exclude_input_in_output", self.exclude_default))
         seed = _scalar(request, "seed", None)
-        job.generator = None
+        generator = None
         if seed is not None:
-            job.generator = self.torch.Generator(device=self.device).manual_seed(int(seed))
-        job.out, job.pending, job.counts = [], [], {}
-        job.cache, job.last, job.cancelled, job.checked = None, None, False, time.monotonic()
-        job.sent = False
-        job.arrival = self._arrival()
-        job.wanted = set(request.requested_output_names()) or set(OUTPUTS)
-        return job
+            generator = self.torch.Generator(device=self.device).manual_seed(int(seed))
+        return _Job(
+            request=request,
+            sender=sender,
+            request_id=request.request_id(),
+            prompt=prompt,
+            max_new=max_new,
+            end_id=int(_scalar(request, "end_id", -1)),
+            stops=_word_list(request, "stop_words_list"),
+            bad=_word_list(request, "bad_words_list"),
+            temperature=float(_scalar(request, "temperature", 1.0)),
+            top_k=int(_scalar(request, "runtime_top_k", 1)),
+            top_p=float(_scalar(request, "runtime_top_p", 0.0)),
+            repetition_penalty=float(_scalar(request, "repetition_penalty", 1.0)),
+            presence_penalty=float(_scalar(request, "presence_penalty", 0.0)),
+            frequency_penalty=float(_scalar(request, "frequency_penalty", 0.0)),
+            min_tokens=int(_scalar(request, "min_tokens", 0)),
+            streaming=bool(_scalar(request, "streaming", False)),
+            exclude_input=bool(_scalar(request, "exclude_input_in_output", self.exclude_default)),
+            generator=generator,
+            arrival=self._arrival(),
+            wanted=set(request.requested_output_names()) or set(OUTPUTS),
+        )
 
     def _arrival(self) -> int:
         """Nanoseconds since the epoch, unique per request: postprocessing keys streams by it."""
@@ -331,7 +334,7 @@ class TritonPythonModel:
                         self.lock.wait(timeout=1.0)
                     if not self.running:
                         return
-                    admitted = []
+                    admitted: list[_Job] = []
                     while self.waiting and len(self.active) + len(admitted) < self.max_slots:
                         admitted.append(self.waiting.popleft())
                     self.m_waiting.set(len(self.waiting))
