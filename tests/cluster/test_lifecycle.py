@@ -331,3 +331,87 @@ async def test_deletion_removes_owned_children_and_the_cache_only_when_asked(
     assert (get(api, "persistentvolumeclaims", "chatmodel-cache") is None) == (policy == "Delete")
     await asyncio.sleep(1.5)  # past the delayed pokes of the children's deletion events
     assert operator_writes(api, before) == []  # nothing re-created, no status for the dead
+
+
+async def test_lost_replicas_degrade_and_recover(
+    api: ApiServer, controllers: Controllers, operator: Operator
+) -> None:
+    api.put(*CM, chatmodel("xverse", SMALL_SPEC))
+    await ready(api, "xverse")
+    controllers.deployments = "hold"
+    dep = get(api, "deployments", "xverse-triton")
+    gen = dep["metadata"]["generation"]
+    api.patch_status(
+        "apps",
+        "v1",
+        "deployments",
+        NS,
+        "xverse-triton",
+        {"readyReplicas": 1, "availableReplicas": 1, "observedGeneration": gen},
+    )
+    await wait_for(lambda: phase_of(api, "xverse") == "Degraded")
+    assert condition(api, "xverse", "Available")["status"] == "True"  # one still serves
+    assert status_of(api, "xverse")["readyReplicas"] == 1
+    await wait_for(
+        lambda: any(
+            e["reason"] == "Degraded" and e["type"] == "Warning" for e in events_for(api, "xverse")
+        )
+    )
+
+    api.patch_status(
+        "apps",
+        "v1",
+        "deployments",
+        NS,
+        "xverse-triton",
+        {"readyReplicas": 0, "availableReplicas": 0},
+    )
+    await wait_for(lambda: condition(api, "xverse", "Ready").get("status") == "False")
+    assert phase_of(api, "xverse") == "Degraded"
+    api.patch_status(
+        "apps",
+        "v1",
+        "deployments",
+        NS,
+        "xverse-triton",
+        {"readyReplicas": 2, "availableReplicas": 2},
+    )
+    await ready(api, "xverse")
+
+
+async def test_metrics_follow_the_chatmodels(
+    api: ApiServer, controllers: Controllers, operator: Operator
+) -> None:
+    api.put(*CM, chatmodel("xverse", SMALL_SPEC))
+    await ready(api, "xverse")
+
+    def sample(name: str, **labels: str) -> float | None:
+        return metrics.REGISTRY.get_sample_value(name, labels)
+
+    await wait_for(lambda: sample("chatmodel_chatmodels", phase="Ready") == 1)
+    assert sample("chatmodel_gpus_requested", namespace=NS, chatmodel="xverse") == 2
+    assert sample("chatmodel_ready", namespace=NS, chatmodel="xverse") == 1
+    assert sample("chatmodel_engine_builds_total", result="succeeded") == 1
+    assert (sample("chatmodel_reconciles_total", result="success") or 0) >= 3
+    api.remove(*CM, NS, "xverse")
+    await wait_for(lambda: sample("chatmodel_chatmodels", phase="Ready") == 0)
+    assert sample("chatmodel_ready", namespace=NS, chatmodel="xverse") is None
+
+
+async def test_every_example_is_served(
+    api: ApiServer, controllers: Controllers, operator: Operator
+) -> None:
+    from pathlib import Path
+
+    import yaml
+
+    examples = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+    assert examples
+    docs = [yaml.safe_load(p.read_text(encoding="utf-8")) for p in examples]
+    for doc in docs:  # as `kubectl apply -f examples/`
+        api.put(*CM, doc)
+    for doc in docs:
+        meta = doc["metadata"]
+        await wait_for(
+            lambda meta=meta: phase_of(api, meta["name"], meta["namespace"]) == "Ready", 20
+        )
