@@ -52,6 +52,7 @@ from chatmodel_operator.errors import (
     NoFit,
     SpecErrors,
     TransientError,
+    UnknownModel,
 )
 from chatmodel_operator.plan import Plan, plan_model
 from chatmodel_operator.render import (
@@ -120,6 +121,10 @@ class Settings:
 ModelFiles = tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]
 
 
+class ReadingCheckpoint(Exception):
+    """The checkpoint's config.json is being read; the pass shows phase Planning."""
+
+
 @dataclass(frozen=True)
 class Desired:
     children: Children
@@ -153,7 +158,9 @@ class Context:
     latest: Callable[[str, str], Mapping[str, Any] | None] | None = None
     written: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     _files: dict[str, tuple[float, ModelFiles | ChatModelError]] = field(default_factory=dict)
-    _plans: dict[str, tuple[Any, Plan] | ChatModelError] = field(default_factory=dict)
+    _plans: dict[tuple[str, float], tuple[Any, Plan] | ChatModelError] = field(default_factory=dict)
+    _fetching: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _waiting: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
     _repos: dict[tuple[str, str], Mapping[Any, str]] = field(default_factory=dict)
     _plan_status: dict[int, tuple[Plan, dict[str, Any]]] = field(default_factory=dict)
     _desired: dict[tuple[str, str], tuple[tuple[str, str, str], Desired]] = field(
@@ -224,26 +231,48 @@ class Context:
 
     # -- memoized pure work (a resync of an unchanged spec costs almost nothing) ------------
 
-    async def files_for(self, source: str) -> ModelFiles:
+    def files_for(self, source: str, waiter: tuple[str, str]) -> tuple[ModelFiles, float]:
+        """(config.json, tokenizer_config.json) of a checkpoint the catalog does not know, and
+        when they were read. Reading them is I/O (the hub, a disk) that may take seconds: it
+        runs in the background while the ChatModel shows phase Planning, and pokes it when
+        done. An expired copy is served while a fresh one is read."""
         parsed = parse_source(source)
         if parsed.scheme == "hf" and find_known(parsed.repo_id) is not None:
-            return None, None  # the catalog knows it: no I/O
+            return (None, None), 0.0  # the catalog knows it: no I/O
         hit = self._files.get(source)
-        if hit is not None and time.monotonic() - hit[0] < self.settings.model_files_ttl_s:
-            if isinstance(hit[1], ChatModelError):
-                raise hit[1]
-            return hit[1]
-        try:
-            files: ModelFiles = await asyncio.to_thread(self.model_files, source)
-        except ChatModelError as exc:
-            self._files[source] = (time.monotonic(), exc)
-            raise
-        self._files[source] = (time.monotonic(), files)
-        return files
+        fresh = hit is not None and time.monotonic() - hit[0] < self.settings.model_files_ttl_s
+        if not fresh:
+            self._waiting.setdefault(source, set()).add(waiter)
+            if source not in self._fetching:
+                self._fetching[source] = asyncio.create_task(self._fetch(source))
+        if hit is None:
+            raise ReadingCheckpoint(source)
+        if isinstance(hit[1], ChatModelError):
+            raise hit[1]
+        return hit[1], hit[0]
 
-    async def plan_for(self, spec: ChatModelSpec, spec_json: str) -> tuple[Any, Plan]:
-        config, tokenizer_config = await self.files_for(spec.model.source)
-        key = spec_json
+    async def _fetch(self, source: str) -> None:
+        value: ModelFiles | ChatModelError
+        try:
+            value = await asyncio.to_thread(self.model_files, source)
+        except ChatModelError as exc:
+            value = exc
+        except Exception as exc:  # a reader bug or an odd filesystem must still end in a status
+            value = UnknownModel(
+                f"spec.model.source: reading {source} failed ({type(exc).__name__}); fix: "
+                "check the source, or use a catalog model or a file:// checkpoint"
+            )
+        self._files[source] = (time.monotonic(), value)
+        del self._fetching[source]
+        for namespace, name in self._waiting.pop(source, set()):
+            if self.scheduler is not None:
+                self.scheduler.poke(namespace, name)
+
+    async def plan_for(
+        self, spec: ChatModelSpec, spec_json: str, waiter: tuple[str, str]
+    ) -> tuple[Any, Plan]:
+        (config, tokenizer_config), read_at = self.files_for(spec.model.source, waiter)
+        key = (spec_json, read_at)
         hit = self._plans.get(key)
         if hit is None:
             try:
@@ -487,7 +516,12 @@ class _Pass:
 
         spec_json = spec.model_dump_json()
         try:
-            model, plan = await self.ctx.plan_for(spec, spec_json)
+            model, plan = await self.ctx.plan_for(spec, spec_json, (self.namespace, self.name))
+        except ReadingCheckpoint as reading:
+            self.conds.set("Planned", None, "ReadingCheckpoint", f"reading the config of {reading}")
+            self._available(serving)
+            await self._finish("Planning")
+            return Outcome("Planning")
         except TransientError:
             raise
         except ChatModelError as exc:

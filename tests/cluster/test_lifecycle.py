@@ -415,3 +415,32 @@ async def test_every_example_is_served(
         await wait_for(
             lambda meta=meta: phase_of(api, meta["name"], meta["namespace"]) == "Ready", 20
         )
+
+
+def _read_slowly(source: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A checkpoint outside the catalog, read as slowly as a hub far away."""
+    import time
+
+    from chatmodel_operator.catalog import find_known
+
+    time.sleep(0.5)
+    config = dict(find_known("01-ai/Yi-34B-Chat").config)
+    return config, {"chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"}
+
+
+@pytest.mark.operator_config(model_files=_read_slowly)
+async def test_a_checkpoint_outside_the_catalog_is_read_while_planning(
+    api: ApiServer, controllers: Controllers, operator: Operator
+) -> None:
+    spec = {
+        "model": {"source": "hf://acme/yi-finetune"},
+        "resources": {"gpu": {"product": "NVIDIA-H100-80GB-HBM3", "count": 2}},
+    }
+    api.put(*CM, chatmodel("acme", spec))
+    await wait_for(lambda: phase_of(api, "acme") == "Planning")
+    assert condition(api, "acme", "Planned")["reason"] == "ReadingCheckpoint"
+    st = await ready(api, "acme")
+    assert st["plan"]["architecture"] == "LlamaForCausalLM" and st["plan"]["gpusPerReplica"] == 2
+    await wait_for(
+        lambda: [e["reason"] for e in events_for(api, "acme")][:2] == ["Planning", "BuildingEngine"]
+    )
