@@ -23,8 +23,8 @@ from typing import Any
 import yaml
 
 from chatmodel_operator import handlers, rbac
+from chatmodel_operator.api.crd import CRD_PATH
 from chatmodel_operator.cli import crd_yaml
-from chatmodel_operator.generate import CRD_PATH
 
 CHART_DIR = "charts/chatmodel-operator"
 CHART_CRD_PATH = f"{CHART_DIR}/{CRD_PATH}"

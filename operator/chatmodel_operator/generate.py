@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from chatmodel_operator import chart, docs, observability
+from chatmodel_operator.api.crd import CRD_PATH
 from chatmodel_operator.cli import crd_yaml
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_PATH = "crds/chatmodels.serving.chatmodel.io.yaml"
 
 
 def generated_files() -> dict[str, str]:

@@ -19,8 +19,8 @@ import yaml
 
 from chatmodel_operator import __version__, chart, handlers, rbac
 from chatmodel_operator.api import parse_chatmodel
+from chatmodel_operator.api.crd import CRD_PATH
 from chatmodel_operator.cli import build_parser, crd_yaml
-from chatmodel_operator.generate import CRD_PATH
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / chart.CHART_DIR

@@ -24,6 +24,8 @@ from chatmodel_operator.api.spec import (
 )
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
+# Where the generated CRD is committed, relative to the repository (and to the chart).
+CRD_PATH = f"crds/{CRD_NAME}.yaml"
 
 
 def _resolve(node: Any, defs: dict[str, Any]) -> Any:
