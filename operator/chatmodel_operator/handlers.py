@@ -15,6 +15,7 @@ import logging
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
@@ -171,6 +172,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         )
         ctx.scheduler.start()
         memo.ctx, memo.info = ctx, info
+        memo.peering_priority = None if settings.peering.standalone else settings.peering.priority
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: Any, **_: Any) -> None:
@@ -236,7 +238,45 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         if type == "DELETED":
             ctx.gone(obs)
 
+    @kopf.on.event(
+        kube.CLUSTER_KOPF_PEERING.group,
+        kube.CLUSTER_KOPF_PEERING.version,
+        kube.CLUSTER_KOPF_PEERING.plural,
+        registry=registry,
+    )
+    @kopf.on.event(
+        kube.KOPF_PEERING.group,
+        kube.KOPF_PEERING.version,
+        kube.KOPF_PEERING.plural,
+        registry=registry,
+    )
+    async def peers_changed(name: str, status: Mapping[str, Any], memo: Any, **_: Any) -> None:
+        # kopf pauses its own handlers on a standby replica; our scheduler must pause too.
+        ctx, priority = getattr(memo, "ctx", None), getattr(memo, "peering_priority", None)
+        if ctx is not None and priority is not None and name == PEERING_NAME:
+            ctx.standby = standby(status, priority)
+
     return registry
+
+
+def standby(peers: Mapping[str, Any], priority: int, now: datetime | None = None) -> bool:
+    """Whether another live peer outranks us (kopf's rule: the highest priority acts; equal
+    priorities all pause). Our own entry is the one with our priority."""
+    now = now or datetime.now(UTC)
+    live = []
+    for peer in peers.values():
+        if not isinstance(peer, Mapping):
+            continue
+        try:
+            seen = datetime.fromisoformat(str(peer.get("lastseen")))
+            lifetime = float(peer.get("lifetime", 60))
+            if seen.tzinfo is None:
+                seen = seen.replace(tzinfo=UTC)
+        except (TypeError, ValueError):
+            continue
+        if (now - seen).total_seconds() < lifetime:
+            live.append(int(peer.get("priority", 0)))
+    return any(p > priority for p in live) or live.count(priority) > 1
 
 
 async def _child_index(body: kopf.Body, memo: Any, **_: Any) -> dict[Any, Observed]:

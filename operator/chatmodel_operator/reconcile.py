@@ -154,6 +154,7 @@ class Context:
     waiters: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (ns, key) -> names
     builds_recorded: set[str] = field(default_factory=set)  # Job uids counted in metrics
     told: set[tuple[str, str, str, str]] = field(default_factory=set)  # warnings already posted
+    standby: bool = False  # another replica is elected: pokes and resyncs wait
     # The latest ChatModel body from the index, and the one our last status write returned.
     latest: Callable[[str, str], Mapping[str, Any] | None] | None = None
     written: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
@@ -1089,6 +1090,8 @@ class Scheduler:
         while True:
             key = await self._queue.get()
             cause = self._cause.pop(key, "child")
+            if self.ctx.standby:
+                continue  # the elected replica acts; kopf pauses this one's handlers too
             body = self.lookup(*key)
             if body is None:
                 continue

@@ -70,7 +70,7 @@ class Operator:
     memo: kopf.Memo = field(default_factory=kopf.Memo)
     error: BaseException | None = None
 
-    async def start(self, api: ApiServer) -> None:
+    async def start(self, api: ApiServer, *, watching: bool = True) -> None:
         self.stop_flag = threading.Event()
         ready = threading.Event()
         self.memo = kopf.Memo()
@@ -95,11 +95,15 @@ class Operator:
         self.thread = threading.Thread(target=main, name="kopf-operator", daemon=True)
         self.thread.start()
         await wait_for(ready.is_set, 20)
-        # Ready means started; wait until the ChatModel watch is really open.
-        await wait_for(
-            lambda: any(c.verb == "watch" and c.plural == PLURAL for c in api.calls[calls_before:]),
-            20,
-        )
+        # Ready means started; wait until the ChatModel watch is really open (a standby
+        # replica never opens it).
+        if watching:
+            await wait_for(
+                lambda: any(
+                    c.verb == "watch" and c.plural == PLURAL for c in api.calls[calls_before:]
+                ),
+                20,
+            )
 
     async def stop(self) -> None:
         if self.thread is None:

@@ -23,6 +23,7 @@ from conftest import (
     chatmodel,
     fast_config,
     phase_of,
+    status_of,
     wait_for,
 )
 
@@ -140,3 +141,51 @@ async def test_a_shared_cache_goes_with_the_last_chatmodel_that_asked_for_delete
     await wait_for(lambda: owners() == ["third"])
     update_spec(api, "third", spec_with(cache={"deletePolicy": "Retain"}))
     await wait_for(lambda: owners() == [])
+
+
+@pytest.mark.crds(MONITORING, KEDA, *PEERING)
+async def test_two_replicas_elect_one_and_the_other_stands_by(
+    api: ApiServer, controllers: Controllers
+) -> None:
+    api.put("kopf.dev", "v1", "clusterkopfpeerings", {"metadata": {"name": PEERING_NAME}})
+    first, second = (
+        Operator(fast_config(resync_seconds=0.5)),
+        Operator(fast_config(resync_seconds=0.5)),
+    )
+    await first.start(api)
+    await second.start(api, watching=False)  # it may see the first and pause at once
+    try:
+        await wait_for(
+            lambda: (
+                len(
+                    (
+                        api.get("kopf.dev", "v1", "clusterkopfpeerings", None, PEERING_NAME) or {}
+                    ).get("status")
+                    or {}
+                )
+                == 2
+            )
+        )
+        await wait_for(lambda: first.ctx.standby != second.ctx.standby)  # each saw the other
+        leader, standby = (first, second) if second.ctx.standby else (second, first)
+        await asyncio.sleep(1.0)  # kopf pauses the standby's watch processing
+        writes_before = standby.ctx.client.stats.by_verb.get(
+            "PATCH", 0
+        ) + standby.ctx.client.stats.by_verb.get("POST", 0)
+        api.put(*CM, chatmodel("xverse", SMALL_SPEC))
+        await ready(api, "xverse")
+        await asyncio.sleep(1.5)  # resyncs of both come round
+        stats = standby.ctx.client.stats.by_verb
+        assert (
+            stats.get("PATCH", 0) + stats.get("POST", 0) == writes_before
+        )  # only the leader wrote
+        assert leader.ctx.client.stats.by_verb.get("PATCH", 0) > 0
+
+        await leader.stop()  # the leader goes away and says so: the standby takes over
+        await wait_for(lambda: not standby.ctx.standby)
+        update_spec(api, "xverse", spec_with(serving__replicas=3))
+        await wait_for(lambda: status_of(api, "xverse").get("readyReplicas") == 3, 20)
+        assert status_of(api, "xverse")["observedGeneration"] == 2
+    finally:
+        await first.stop()
+        await second.stop()
