@@ -15,7 +15,6 @@ import logging
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
@@ -38,6 +37,7 @@ class OperatorConfig:
     settings: reconcile.Settings = field(default_factory=reconcile.Settings)
     retry: kube.RetryPolicy = field(default_factory=kube.RetryPolicy)
     workers: int = 8
+    peering_poll_seconds: float = 5.0  # how soon a standby replica notices its role changed
     # How to log in: kopf's own kubeconfig/in-cluster loader; tests may pass another.
     login: Callable[..., Any] = kopf.login_via_client
     model_files: Callable[[str], reconcile.ModelFiles] | None = None
@@ -172,7 +172,12 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         )
         ctx.scheduler.start()
         memo.ctx, memo.info = ctx, info
-        memo.peering_priority = None if settings.peering.standalone else settings.peering.priority
+        if not settings.peering.standalone:
+            # kopf pauses its handlers on a standby replica; the scheduler must pause too.
+            peering = kube.CLUSTER_KOPF_PEERING if cfg.clusterwide else kube.KOPF_PEERING
+            ctx.scheduler.follow_peers(
+                peering, PEERING_NAME, settings.peering.priority, every=cfg.peering_poll_seconds
+            )
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: Any, **_: Any) -> None:
@@ -238,45 +243,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         if type == "DELETED":
             ctx.gone(obs)
 
-    @kopf.on.event(
-        kube.CLUSTER_KOPF_PEERING.group,
-        kube.CLUSTER_KOPF_PEERING.version,
-        kube.CLUSTER_KOPF_PEERING.plural,
-        registry=registry,
-    )
-    @kopf.on.event(
-        kube.KOPF_PEERING.group,
-        kube.KOPF_PEERING.version,
-        kube.KOPF_PEERING.plural,
-        registry=registry,
-    )
-    async def peers_changed(name: str, status: Mapping[str, Any], memo: Any, **_: Any) -> None:
-        # kopf pauses its own handlers on a standby replica; our scheduler must pause too.
-        ctx, priority = getattr(memo, "ctx", None), getattr(memo, "peering_priority", None)
-        if ctx is not None and priority is not None and name == PEERING_NAME:
-            ctx.standby = standby(status, priority)
-
     return registry
-
-
-def standby(peers: Mapping[str, Any], priority: int, now: datetime | None = None) -> bool:
-    """Whether another live peer outranks us (kopf's rule: the highest priority acts; equal
-    priorities all pause). Our own entry is the one with our priority."""
-    now = now or datetime.now(UTC)
-    live = []
-    for peer in peers.values():
-        if not isinstance(peer, Mapping):
-            continue
-        try:
-            seen = datetime.fromisoformat(str(peer.get("lastseen")))
-            lifetime = float(peer.get("lifetime", 60))
-            if seen.tzinfo is None:
-                seen = seen.replace(tzinfo=UTC)
-        except (TypeError, ValueError):
-            continue
-        if (now - seen).total_seconds() < lifetime:
-            live.append(int(peer.get("priority", 0)))
-    return any(p > priority for p in live) or live.count(priority) > 1
 
 
 async def _child_index(body: kopf.Body, memo: Any, **_: Any) -> dict[Any, Observed]:

@@ -96,7 +96,11 @@ API_USES: tuple[ApiUse, ...] = (
         ("get", *_WATCH, "patch"),
         "leader election across replicas (cluster-wide)",
     ),
-    ApiUse(KOPF_PEERING, (*_WATCH, "patch"), "leader election across replicas (--namespace mode)"),
+    ApiUse(
+        KOPF_PEERING,
+        ("get", *_WATCH, "patch"),
+        "leader election across replicas (--namespace mode)",
+    ),
 )
 
 

@@ -154,7 +154,12 @@ class Context:
     waiters: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (ns, key) -> names
     builds_recorded: set[str] = field(default_factory=set)  # Job uids counted in metrics
     told: set[tuple[str, str, str, str]] = field(default_factory=set)  # warnings already posted
-    standby: bool = False  # another replica is elected: pokes and resyncs wait
+    # Namespaces (None: the whole cluster) where another replica is elected to act.
+    standby: set[str | None] = field(default_factory=set)
+
+    def stands_by(self, namespace: str) -> bool:
+        return None in self.standby or namespace in self.standby
+
     # The latest ChatModel body from the index, and the one our last status write returned.
     latest: Callable[[str, str], Mapping[str, Any] | None] | None = None
     written: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
@@ -996,6 +1001,26 @@ async def run(body: Mapping[str, Any], ctx: Context, *, cause: Cause) -> Outcome
 # --- passes started by children ------------------------------------------------------------
 
 
+def outranked(peers: Mapping[str, Any], priority: int, now: datetime | None = None) -> bool:
+    """Whether another live kopf peer outranks us (kopf's rule: the highest priority acts;
+    equal priorities all pause). Our own entry is the one with our priority."""
+    now = now or datetime.now(UTC)
+    live = []
+    for peer in peers.values():
+        if not isinstance(peer, Mapping):
+            continue
+        try:
+            seen = datetime.fromisoformat(str(peer.get("lastseen")))
+            lifetime = float(peer.get("lifetime", 60))
+        except (TypeError, ValueError):
+            continue
+        if seen.tzinfo is None:
+            seen = seen.replace(tzinfo=UTC)
+        if (now - seen).total_seconds() < lifetime:
+            live.append(int(peer.get("priority", 0)))
+    return any(p > priority for p in live) or live.count(priority) > 1
+
+
 class Scheduler:
     """Runs the passes no kopf change handler starts: a child changed, a backoff ran out, or
     the periodic resync came round.
@@ -1060,6 +1085,26 @@ class Scheduler:
         elif cause != "timer":
             self._cause[key] = cause  # a real change outranks the resync
 
+    def follow_peers(self, kind: Kind, name: str, priority: int, every: float = 5.0) -> None:
+        """Read kopf's peering object(s) now and then: kopf pauses its own handlers on a
+        standby replica but tells nobody else, and its peering watch is its own."""
+        self._tasks.append(asyncio.create_task(self._peers(kind, name, priority, every)))
+
+    async def _peers(self, kind: Kind, name: str, priority: int, every: float) -> None:
+        while True:
+            if kind.namespaced:
+                namespaces: set[str | None] = {ns for ns, _ in (self.keys() if self.keys else ())}
+            else:
+                namespaces = {None}
+            standby: set[str | None] = set()
+            for namespace in namespaces:
+                with contextlib.suppress(ChatModelError):
+                    peering = await self.ctx.client.get(kind, namespace, name)
+                    if peering is not None and outranked(peering.get("status") or {}, priority):
+                        standby.add(namespace)
+            self.ctx.standby = standby
+            await asyncio.sleep(every)
+
     def poke_waiters(self, namespace: str, engine_key: str | None) -> None:
         if engine_key:
             for name in list(self.ctx.waiters.get((namespace, engine_key), ())):
@@ -1090,7 +1135,7 @@ class Scheduler:
         while True:
             key = await self._queue.get()
             cause = self._cause.pop(key, "child")
-            if self.ctx.standby:
+            if self.ctx.stands_by(key[0]):
                 continue  # the elected replica acts; kopf pauses this one's handlers too
             body = self.lookup(*key)
             if body is None:

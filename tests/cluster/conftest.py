@@ -233,6 +233,7 @@ def fast_config(**kw: Any) -> OperatorConfig:
     kw.setdefault("settings", FAST)
     kw.setdefault("retry", RetryPolicy(attempts=5, first_delay=0.05, max_delay=0.2, timeout=2.0))
     kw.setdefault("resync_seconds", 3600)
+    kw.setdefault("peering_poll_seconds", 0.3)
     return OperatorConfig(**kw)
 
 

@@ -79,6 +79,9 @@ async def test_namespaced_with_a_glob_serves_only_matching_namespaces(
         await asyncio.sleep(0.5)
         assert phase_of(api, "elsewhere", "other") is None  # not ours to serve
         assert any(c.plural == "kopfpeerings" and c.verb == "patch" for c in api.calls)
+        await wait_for(
+            lambda: any(c.plural == "kopfpeerings" and c.verb == "get" for c in api.calls)
+        )
     finally:
         await op.stop()
 
@@ -166,7 +169,9 @@ async def test_two_replicas_elect_one_and_the_other_stands_by(
                 == 2
             )
         )
-        await wait_for(lambda: first.ctx.standby != second.ctx.standby)  # each saw the other
+        await wait_for(
+            lambda: bool(first.ctx.standby) != bool(second.ctx.standby)
+        )  # each saw the other
         leader, standby = (first, second) if second.ctx.standby else (second, first)
         await asyncio.sleep(1.0)  # kopf pauses the standby's watch processing
         writes_before = standby.ctx.client.stats.by_verb.get(

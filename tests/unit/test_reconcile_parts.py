@@ -181,3 +181,20 @@ def test_operator_command_options() -> None:
     assert parser.parse_args(["operator"]).namespaces is None  # all namespaces by default
     with pytest.raises(SystemExit):
         parser.parse_args(["operator", "-n", "a", "--all-namespaces"])
+
+
+def test_a_replica_stands_by_when_a_live_peer_outranks_it() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from chatmodel_operator.reconcile import outranked
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    seen = (now - timedelta(seconds=10)).isoformat()
+    old = (now - timedelta(seconds=120)).isoformat()
+    peers = {
+        "me": {"priority": 5, "lifetime": 60, "lastseen": seen},
+        "other": {"priority": 9, "lifetime": 60, "lastseen": seen},
+    }
+    assert outranked(peers, 5, now) and not outranked(peers, 9, now)
+    assert not outranked({**peers, "other": {**peers["other"], "lastseen": old}}, 5, now)  # it died
+    assert outranked({"me": peers["me"], "twin": peers["me"]}, 5, now)  # equal priorities all pause
