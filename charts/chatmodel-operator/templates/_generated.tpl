@@ -83,16 +83,9 @@
   - kopf.dev
   resources:
   - clusterkopfpeerings
-  verbs:
-  - get
-  - list
-  - patch
-  - watch
-- apiGroups:
-  - kopf.dev
-  resources:
   - kopfpeerings
   verbs:
+  - get
   - list
   - patch
   - watch
@@ -227,6 +220,7 @@
   resources:
   - kopfpeerings
   verbs:
+  - get
   - list
   - patch
   - watch
