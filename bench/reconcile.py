@@ -142,16 +142,22 @@ def operator_main(args: argparse.Namespace) -> None:
         import atexit
         import tracemalloc
 
-        tracemalloc.start(8)
+        if not tracemalloc.is_tracing():
+            tracemalloc.start(8)
 
         def dump() -> None:
             snap = tracemalloc.take_snapshot()
             total = sum(st.size for st in snap.statistics("filename"))
             print(f"tracemalloc: {total / 2**20:.1f} MiB traced", flush=True)
+            for st in snap.statistics("filename")[:15]:
+                print(st, flush=True)
             for st in snap.statistics("lineno")[:25]:
                 print(st, flush=True)
 
         atexit.register(dump)
+        import signal
+
+        signal.signal(signal.SIGUSR1, lambda *_: dump())
     if os.environ.get("BENCH_PROFILE"):  # where the operator's CPU goes: cProfile to this file
         import cProfile
 
@@ -231,19 +237,23 @@ async def bench(args: argparse.Namespace) -> int:
                 )
             )
             env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
+            if os.environ.get("BENCH_TRACEMALLOC"):
+                env["PYTHONTRACEMALLOC"] = "1"  # from the first import on
             log = open(Path(tmp) / "operator.log", "w")  # noqa: SIM115 - closed below
+            common = [
+                "--metrics-port",
+                str(args.metrics_port),
+                "--resync-seconds",
+                str(RESYNC_SECONDS),
+                "--log-level",
+                args.log_level,
+            ]
+            if os.environ.get("BENCH_PROFILE") or os.environ.get("BENCH_TRACEMALLOC"):
+                command = [sys.executable, __file__, "_operator", *common]  # instrumented
+            else:  # the command as shipped
+                command = [sys.executable, "-m", "chatmodel_operator.cli", "operator", *common]
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    __file__,
-                    "_operator",
-                    "--metrics-port",
-                    str(args.metrics_port),
-                    "--resync-seconds",
-                    str(RESYNC_SECONDS),
-                    "--log-level",
-                    args.log_level,
-                ],
+                command,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -314,6 +324,7 @@ async def measure(
             return 1
         await asyncio.sleep(0.5)
     wall = time.monotonic() - t0
+    await asyncio.sleep(1.0)  # the last Ready's Event follows its status write
     cpu1, rss1, _ = proc_stats(proc.pid)
     recs1 = reconciles(port)
     create_calls = operator_calls_since(api, calls0)
@@ -330,6 +341,21 @@ async def measure(
     while reconciles(port) < recs1 + len(items) and time.monotonic() < deadline:
         await asyncio.sleep(5)  # a scrape every 5 s costs the operator next to nothing
     cpu2, rss2, peak = proc_stats(proc.pid)
+    if os.environ.get("BENCH_SMAPS"):  # where the resident memory is, by mapping
+        maps: Counter[str] = Counter()
+        name = ""
+        for line in Path(f"/proc/{proc.pid}/smaps").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 5 and "-" in parts[0]:
+                name = parts[5] if len(parts) > 5 else "[anon]"
+            elif line.startswith("Rss:"):
+                maps[name] += int(parts[1])
+        for name, kb in maps.most_common(8):
+            print(f"  {kb / 1024:7.1f} MB {name}")
+        print("  threads:", len(os.listdir(f"/proc/{proc.pid}/task")))
+    if os.environ.get("BENCH_TRACEMALLOC"):
+        proc.send_signal(__import__("signal").SIGUSR1)
+        await asyncio.sleep(5)
     recs2 = reconciles(port)
     if recs2 < recs1 + len(items):
         print(f"  only {recs2 - recs1:.0f} passes in the resync window", flush=True)

@@ -38,6 +38,7 @@ class OperatorConfig:
     retry: kube.RetryPolicy = field(default_factory=kube.RetryPolicy)
     workers: int = 8
     peering_poll_seconds: float = 5.0  # how soon a standby replica notices its role changed
+    kopf_workers: int = 100  # kopf's per-object event workers at once (see configure)
     # How to log in: kopf's own kubeconfig/in-cluster loader; tests may pass another.
     login: Callable[..., Any] = kopf.login_via_client
     model_files: Callable[[str], reconcile.ModelFiles] | None = None
@@ -119,7 +120,7 @@ class ProgressAnnotations(kopf.AnnotationsProgressStorage):
         return super().clear(essence=essence)
 
 
-def configure(settings: kopf.OperatorSettings) -> None:
+def configure(settings: kopf.OperatorSettings, *, workers: int = 100) -> None:
     """kopf settings: our field manager and annotations, no kopf Events, quick API retries."""
     # Retry progress in annotations: the CRD's status schema has no room for kopf's fields
     # (the API server would prune them). A "kopf." prefix, because with any other kopf adds a
@@ -134,6 +135,12 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300  # watches are renewed every few minutes
     settings.watching.client_timeout = 330
     settings.execution.max_workers = 4  # for sync handlers; the heavy ones are async
+    # kopf runs one worker per object with events, without limit by default: 500 ChatModels
+    # created at once and their thousands of children all decoding events together doubled
+    # the operator's memory. 100 workers that leave soon after their object goes quiet keep
+    # it under 160 MB at 500 ChatModels and finish as fast (bench/reconcile.py).
+    settings.queueing.worker_limit = workers
+    settings.queueing.idle_timeout = 0.5
 
 
 def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistry:
@@ -145,7 +152,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
     async def startup(
         settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **kw: Any
     ) -> None:
-        configure(settings)
+        configure(settings, workers=cfg.kopf_workers)
         info = cfg.login(logger=logger, settings=settings)
         client = kube.KubeClient(
             kube.Connection.from_kopf(info),

@@ -116,6 +116,9 @@ class Settings:
     model_files_ttl_s: float = 600.0  # how long a read config.json is trusted
     fresh_ttl_s: float = 60.0  # how long our own write outranks a lagging watch
     retry_delay_s: float = 10.0  # next pass after the API server kept failing
+    # Passes in flight at once. kopf starts a handler per ChatModel without limit; 500 created
+    # together would otherwise all render, write and hold their responses at the same time.
+    concurrent_passes: int = 16
 
 
 ModelFiles = tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]
@@ -156,6 +159,12 @@ class Context:
     told: set[tuple[str, str, str, str]] = field(default_factory=set)  # warnings already posted
     # Namespaces (None: the whole cluster) where another replica is elected to act.
     standby: set[str | None] = field(default_factory=set)
+    _slots: asyncio.Semaphore | None = None
+
+    def slots(self) -> asyncio.Semaphore:
+        if self._slots is None:  # created in the operator's event loop, on first use
+            self._slots = asyncio.Semaphore(self.settings.concurrent_passes)
+        return self._slots
 
     def stands_by(self, namespace: str) -> bool:
         return None in self.standby or namespace in self.standby
@@ -964,7 +973,7 @@ async def run(body: Mapping[str, Any], ctx: Context, *, cause: Cause) -> Outcome
     key = (meta.get("namespace") or "", meta.get("name") or "")
     lock = ctx.locks.setdefault(key, asyncio.Lock())
     started = time.monotonic()
-    async with lock:
+    async with lock, ctx.slots():
         if (
             cause in ("child", "timer", "retry")
             and ctx.latest is not None
