@@ -1,13 +1,15 @@
 """A small OpenAI-compatible front (``/v1/chat/completions``, ``/v1/models``) for local serving.
 
 It holds no model and renders nothing: each request becomes one call to Triton's generate (or
-generate_stream) endpoint of ``tensorrt_llm_bls``, with the messages in ``text_input`` as the
+generate_stream) endpoint of ``ensemble``, with the messages in ``text_input`` as the
 ``{"messages": [...]}`` envelope, so our preprocessing model applies the chat format and the
-truncation rules exactly as for every other client. Text deltas come back UTF-8 safe from the
-BLS and are re-framed as OpenAI chunks.
+truncation rules exactly as for every other client. Text deltas come back UTF-8 safe from
+postprocessing and are re-framed as OpenAI chunks.
 
-The BLS rather than the ensemble because it notices a client going away: when an OpenAI client
-disconnects, this front closes its connection to Triton and the BLS stops the engine's request.
+Triton 2.51 does not cancel a running ensemble step when its client leaves, so this front gives
+each request an id (Triton passes it down to the engine) and, when its own client disconnects,
+stops the engine's request the TensorRT-LLM way: a request with the same id and ``stop``. That
+frees the engine's slot at once.
 
 In a pod, Triton's own OpenAI frontend serves the same route where the image ships it (see the
 README's "Data plane" section); this one is for ``chatmodel serve`` and the demo.
@@ -16,10 +18,11 @@ README's "Data plane" section); this one is for ``chatmodel serve`` and the demo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import secrets
 import threading
 import time
-import uuid
 from typing import Any
 
 import aiohttp
@@ -27,7 +30,8 @@ from aiohttp import web
 
 from chatmodel_operator.triton.textproc import RequestError, envelope, normalize_messages
 
-TRITON_MODEL = "tensorrt_llm_bls"
+TRITON_MODEL = "ensemble"
+ENGINE_MODEL = "tensorrt_llm"
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> web.Response:
@@ -133,10 +137,32 @@ class Front:
             payload = triton_request(body, self.max_tokens_default)
         except RequestError as exc:
             return _error(400, str(exc))
-        chat_id = f"chatcmpl-{uuid.uuid4().hex}"
-        if payload["stream"]:
-            return await self._stream(request, payload, chat_id)
-        return await self._complete(payload, chat_id)
+        # A number: TensorRT-LLM's C++ backend takes request ids that parse as integers.
+        request_id = str(secrets.randbits(62))
+        payload["id"] = request_id
+        chat_id = f"chatcmpl-{request_id}"
+        try:
+            if payload["stream"]:
+                return await self._stream(request, payload, chat_id)
+            return await self._complete(payload, chat_id)
+        except (ConnectionResetError, asyncio.CancelledError):
+            # Our client left: stop the engine, shielded from this task's own cancellation.
+            await asyncio.shield(self._stop(request_id))
+            raise
+
+    async def _stop(self, request_id: str) -> None:
+        assert self.session is not None
+        body = {
+            "id": request_id,
+            "input_ids": [0],
+            "input_lengths": 1,
+            "request_output_len": 1,
+            "stop": True,
+        }
+        url = f"{self.triton}/v2/models/{ENGINE_MODEL}/generate"
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+            async with self.session.post(url, json=body) as resp:
+                await resp.read()
 
     def _chunk(self, chat_id: str, delta: dict[str, Any], finish: str | None) -> bytes:
         doc = {
@@ -171,8 +197,7 @@ class Front:
     ) -> web.StreamResponse:
         assert self.session is not None
         url = f"{self.triton}/v2/models/{TRITON_MODEL}/generate_stream"
-        # Leaving this block (client gone: the write raises, or the task is cancelled) closes
-        # the connection to Triton, which cancels the BLS request and frees the engine's slot.
+        # A client that leaves makes a write raise (or cancels this task): see chat().
         async with self.session.post(url, json=payload) as upstream:
             if upstream.status != 200:
                 text = await upstream.text()
