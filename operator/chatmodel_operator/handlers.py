@@ -1,7 +1,7 @@
 """Every kopf handler of the operator: wiring only (STYLE 2).
 
 Create, update and resume call ``reconcile.run``, and so does the resync timer, which runs
-in the ``Scheduler`` (see its docstring for why it is not a ``kopf.timer``). Children are read
+in ``scheduling.Scheduler`` (see its docstring for why it is not a ``kopf.timer``). Children are read
 from kopf indexes fed by watches (so a pass makes no GET requests), and a watch event that
 changes a Job or Deployment a ChatModel waits on starts a pass through the ``Scheduler``.
 
@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import kopf
 
-from chatmodel_operator import metrics, reconcile
+from chatmodel_operator import metrics, reconcile, scheduling
 from chatmodel_operator.adapters import kube
 from chatmodel_operator.adapters.kube import CHILD_KINDS, OPTIONAL_KINDS, Kind, Observed
 from chatmodel_operator.api.spec import GROUP, KIND, PLURAL, VERSION
@@ -170,7 +170,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         ctx.served = {k for k in OPTIONAL_KINDS if await client.served(k.api_version, k.plural)}
         ctx.latest = _chatmodel_lookup(kw["chatmodels_index"])
         # The resync timer: every ChatModel through reconcile.run once per resync period.
-        ctx.scheduler = reconcile.Scheduler(
+        ctx.scheduler = scheduling.Scheduler(
             ctx,
             ctx.latest,
             workers=cfg.workers,

@@ -186,7 +186,7 @@ def test_operator_command_options() -> None:
 def test_a_replica_stands_by_when_a_live_peer_outranks_it() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from chatmodel_operator.reconcile import outranked
+    from chatmodel_operator.scheduling import outranked
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
     seen = (now - timedelta(seconds=10)).isoformat()
