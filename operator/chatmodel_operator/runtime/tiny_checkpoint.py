@@ -303,12 +303,19 @@ def _train(model: Any, examples: Sequence[tuple[list[int], int]], steps: int) ->
         labels[row, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
         mask[row, : len(ids)] = 1
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    # One thread: the matrices are tiny, and on a busy machine torch's thread pool spins and
+    # stalls (ten times slower with two threads on two cores shared with other work).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     model.train()
-    for _ in range(steps):
-        loss = model(input_ids=inputs, attention_mask=mask, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    try:
+        for _ in range(steps):
+            loss = model(input_ids=inputs, attention_mask=mask, labels=labels).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
 
 
