@@ -1,9 +1,9 @@
 """Every kopf handler of the operator: wiring only (STYLE 2).
 
-Create, update and resume call ``reconcile.run``, and so does the resync timer, which runs
-in ``scheduling.Scheduler`` (see its docstring for why it is not a ``kopf.timer``). Children are read
-from kopf indexes fed by watches (so a pass makes no GET requests), and a watch event that
-changes a Job or Deployment a ChatModel waits on starts a pass through the ``Scheduler``.
+Create, update and resume call ``reconcile.run``, and so does the resync timer, which runs in
+``scheduling.Scheduler`` (its docstring says why it is not a ``kopf.timer``). Children are
+read from kopf indexes fed by watches (so a pass makes no GET requests), and a watch event
+that changes a Job or Deployment a ChatModel waits on starts a pass through the scheduler.
 
 ``build_registry`` returns a fresh registry, so a test or a second operator in one process
 gets its own handlers and settings instead of kopf's global registry.
