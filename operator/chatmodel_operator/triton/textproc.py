@@ -375,8 +375,12 @@ class IncrementalDecoder:
         return self._utf8.decode(data)
 
     def finish(self) -> str:
+        # Flush what is held back. A truncated but valid character (generation stopped inside
+        # it) decodes to one U+FFFD and is dropped; bytes that could never form a character
+        # (such as ED A0, a surrogate) are shown as bytes.decode(errors="replace") shows them.
+        tail = self._utf8.decode(b"", final=True)
         self._utf8.reset()
-        return ""
+        return "" if tail == "\ufffd" else tail
 
 
 class WindowDecoder:
