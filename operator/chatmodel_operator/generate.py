@@ -10,15 +10,18 @@ from pathlib import Path
 from chatmodel_operator import chart, docs, observability
 from chatmodel_operator.api.crd import CRD_PATH
 from chatmodel_operator.cli import crd_yaml
+from chatmodel_operator.runtime import sources
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def generated_files() -> dict[str, str]:
     """{path relative to the repository: text}: the CRD, the monitoring files (rules,
-    dashboards, adapter values), the API reference and the chart's generated pieces."""
+    dashboards, adapter values), the API reference, the chart's generated pieces and the
+    Python model sources embedded for the pure repository builder."""
     return {
         CRD_PATH: crd_yaml(),
+        **sources.generated_files(),
         **observability.generated_files(),
         **docs.generated_files(),
         **chart.generated_files(),
