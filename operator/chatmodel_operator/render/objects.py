@@ -29,6 +29,7 @@ from chatmodel_operator.render.paths import (
     cache_paths,
 )
 from chatmodel_operator.signals import SIGNALS
+from chatmodel_operator.triton import configmap_key
 
 BUILD_BACKOFF_LIMIT = 2
 BUILD_DEADLINE_SECONDS = 6 * 3600
@@ -275,11 +276,6 @@ def _paths(repository: Mapping[PurePosixPath, str]) -> list[PurePosixPath]:
     return sorted(repository, key=str)
 
 
-def config_map_key(path: PurePosixPath) -> str:
-    """ConfigMap keys cannot contain '/': nested paths are joined with '__'."""
-    return str(path).replace("/", "__")
-
-
 def repository_hash(repository: Mapping[PurePosixPath, str]) -> str:
     """Digest of the whole repository (paths and contents)."""
     h = hashlib.sha256()
@@ -315,7 +311,7 @@ def render_configmap(
             owner=owner,
             annotations={REPOSITORY_HASH_ANNOTATION: digest or repository_hash(repository)},
         ),
-        "data": {config_map_key(p): repository[p] for p in _paths(repository)},
+        "data": {configmap_key(p): repository[p] for p in _paths(repository)},
     }
 
 
@@ -357,7 +353,7 @@ def render_deployment(
     s = spec.serving
     source = parse_source(spec.model.source)
     volumes, mounts = _cache_volumes(spec, source, read_only=True)
-    items = [{"key": config_map_key(p), "path": str(p)} for p in _paths(repository)]
+    items = [{"key": configmap_key(p), "path": str(p)} for p in _paths(repository)]
     volumes += [
         {
             "name": "model-repository",
