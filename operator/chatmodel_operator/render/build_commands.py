@@ -60,7 +60,7 @@ def fetch_script(source: Source, uri: str, paths: CachePaths) -> str:
     return "\n".join(lines)
 
 
-def _convert_flags(quant: str, kv_dtype: str, prequantized: bool) -> list[str]:
+def _convert_flags(quant: str, kv_dtype: str) -> list[str]:
     flags: list[str] = []
     if quant in ("int8-weight-only", "int4-weight-only"):
         flags += ["--use_weight_only", "--weight_only_precision", quant.split("-")[0]]
@@ -70,7 +70,6 @@ def _convert_flags(quant: str, kv_dtype: str, prequantized: bool) -> list[str]:
         flags += ["--use_weight_only", "--weight_only_precision", "int4_gptq", "--per_group"]
     if kv_dtype == "int8":
         flags.append("--int8_kv_cache")
-    del prequantized
     return flags
 
 
@@ -137,7 +136,7 @@ def engine_build_script(
             dtype,
             "--tp_size",
             tp,
-            *_convert_flags(quantization, kv_cache_dtype, prequantized),
+            *_convert_flags(quantization, kv_cache_dtype),
         ]
         if quantization == "int4-gptq":
             cmd += ["--quant_ckpt_path", ck]
