@@ -514,6 +514,7 @@ class _Pass:
         self.events: list[tuple[str, str, str]] = []  # (type, reason, message)
         self.retry_after: float | None = None
         self.api_error: KubeApiError | None = None
+        self.spec: ChatModelSpec | None = None  # once it parses
 
     # -- the pass ---------------------------------------------------------------------------
 
@@ -527,7 +528,7 @@ class _Pass:
         except SpecErrors as exc:
             self.conds.set("Validated", False, exc.reason, exc.message)
             return await self._failed(exc, "Validated", serving)
-        spec = cm.spec
+        spec = self.spec = cm.spec
         self.conds.set("Validated", True, "Valid", "the spec is valid")
 
         spec_json = spec.model_dump_json()
@@ -914,16 +915,23 @@ class _Pass:
             await self.ctx.client.post_event(
                 involved=self.body, type_=type_, reason=reason, message=redact(message)
             )
-        metrics.observe_chatmodel(
-            metrics.ChatModelSample(
-                namespace=self.namespace,
-                name=self.name,
-                phase=phase,
-                ready=c.is_true("Ready"),
-                gpus_requested=int(status.get("gpus") or 0),
-                replicas_desired=int(status.get("replicas") or 0),
-                replicas_ready=int(status.get("readyReplicas") or 0),
-            )
+        metrics.observe_chatmodel(self._sample(phase, status))
+
+    def _sample(self, phase: Phase, status: Mapping[str, Any]) -> metrics.ChatModelSample:
+        spec = self.spec
+        scaling = spec.autoscaling if spec is not None and spec.autoscaling.enabled else None
+        return metrics.ChatModelSample(
+            namespace=self.namespace,
+            name=self.name,
+            phase=phase,
+            ready=self.conds.is_true("Ready"),
+            gpus_requested=int(status.get("gpus") or 0),
+            replicas_desired=int(status.get("replicas") or 0),
+            replicas_ready=int(status.get("readyReplicas") or 0),
+            autoscaling_metric=scaling.metric if scaling else None,
+            autoscaling_target=scaling.effective_target() if scaling else None,
+            min_replicas=scaling.min_replicas if scaling else None,
+            max_replicas=scaling.max_replicas if scaling else None,
         )
 
     def _transition_events(self, phase: Phase) -> list[tuple[str, str, str]]:

@@ -393,6 +393,26 @@ async def test_metrics_follow_the_chatmodels(
     assert sample("chatmodel_ready", namespace=NS, chatmodel="xverse") == 1
     assert sample("chatmodel_engine_builds_total", result="succeeded") == 1
     assert (sample("chatmodel_reconciles_total", result="success") or 0) >= 3
+    ids = {"namespace": NS, "chatmodel": "xverse"}
+    assert sample("chatmodel_autoscaling_max_replicas", **ids) is None  # not autoscaled
+
+    # Autoscaled: the bounds and the target the saturation alert compares with.
+    scaled = {"enabled": True, "minReplicas": 2, "maxReplicas": 6, "target": 3}
+    update_spec(api, "xverse", spec_with(autoscaling=scaled))
+    await wait_for(lambda: sample("chatmodel_autoscaling_max_replicas", **ids) == 6)
+    assert sample("chatmodel_autoscaling_min_replicas", **ids) == 2
+    assert sample("chatmodel_autoscaling_target", **ids, metric="pending-requests") == 3
+    update_spec(
+        api,
+        "xverse",
+        spec_with(autoscaling={**scaled, "metric": "queue-to-compute-ratio", "target": 0.8}),
+    )
+    await wait_for(
+        lambda: (
+            sample("chatmodel_autoscaling_target", **ids, metric="queue-to-compute-ratio") == 0.8
+        )
+    )
+    assert sample("chatmodel_autoscaling_target", **ids, metric="pending-requests") is None
     api.remove(*CM, NS, "xverse")
     await wait_for(lambda: sample("chatmodel_chatmodels", phase="Ready") == 0)
     assert sample("chatmodel_ready", namespace=NS, chatmodel="xverse") is None
