@@ -1,8 +1,9 @@
 """One level-triggered, idempotent reconcile pass for a ChatModel.
 
 observe (kopf's watch-fed indexes, no reads) -> validate (pydantic) -> plan -> render ->
-apply (only what differs) -> status (one write, only when it changed) -> Events (one per
-transition or error).
+apply (only what differs) -> status (one write, only when it changed; an in-between phase
+may settle first, see ``Settings.status_settle_s``) -> Events (one per transition written or
+error).
 
 This is the only place where domain errors become conditions, Warning Events and
 ``kopf.PermanentError`` / ``kopf.TemporaryError`` (STYLE 7). Waiting is not an error: a pass
@@ -52,6 +53,7 @@ from chatmodel_operator.errors import (
     TransientError,
     UnknownModel,
 )
+from chatmodel_operator.metrics import Phase
 from chatmodel_operator.plan import Plan, plan_model
 from chatmodel_operator.render import (
     Children,
@@ -67,7 +69,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Phase = Literal["Pending", "Planning", "BuildingEngine", "Deploying", "Ready", "Degraded", "Failed"]
 Cause = Literal["create", "update", "resume", "timer", "child", "retry"]
 ChildKey = tuple[str, str, str]  # kind, namespace, name
 
@@ -85,6 +86,8 @@ _REASON_OK = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
 # Hugging Face user access tokens; scrubbed from anything the operator writes or logs.
 _HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{16,}")
 _SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+# Phases on the way somewhere: their status may wait for the next one (Settings.status_settle_s).
+_IN_BETWEEN: frozenset[str] = frozenset({"Pending", "Planning", "BuildingEngine", "Deploying"})
 # Kinds a pass may delete when the spec no longer asks for them.
 _PRUNABLE = (CONFIGMAP, HPA, SCALED_OBJECT, SERVICE_MONITOR)
 
@@ -117,6 +120,12 @@ class Settings:
     model_files_ttl_s: float = 600.0  # how long a read config.json is trusted
     fresh_ttl_s: float = 60.0  # how long our own write outranks a lagging watch
     retry_delay_s: float = 10.0  # next pass after the API server kept failing
+    # How long an in-between phase (Pending, Planning, BuildingEngine, Deploying) of a status
+    # that is new or already describes the current generation may wait before it is written.
+    # Ready, Degraded, Failed, errors and a new generation are written at once. Steps that
+    # pass within the window cost no status write and no Event of their own: the Event of the
+    # phase that is written names them. Builds and rollouts that take minutes are unaffected.
+    status_settle_s: float = 5.0
     # Passes in flight at once. kopf starts a handler per ChatModel without limit; 500 created
     # together would otherwise all render, write and hold their responses at the same time.
     concurrent_passes: int = 16
@@ -173,6 +182,8 @@ class Context:
     # The latest ChatModel body from the index, and the one our last status write returned.
     latest: Callable[[str, str], Mapping[str, Any] | None] | None = None
     written: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    # ChatModels whose in-between status waits: (since, monotonic seconds; phases passed).
+    held: dict[tuple[str, str], tuple[float, list[str]]] = field(default_factory=dict)
     _files: dict[str, tuple[float, ModelFiles | ChatModelError]] = field(default_factory=dict)
     _plans: dict[tuple[str, float], tuple[Any, Plan] | ChatModelError] = field(default_factory=dict)
     _fetching: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -240,6 +251,7 @@ class Context:
         """The ChatModel is gone."""
         self.locks.pop((namespace, name), None)
         self.written.pop((namespace, name), None)
+        self.held.pop((namespace, name), None)
         self._desired.pop((namespace, name), None)
         self.told = {t for t in self.told if t[:2] != (namespace, name)}
         for names in self.waiters.values():
@@ -538,7 +550,7 @@ class _Pass:
             self.conds.set("Planned", None, "ReadingCheckpoint", f"reading the config of {reading}")
             self._available(serving)
             await self._finish("Planning")
-            return Outcome("Planning")
+            return Outcome("Planning", retry_after=self.retry_after)
         except TransientError:
             raise
         except ChatModelError as exc:
@@ -903,7 +915,20 @@ class _Pass:
         self.status["observedGeneration"] = self.generation
         self.status["conditions"] = c.as_list()
         status = _prune(self.status)
-        events = self._transition_events(phase)
+        key = (self.namespace, self.name)
+        if status == self.old_status:
+            self.ctx.held.pop(key, None)
+        elif (wait := self._settle(phase)) is not None:
+            # Not yet: a later pass (at the latest the poke below) writes it, or the next phase.
+            for type_, reason, message in self.events:  # warnings no condition carries
+                await self.ctx.client.post_event(
+                    involved=self.body, type_=type_, reason=reason, message=redact(message)
+                )
+            self.retry_after = wait if self.retry_after is None else min(wait, self.retry_after)
+            metrics.observe_chatmodel(self._sample(phase, status))
+            return
+        passed = self.ctx.held.pop(key, (0.0, []))[1]
+        events = self._transition_events(phase, [p for p in passed if p != phase])
         if status != self.old_status:
             patch = {"status": {**dict.fromkeys(self.old_status), **status}}
             written = await self.ctx.client.merge_patch(
@@ -934,12 +959,39 @@ class _Pass:
             max_replicas=scaling.max_replicas if scaling else None,
         )
 
-    def _transition_events(self, phase: Phase) -> list[tuple[str, str, str]]:
-        """One Event per phase transition and per new or changed error."""
+    def _settle(self, phase: Phase) -> float | None:
+        """Seconds an in-between status may still wait before it is written, or None to write
+        it now. It waits only while nothing is wrong and the status is new or describes the
+        current generation (after a spec change, `observedGeneration` must move at once, or
+        `kubectl wait --for=condition=Ready` would return on the old generation's Ready)."""
+        settle = self.ctx.settings.status_settle_s
+        if settle <= 0 or phase not in _IN_BETWEEN or self.api_error is not None:
+            return None
+        if self.old_status and self.old_status.get("observedGeneration") != self.generation:
+            return None
+        c = self.conds
+        if any(
+            (cur := c.new.get(t)) is not None and cur["status"] == bad and c.changed(t)
+            for t, bad in _ERRORS
+        ):
+            return None
+        now = time.monotonic()
+        since, passed = self.ctx.held.setdefault((self.namespace, self.name), (now, []))
+        left = since + settle - now
+        if left <= 0:
+            return None
+        if not passed or passed[-1] != phase:
+            passed.append(phase)
+        return left
+
+    def _transition_events(
+        self, phase: Phase, passed: list[str] | None = None
+    ) -> list[tuple[str, str, str]]:
+        """One Event per phase transition written and per new or changed error; phases that
+        passed while the status settled are named in the Event of the one written."""
         out = list(self.events)
         c = self.conds
-        errors = [("Validated", "False"), ("Planned", "False"), ("EngineBuildFailed", "True")]
-        for type_, bad in errors:
+        for type_, bad in _ERRORS:
             cur = c.new.get(type_)
             if cur is not None and cur["status"] == bad and c.changed(type_):
                 out.append(("Warning", cur["reason"], cur["message"]))
@@ -950,17 +1002,21 @@ class _Pass:
             warning = phase in ("Failed", "Degraded")
             if not (warning and out):  # a Failed transition is already told by its error
                 detail = c.new.get("Ready", {}).get("message", "")
+                steps = [p for p in passed or () if p != old]
+                via = f" (through {', '.join(steps)})" if steps else ""
                 out.append(
                     (
                         "Warning" if warning else "Normal",
                         phase,
-                        f"{old or 'New'} -> {phase}: {detail}",
+                        f"{old or 'New'} -> {phase}{via}: {detail}",
                     )
                 )
         return out
 
 
 SERVICE_KEY = "Service"
+# Conditions that carry an error, with the status that means it.
+_ERRORS = (("Validated", "False"), ("Planned", "False"), ("EngineBuildFailed", "True"))
 
 
 def _key(k: Kind) -> str:

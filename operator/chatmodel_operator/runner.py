@@ -12,6 +12,7 @@ import kopf
 
 from chatmodel_operator import metrics
 from chatmodel_operator.handlers import OperatorConfig, build_registry
+from chatmodel_operator.reconcile import Settings
 
 
 def register_commands(subparsers: Any) -> None:
@@ -37,6 +38,13 @@ def register_commands(subparsers: Any) -> None:
         "--resync-seconds", type=float, default=300.0, help="re-check every ChatModel this often"
     )
     p.add_argument(
+        "--status-settle-seconds",
+        type=float,
+        default=Settings.status_settle_s,
+        help="how long an in-between phase (BuildingEngine, Deploying, ...) may wait to be "
+        "written, so that quick steps cost one status write and one Event (0: write each)",
+    )
+    p.add_argument(
         "--liveness", metavar="URL", help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz"
     )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -51,7 +59,11 @@ def cmd_operator(args: argparse.Namespace) -> int:
     if args.metrics_port:
         metrics.start_metrics_server(args.metrics_port)
     namespaces = list(args.namespaces or [])
-    config = OperatorConfig(resync_seconds=args.resync_seconds, clusterwide=not namespaces)
+    config = OperatorConfig(
+        resync_seconds=args.resync_seconds,
+        clusterwide=not namespaces,
+        settings=Settings(status_settle_s=args.status_settle_seconds),
+    )
     asyncio.run(
         kopf.operator(
             registry=build_registry(config),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -222,7 +223,11 @@ def _repository_builder() -> Callable[..., Any] | None:
     return stand_in
 
 
-FAST = Settings(build_backoff_s=0.3, build_backoff_max_s=1.0, retry_delay_s=0.5)
+# Steps that pass within 0.3 s share one status write (production: 5 s); test_settle.py
+# checks the window itself.
+FAST = Settings(
+    build_backoff_s=0.3, build_backoff_max_s=1.0, retry_delay_s=0.5, status_settle_s=0.3
+)
 
 
 def fast_config(**kw: Any) -> OperatorConfig:
@@ -288,6 +293,20 @@ __all__ = [
     "condition",
     "events_for",
     "phase_of",
+    "phase_steps",
     "status_of",
     "wait_for",
 ]
+
+
+def phase_steps(events: list[dict[str, Any]]) -> list[str]:
+    """The phases the transition Events tell, in order: "New -> Deploying (through
+    BuildingEngine): ..." tells BuildingEngine, then Deploying."""
+    steps: list[str] = []
+    for e in events:
+        head = e["message"].split(":", 1)[0]
+        through = re.search(r"\(through ([^)]*)\)", head)
+        if through:
+            steps += through.group(1).split(", ")
+        steps.append(e["reason"])
+    return steps
