@@ -85,6 +85,41 @@ def test_any_checkpoint_is_read_from_its_config_and_template_is_honoured() -> No
     assert info.arch.num_kv_heads == 8
 
 
+@pytest.mark.parametrize(
+    ("source", "config_extra", "tokenizer_config", "expected"),
+    [
+        pytest.param("hf://Tele-AI/TeleChat-52B", None, None, True, id="catalog-telechat"),
+        pytest.param("hf://xverse/XVERSE-7B-Chat", None, None, False, id="catalog-xverse"),
+        pytest.param("hf://01-ai/Yi-34B-Chat", None, None, False, id="catalog-yi"),
+        pytest.param(
+            "file:///m",
+            {},
+            {"auto_map": {"AutoTokenizer": ["tokenization_x.XTokenizer", None]}},
+            True,
+            id="tokenizer-auto-map",
+        ),
+        pytest.param("file:///m", {"auto_map": {"AutoModel": "m.M"}}, {}, False,
+                     id="model-code-only"),
+        pytest.param("file:///m", {"auto_map": {"AutoModel": "m.M"}}, None, None,
+                     id="model-code-tokenizer-unread"),
+        pytest.param("file:///m", {}, None, False, id="no-code-at-all"),
+    ],
+)
+def test_whether_the_tokenizer_is_the_checkpoints_own_code(
+    source: str,
+    config_extra: dict[str, Any] | None,
+    tokenizer_config: dict[str, Any] | None,
+    expected: bool | None,
+) -> None:
+    """Triton's OpenAI frontend never runs checkpoint code (plan.frontend reads this)."""
+    spec = parse_spec({"model": {"source": source, "family": "yi-chat"}})
+    config = None
+    if config_extra is not None:
+        config = {**KNOWN_MODELS["01-ai/yi-34b-chat"].config, **config_extra}
+    info = resolve_model(spec.model, config=config, tokenizer_config=tokenizer_config)
+    assert info.tokenizer_remote_code is expected
+
+
 def test_spec_template_overrides_everything() -> None:
     spec = parse_spec(
         {"model": {"source": "hf://01-ai/Yi-34B-Chat", "chatTemplate": "X{{ messages|length }}"}}

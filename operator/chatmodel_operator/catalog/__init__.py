@@ -50,6 +50,9 @@ class ModelInfo:
     template_origin: str  # spec, checkpoint or family
     known: KnownModel | None = None
     generation: Mapping[str, Any] = field(default_factory=dict)
+    tokenizer_remote_code: bool | None = False
+    """Whether loading the tokenizer runs the checkpoint's own code; None when it cannot be
+    told (no tokenizer_config.json read, and the checkpoint ships code)."""
 
     @property
     def trust_remote_code(self) -> bool:
@@ -137,4 +140,16 @@ def resolve_model(
         template_origin=origin,
         known=known,
         generation=generation,
+        tokenizer_remote_code=_tokenizer_remote_code(arch, known, tokenizer_config),
     )
+
+
+def _tokenizer_remote_code(
+    arch: Architecture, known: KnownModel | None, tokenizer_config: Mapping[str, Any] | None
+) -> bool | None:
+    if tokenizer_config is not None:
+        auto_map = tokenizer_config.get("auto_map")
+        return isinstance(auto_map, Mapping) and "AutoTokenizer" in auto_map
+    if known is not None:
+        return known.tokenizer_remote_code
+    return None if arch.remote_code else False

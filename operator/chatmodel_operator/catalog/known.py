@@ -47,6 +47,8 @@ class KnownModel:
     family: str
     config: MappingProxyType[str, Any]
     trust_remote_code: bool = False
+    tokenizer_remote_code: bool = False
+    """The tokenizer itself is the checkpoint's own code (auto_map AutoTokenizer)."""
     note: str = ""
 
 
@@ -110,6 +112,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
                 "use_mup": True,
             },
             trust_remote_code=True,
+            tokenizer_remote_code=True,  # tokenization_telechat.TelechatTokenizer
             note="fp16 inference on 4 x A100-40G per the authors",
         ),
         _known("xverse/XVERSE-7B-Chat", "xverse", dict(_XVERSE_7B), trust_remote_code=True),
