@@ -95,6 +95,13 @@ CASES = [
     pytest.param(
         {**BASE, "engine": {"backend": "tensorrt-llm", "mode": "llmapi"}}, True, id="llmapi-trt"
     ),
+    pytest.param({**BASE, "serving": {"openaiPort": 8000}}, False, id="openai-on-http-default"),
+    pytest.param({**BASE, "serving": {"httpPort": 9000}}, False, id="http-on-openai-default"),
+    pytest.param(
+        {**BASE, "serving": {"openaiPort": 8002, "metricsPort": 8003}}, True, id="ports-moved"
+    ),
+    pytest.param({**BASE, "serving": {"grpcPort": 8002}}, False, id="grpc-on-metrics-default"),
+    pytest.param({**BASE, "serving": {"openai": "Disabled"}}, True, id="openai-disabled"),
 ]
 
 

@@ -42,6 +42,7 @@ KVCacheDType = Literal["auto", "float16", "bfloat16", "fp8", "int8"]
 AutoscalingMetric = Literal["queue-to-compute-ratio", "pending-requests", "kv-cache-utilization"]
 AutoscalingEngine = Literal["hpa", "keda"]
 DeletePolicy = Literal["Retain", "Delete"]
+OpenAIFrontend = Literal["Auto", "Enabled", "Disabled"]
 
 SOURCE_PATTERN = r"^(hf://[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(@[A-Za-z0-9._/-]+)?|s3://[a-z0-9.-]+/.+|gs://[a-z0-9._-]+/.+|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.*|file:///.*)$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
@@ -152,7 +153,18 @@ class ServingSpec(_Model):
     grpc_port: int = Field(default=8001, ge=1, le=65535)
     """Triton gRPC port."""
     metrics_port: int = Field(default=8002, ge=1, le=65535)
-    """Triton Prometheus metrics port."""
+    """Triton Prometheus metrics port of plain tritonserver; pods that run Triton's OpenAI
+    frontend serve the same metrics on openaiPort (/metrics) instead.
+    """
+    openai: OpenAIFrontend = "Auto"
+    """OpenAI-compatible /v1/chat/completions in the pods, through Triton's own OpenAI frontend
+    (which also serves the KServe HTTP and gRPC ports). Auto runs it where the image ships a
+    frontend that takes the operator's flags (NGC tritonserver images from 25.08) and the
+    tokenizer loads without the checkpoint's own code, plain tritonserver otherwise; Enabled
+    insists (a custom image that ships it); Disabled always runs plain tritonserver.
+    """
+    openai_port: int = Field(default=9000, ge=1, le=65535)
+    """Port of the OpenAI-compatible API (and of Triton's metrics) when the frontend runs."""
     service_monitor: bool = False
     """Also create a prometheus-operator ServiceMonitor for the Triton pods."""
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
@@ -211,6 +223,22 @@ class CacheSpec(_Model):
 # server) and a Python predicate over the validated spec (checked by the operator and CLI).
 CrossRule = tuple[str, str, str, str]  # (scope, CEL, message, field path)
 
+# One container listens on every serving port, so they must differ; a port left out of the
+# spec counts at its default (the CEL below spells the defaults out).
+SERVING_PORTS = ("httpPort", "grpcPort", "metricsPort", "openaiPort")
+
+
+def _port_or_default(alias: str) -> str:
+    field = next(f for f in ServingSpec.model_fields.values() if f.alias == alias)
+    return f"(has(self.{alias}) ? self.{alias} : {field.default})"
+
+
+_DISTINCT_PORTS_CEL = " && ".join(
+    f"{_port_or_default(a)} != {_port_or_default(b)}"
+    for i, a in enumerate(SERVING_PORTS)
+    for b in SERVING_PORTS[i + 1 :]
+)
+
 SPEC_RULES: list[CrossRule] = [
     (
         "autoscaling",
@@ -243,6 +271,13 @@ SPEC_RULES: list[CrossRule] = [
         "resources.gpu.count and engine.tensorParallelism must agree when both are set "
         "(one replica spans tensorParallelism GPUs)",
         "spec.resources.gpu.count",
+    ),
+    (
+        "serving",
+        _DISTINCT_PORTS_CEL,
+        "serving.httpPort, grpcPort, metricsPort and openaiPort must all differ "
+        "(one Triton container listens on them)",
+        "spec.serving.openaiPort",
     ),
 ]
 
@@ -278,6 +313,9 @@ class ChatModelSpec(_Model):
         tp = e.tensor_parallelism
         if count != "auto" and tp != "auto" and count != tp:
             problems.append((SPEC_RULES[3][3], SPEC_RULES[3][2]))
+        s = self.serving
+        if len({s.http_port, s.grpc_port, s.metrics_port, s.openai_port}) < len(SERVING_PORTS):
+            problems.append((SPEC_RULES[4][3], SPEC_RULES[4][2]))
         if problems:
             # pydantic wraps ValueError; the message carries field and fix for _to_spec_errors.
             raise ValueError(" | ".join(f"{f}::{m}" for f, m in problems))
@@ -350,6 +388,10 @@ class PlanStatus(_Model):
     """Full-length sequences one replica holds at once."""
     engine_key: str | None = None
     """Hash of everything that changes the engine."""
+    openai_frontend: bool | None = None
+    """Whether the pods run Triton's OpenAI frontend (else plain tritonserver)."""
+    openai_frontend_reason: str | None = None
+    """Why the frontend runs or not: the image's release, the tokenizer, spec.serving.openai."""
     warnings: list[str] = Field(default_factory=list)
     """Things worth knowing that do not stop serving."""
 
@@ -396,6 +438,10 @@ class ChatModelStatus(_Model):
     """Label selector of the serving pods (for the scale subresource)."""
     endpoint: str | None = None
     """In-cluster URL of the Triton HTTP endpoint."""
+    openai_endpoint: str | None = None
+    """In-cluster URL of the OpenAI-compatible API (/v1), when the pods run Triton's OpenAI
+    frontend.
+    """
 
 
 class ChatModel(_Model):
