@@ -79,6 +79,10 @@ def _plan_table(name: str, source: str, plan: Plan) -> str:
             f"{plan.max_concurrent_sequences} at once",
         ),
         ("engine key", plan.engine_key),
+        (
+            "openai frontend",
+            ("yes" if plan.openai_frontend else "no") + f" ({plan.openai_frontend_reason})",
+        ),
         ("reason", plan.reason),
     ]
     rows += [("warning", w) for w in plan.warnings]

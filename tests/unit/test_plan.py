@@ -11,6 +11,7 @@ from chatmodel_operator.catalog import resolve_model
 from chatmodel_operator.errors import SpecError, Unsupported
 from chatmodel_operator.plan import Plan, plan_spec
 from chatmodel_operator.plan import memory as mem
+from chatmodel_operator.plan.frontend import decide_openai_frontend, triton_release
 
 
 def plan_for(source: str, gpu: dict[str, Any] | None = None, **sections: Any) -> Plan:
@@ -250,3 +251,103 @@ def test_status_shape_has_the_documented_keys() -> None:
         "maxConcurrentSequences",
     ):
         assert key in st
+
+
+# --- Triton's OpenAI frontend in the pods (plan.frontend) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("image", "release"),
+    [
+        pytest.param("nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3", (26, 7), id="ngc"),
+        pytest.param("nvcr.io/nvidia/tritonserver:24.11-py3", (24, 11), id="ngc-old"),
+        pytest.param("mirror.corp:5000/nvidia/tritonserver:25.08-vllm-python-py3", (25, 8),
+                     id="mirror-with-port"),
+        pytest.param("nvcr.io/nvidia/tritonserver:25.10-trtllm-python-py3@sha256:" + "a" * 64,
+                     (25, 10), id="tag-and-digest"),
+        pytest.param("nvcr.io/nvidia/tritonserver@sha256:" + "a" * 64, None, id="digest-only"),
+        pytest.param("registry:5000/tritonserver", None, id="port-no-tag"),
+        pytest.param("myorg/triton-custom:25.08", None, id="other-repository"),
+        pytest.param("nvcr.io/nvidia/tritonserver:latest", None, id="latest"),
+    ],
+)
+def test_triton_release_reads_ngc_tags_only(image: str, release: tuple[int, int] | None) -> None:
+    assert triton_release(image) == release
+
+
+@pytest.mark.parametrize(
+    ("mode", "image", "tokenizer_code", "enabled", "words"),
+    [
+        pytest.param("Auto", "nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3", False, True,
+                     "26.07 ships", id="auto-current"),
+        pytest.param("Auto", "nvcr.io/nvidia/tritonserver:25.08-py3", False, True, "25.08",
+                     id="auto-first-with-flags"),
+        pytest.param("Auto", "nvcr.io/nvidia/tritonserver:25.07-py3", False, False,
+                     "--chat-template", id="auto-shipped-but-too-old-for-the-flags"),
+        pytest.param("Auto", "nvcr.io/nvidia/tritonserver:24.11-trtllm-python-py3", False, False,
+                     "older than", id="auto-old-image"),
+        pytest.param("Auto", "registry.example.com/triton:custom", False, False,
+                     "cannot be told", id="auto-custom-image"),
+        pytest.param("Auto", "nvcr.io/nvidia/tritonserver:26.07-py3", True, False,
+                     "own code", id="auto-remote-code-tokenizer"),
+        pytest.param("Auto", "nvcr.io/nvidia/tritonserver:26.07-py3", None, False,
+                     "cannot be told", id="auto-unknown-tokenizer"),
+        pytest.param("Enabled", "registry.example.com/triton:custom", None, True, "Enabled",
+                     id="enabled-custom-image"),
+        pytest.param("Disabled", "nvcr.io/nvidia/tritonserver:26.07-py3", False, False,
+                     "Disabled", id="disabled"),
+    ],
+)
+def test_openai_frontend_decision(
+    mode: str, image: str, tokenizer_code: bool | None, enabled: bool, words: str
+) -> None:
+    decision = decide_openai_frontend(mode=mode, image=image, tokenizer_remote_code=tokenizer_code)
+    assert decision.enabled is enabled
+    assert words in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("image", "tokenizer_code", "words"),
+    [
+        pytest.param("nvcr.io/nvidia/tritonserver:24.11-py3", False, "ships no OpenAI frontend",
+                     id="image-without-frontend"),
+        pytest.param("nvcr.io/nvidia/tritonserver:26.07-py3", True, "trust_remote_code",
+                     id="remote-code-tokenizer"),
+    ],
+)
+def test_enabled_frontend_that_cannot_start_is_refused(
+    image: str, tokenizer_code: bool, words: str
+) -> None:
+    with pytest.raises(Unsupported, match=r"spec\.serving\.openai") as err:
+        decide_openai_frontend(mode="Enabled", image=image, tokenizer_remote_code=tokenizer_code)
+    assert words in str(err.value) and "fix:" in str(err.value)
+
+
+def test_enabled_on_a_release_before_the_flags_warns() -> None:
+    image = "nvcr.io/nvidia/tritonserver:25.01-trtllm-python-py3"
+    plan = plan_for("01-ai/Yi-34B-Chat", engine={"image": image}, serving={"openai": "Enabled"})
+    assert plan.openai_frontend
+    assert any("--chat-template" in w for w in plan.warnings)
+
+
+def test_plan_decides_the_frontend_from_image_and_tokenizer() -> None:
+    yi = plan_for("01-ai/Yi-34B-Chat")
+    assert yi.openai_frontend and yi.to_status()["openaiFrontend"] is True
+    old = plan_for("01-ai/Yi-34B-Chat",
+                   engine={"image": "nvcr.io/nvidia/tritonserver:24.11-trtllm-python-py3"})
+    assert not old.openai_frontend
+    assert "older than" in old.to_status()["openaiFrontendReason"]
+    # TeleChat's tokenizer is its own code (shared/seed-models.md); XVERSE's is not.
+    telechat = plan_for("Tele-AI/TeleChat-52B", model={"trustRemoteCode": True})
+    assert not telechat.openai_frontend
+    assert plan_for("xverse/XVERSE-7B-Chat", model={"trustRemoteCode": True}).openai_frontend
+    with pytest.raises(Unsupported, match=r"spec\.serving\.openai"):
+        plan_for("Tele-AI/TeleChat-52B", model={"trustRemoteCode": True},
+                 serving={"openai": "Enabled"})
+
+
+def test_frontend_choice_never_changes_the_engine() -> None:
+    on = plan_for("01-ai/Yi-34B-Chat")
+    off = plan_for("01-ai/Yi-34B-Chat", serving={"openai": "Disabled"})
+    assert on.openai_frontend and not off.openai_frontend
+    assert on.engine_key == off.engine_key

@@ -22,6 +22,7 @@ from chatmodel_operator.catalog.support import (
 from chatmodel_operator.errors import SpecError, Unsupported
 from chatmodel_operator.plan import memory as mem
 from chatmodel_operator.plan.engine_key import engine_key
+from chatmodel_operator.plan.frontend import decide_openai_frontend
 
 __all__ = ["DEFAULT_IMAGES", "GPUTarget", "Plan", "gpu_target", "plan_model", "plan_spec"]
 
@@ -84,6 +85,9 @@ class Plan:
     image: str
     trust_remote_code: bool
     prequantized: bool = False
+    openai_frontend: bool = False
+    """The pods run Triton's OpenAI frontend (/v1 next to KServe); else plain tritonserver."""
+    openai_frontend_reason: str = ""
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -121,6 +125,8 @@ class Plan:
             "maxOutputLength": self.max_output_length,
             "maxConcurrentSequences": self.max_concurrent_sequences,
             "engineKey": self.engine_key,
+            "openaiFrontend": self.openai_frontend,
+            "openaiFrontendReason": self.openai_frontend_reason or None,
             "warnings": list(self.warnings),
         }
         return {k: v for k, v in out.items() if v is not None}
@@ -450,6 +456,12 @@ def plan_spec(
             "gpu": gpu.arch_tag,
         }
     fraction = round(mem.KV_CACHE_FRACTION, 2)
+    image = spec.engine.image or DEFAULT_IMAGES[route]
+    openai = decide_openai_frontend(
+        mode=spec.serving.openai, image=image, tokenizer_remote_code=model.tokenizer_remote_code
+    )
+    if openai.warning:
+        warnings.append(openai.warning)
     return Plan(
         fits=chosen is not None,
         reasons=tuple(reasons),
@@ -478,9 +490,11 @@ def plan_spec(
         max_concurrent_sequences=max(0, concurrent),
         kv_cache_free_gpu_mem_fraction=fraction,
         engine_key=engine_key(key_inputs),
-        image=spec.engine.image or DEFAULT_IMAGES[route],
+        image=image,
         trust_remote_code=spec.model.trust_remote_code,
         prequantized=a.pre_quantization is not None,
+        openai_frontend=openai.enabled,
+        openai_frontend_reason=openai.reason,
         warnings=tuple(warnings),
     )
 

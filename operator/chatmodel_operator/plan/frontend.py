@@ -1,0 +1,123 @@
+"""Whether the pods serve OpenAI's chat API through Triton's own OpenAI frontend (pure).
+
+The frontend (``/opt/tritonserver/python/openai/openai_frontend/main.py``) runs Triton in its own
+process and serves /v1 next to the KServe HTTP and gRPC ports. The operator passes it
+``--chat-template`` (our envelope template, so that ``preprocessing`` applies the family's chat
+format) and ``--default-max-tokens``; an image whose frontend lacks either flag would not start.
+Where the frontend cannot run correctly the pods run plain tritonserver, which serves everything
+but /v1.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from chatmodel_operator.errors import Unsupported
+
+__all__ = [
+    "FRONTEND_FLAGS",
+    "FRONTEND_SHIPPED",
+    "OpenAIDecision",
+    "decide_openai_frontend",
+    "triton_release",
+]
+
+# NGC tritonserver images ship the frontend from 24.12 (server v2.53: build.py installs
+# python/openai and its requirements into every image it builds).
+FRONTEND_SHIPPED = (24, 12)
+# The frontend of 24.12 takes neither --chat-template (server PR #8134, April 2025) nor
+# --default-max-tokens (later, with max_completion_tokens, PR #8226 of May 2025). Auto starts
+# with the first release we are sure carries both, with a margin for the monthly branch cut.
+FRONTEND_FLAGS = (25, 8)
+# NGC release tags: YY.MM, then the flavour (-py3, -trtllm-python-py3, -vllm-python-py3 ...).
+_RELEASE_TAG = re.compile(r"^(\d{2})\.(\d{2})(?:-[A-Za-z0-9._-]+)?$")
+
+
+@dataclass(frozen=True)
+class OpenAIDecision:
+    enabled: bool
+    reason: str
+    warning: str | None = None
+
+
+def triton_release(image: str) -> tuple[int, int] | None:
+    """(year, month) of a tritonserver image tagged like NGC's (``.../tritonserver:25.08-...``,
+    from any registry or mirror, digest allowed); None for anything else, which could be any
+    build."""
+    reference = image.split("@", 1)[0]
+    name, colon, tag = reference.rpartition(":")
+    if not colon or "/" in tag:  # no tag: the colon, if any, was a registry's port
+        return None
+    if name.rsplit("/", 1)[-1] != "tritonserver":
+        return None
+    m = _RELEASE_TAG.match(tag)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _release(r: tuple[int, int]) -> str:
+    return f"{r[0]:02d}.{r[1]:02d}"
+
+
+def decide_openai_frontend(
+    *, mode: str, image: str, tokenizer_remote_code: bool | None
+) -> OpenAIDecision:
+    """spec.serving.openai (Auto, Enabled, Disabled) applied to the serving image and tokenizer.
+
+    Raises Unsupported when Enabled asks for what cannot start: an NGC image older than the
+    frontend, or a tokenizer that is the checkpoint's own code (the frontend loads tokenizers
+    with ``trust_remote_code`` off, and would exit)."""
+    if mode == "Disabled":
+        return OpenAIDecision(False, "spec.serving.openai is Disabled: plain tritonserver")
+    release = triton_release(image)
+    if mode == "Enabled":
+        if release is not None and release < FRONTEND_SHIPPED:
+            raise Unsupported(
+                "spec.serving.openai",
+                f"{image} ships no OpenAI frontend (NGC images have it from "
+                f"{_release(FRONTEND_SHIPPED)})",
+                f"use an image from {_release(FRONTEND_FLAGS)} (spec.engine.image), or set "
+                "spec.serving.openai to Auto or Disabled",
+            )
+        if tokenizer_remote_code:
+            raise Unsupported(
+                "spec.serving.openai",
+                "Triton's OpenAI frontend loads tokenizers without trust_remote_code, and this "
+                "checkpoint's tokenizer is its own code",
+                "set spec.serving.openai to Auto or Disabled (the KServe generate endpoints "
+                "serve this model)",
+            )
+        warning = None
+        if release is not None and release < FRONTEND_FLAGS:
+            warning = (
+                f"spec.serving.openai is Enabled on {image}: frontends before "
+                f"{_release(FRONTEND_FLAGS)} may not take --chat-template or --default-max-tokens"
+            )
+        return OpenAIDecision(True, "spec.serving.openai is Enabled", warning)
+    if release is None:
+        return OpenAIDecision(
+            False,
+            f"{image} is not an NGC tritonserver release tag, so whether it ships Triton's "
+            "OpenAI frontend cannot be told: plain tritonserver (spec.serving.openai: Enabled "
+            "runs the frontend)",
+        )
+    if release < FRONTEND_FLAGS:
+        return OpenAIDecision(
+            False,
+            f"{image} is older than {_release(FRONTEND_FLAGS)}, whose OpenAI frontend is the "
+            "first to take --chat-template and --default-max-tokens: plain tritonserver",
+        )
+    if tokenizer_remote_code is None:
+        return OpenAIDecision(
+            False,
+            "the checkpoint ships its own code and its tokenizer_config.json was not read, so "
+            "whether Triton's OpenAI frontend can load the tokenizer (it never runs checkpoint "
+            "code) cannot be told: plain tritonserver (spec.serving.openai: Enabled runs it)",
+        )
+    if tokenizer_remote_code:
+        return OpenAIDecision(
+            False,
+            "the tokenizer is the checkpoint's own code, which Triton's OpenAI frontend never "
+            "runs: plain tritonserver",
+        )
+    return OpenAIDecision(True, f"NGC release {_release(release)} ships Triton's OpenAI frontend")
