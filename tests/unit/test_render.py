@@ -1,4 +1,5 @@
-"""The renderers: every object for every example validates; build commands as data; secrets."""
+"""The renderers: every object for every example validates; build commands as data; secrets;
+what the serving container runs (Triton's OpenAI frontend or tritonserver) and its ports."""
 
 from __future__ import annotations
 
@@ -11,9 +12,17 @@ import pytest
 from tests.conftest import EXAMPLES, load_example
 
 from chatmodel_operator.api import parse_chatmodel, parse_spec
-from chatmodel_operator.catalog import KNOWN_MODELS, resolve_model
+from chatmodel_operator.catalog import KNOWN_MODELS, parse_source, resolve_model
 from chatmodel_operator.plan import Plan, plan_spec
-from chatmodel_operator.render import Children, render_children
+from chatmodel_operator.render import (
+    FRONTEND_LABEL,
+    FRONTEND_REASON_ANNOTATION,
+    Children,
+    cache_paths,
+    openai_endpoint,
+    render_children,
+    serving_process,
+)
 
 K8S_VERSION = "1.33"
 # The renderer takes the model repository as data; its content is the data plane's concern.
@@ -104,7 +113,7 @@ def test_deployment_requests_planned_gpus_and_probes_health() -> None:
     c = pod["containers"][0]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == plan.gpus_per_replica == 4
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-GeForce-RTX-4090"}
-    assert {p["containerPort"] for p in c["ports"]} == {8000, 8001, 8002}
+    assert {p["containerPort"] for p in c["ports"]} == {8000, 8001, 9000}  # OpenAI frontend
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert c[probe]["httpGet"]["path"] == "/v2/health/ready"
     cache_mount = next(m for m in c["volumeMounts"] if m["name"] == "cache")
@@ -341,3 +350,206 @@ def test_rendering_is_deterministic() -> None:
         {"model": {"source": "hf://01-ai/Yi-34B-Chat"}, "resources": {"gpu": {"memoryGiB": 80}}}
     )[1].all()
     assert a == b and a is not b
+
+
+# --- what the serving container runs: Triton's OpenAI frontend or plain tritonserver ----------
+
+FRONTEND_MAIN = "/opt/tritonserver/python/openai/openai_frontend/main.py"
+OLD_IMAGE = "nvcr.io/nvidia/tritonserver:24.11-trtllm-python-py3"
+
+
+def serving(children: Children) -> dict[str, dict[str, Any]]:
+    return {o["kind"]: o for o in children.serving}
+
+
+def yi(**sections: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "model": {"source": "hf://01-ai/Yi-34B-Chat"},
+        "resources": {"gpu": {"memoryGiB": 80}},
+        "serving": {"serviceMonitor": True},
+    }
+    for key, value in sections.items():
+        spec[key] = {**spec.get(key, {}), **value}
+    return spec
+
+
+def test_pods_run_tritons_openai_frontend_where_the_image_ships_it() -> None:
+    plan, children = children_for(yi())
+    objs = serving(children)
+    dep = objs["Deployment"]
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert plan.openai_frontend and plan.image.endswith(":26.07-trtllm-python-py3")
+    assert c["command"] == ["python3"]
+    source = "hf://01-ai/Yi-34B-Chat"
+    checkpoint = cache_paths(parse_source(source), source, plan.engine_key).checkpoint
+    assert checkpoint.startswith("/cache/checkpoints/")  # where the build Job downloaded it
+    assert c["args"] == [
+        FRONTEND_MAIN,
+        "--model-repository=/models",
+        f"--tokenizer={checkpoint}",
+        "--chat-template=/models/preprocessing/1/openai_chat_template.jinja",
+        "--backend=tensorrtllm",
+        "--openai-port=9000",
+        "--enable-kserve-frontends",
+        "--kserve-http-port=8000",
+        "--kserve-grpc-port=8001",
+        f"--default-max-tokens={min(512, plan.max_output_length)}",
+    ]
+    # The KServe ports stay (generate endpoints, genai-perf, `chatmodel chat`); Triton's metrics
+    # are on the OpenAI port's /metrics: the frontend opens no metrics port of its own.
+    assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [
+        ("http", 8000), ("grpc", 8001), ("openai", 9000)
+    ]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    # TP 1, and still orchestrator mode: NVIDIA runs the frontend over TensorRT-LLM that way.
+    assert plan.tensor_parallelism == 1
+    assert {"name": "TRTLLM_ORCHESTRATOR", "value": "1"} in c["env"]
+    assert serving_process(spec=parse_spec(yi()), plan=plan).metrics_port == "openai"
+    for meta in (dep["metadata"], dep["spec"]["template"]["metadata"]):
+        assert meta["labels"][FRONTEND_LABEL] == "triton-openai-frontend"
+    assert "26.07" in dep["metadata"]["annotations"][FRONTEND_REASON_ANNOTATION]
+    assert openai_endpoint(name="m", namespace="ns", spec=parse_spec(yi()), plan=plan) == (
+        "http://m.ns.svc:9000/v1"
+    )
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        pytest.param({"engine": {"image": OLD_IMAGE}}, id="image-before-24.12"),
+        pytest.param({"engine": {"image": "nvcr.io/nvidia/tritonserver:25.01-trtllm-python-py3"}},
+                     id="frontend-without-our-flags"),
+        pytest.param({"engine": {"image": "registry.example.com/triton:custom"}},
+                     id="unknown-custom-image"),
+        pytest.param({"serving": {"openai": "Disabled"}}, id="disabled"),
+    ],
+)
+def test_plain_tritonserver_otherwise(sections: dict[str, Any]) -> None:
+    plan, children = children_for(yi(**sections))
+    objs = serving(children)
+    dep = objs["Deployment"]
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert not plan.openai_frontend
+    assert c["command"] == ["tritonserver"]
+    assert "--metrics-port=8002" in c["args"] and "--model-repository=/models" in c["args"]
+    assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [
+        ("http", 8000), ("grpc", 8001), ("metrics", 8002)
+    ]
+    assert all(e["name"] != "TRTLLM_ORCHESTRATOR" for e in c["env"])  # TP 1: leader mode
+    assert dep["metadata"]["labels"][FRONTEND_LABEL] == "tritonserver"
+    assert dep["metadata"]["annotations"][FRONTEND_REASON_ANNOTATION] == plan.openai_frontend_reason
+    assert openai_endpoint(name="m", namespace="ns", spec=parse_spec(yi()), plan=plan) is None
+    for obj in children.all():
+        validate(obj)
+
+
+def test_enabled_runs_the_frontend_on_a_custom_image_with_the_spec_ports() -> None:
+    plan, children = children_for(
+        yi(
+            engine={"image": "registry.example.com/triton:custom"},
+            serving={"openai": "Enabled", "httpPort": 8080, "grpcPort": 8081, "openaiPort": 9100},
+        )
+    )
+    objs = serving(children)
+    c = objs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert plan.openai_frontend and c["args"][0] == FRONTEND_MAIN
+    for flag in ("--openai-port=9100", "--kserve-http-port=8080", "--kserve-grpc-port=8081"):
+        assert flag in c["args"]
+    assert [p["containerPort"] for p in c["ports"]] == [8080, 8081, 9100]
+    service = {p["name"]: p["port"] for p in objs["Service"]["spec"]["ports"]}
+    assert service == {"http": 8080, "grpc": 8081, "metrics": 8002, "openai": 9100}
+
+
+def _scraped(children: Children) -> list[tuple[str, int]]:
+    """(container port name, number) that the ServiceMonitor reaches in these pods: a Service
+    port targets a container port by name, and pods without that name are not its endpoints."""
+    objs = serving(children)
+    c = objs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    container = {p["name"]: p["containerPort"] for p in c["ports"]}
+    target = {p["name"]: p["targetPort"] for p in objs["Service"]["spec"]["ports"]}
+    out = []
+    for endpoint in objs["ServiceMonitor"]["spec"]["endpoints"]:
+        assert endpoint["path"] == "/metrics"
+        name = target[endpoint["port"]]
+        if name in container:
+            out.append((name, container[name]))
+    return out
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+@pytest.mark.parametrize("openai", ["Auto", "Disabled"])
+def test_every_pod_is_scraped_once_where_its_metrics_are(path: Path, openai: str) -> None:
+    """Service ports target container ports by name; the ServiceMonitor reaches exactly one
+    port of each pod: tritonserver's metrics port, or the OpenAI port where the frontend
+    serves Triton's metrics."""
+    cm = parse_chatmodel(load_example(path))
+    spec = cm.spec.model_dump(by_alias=True, exclude_none=True)
+    spec["serving"] = {**spec.get("serving", {}), "serviceMonitor": True, "openai": openai}
+    plan, children = children_for(spec, name=cm.metadata["name"])
+    objs = serving(children)
+    c = objs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert {p["name"]: p["targetPort"] for p in objs["Service"]["spec"]["ports"]} == {
+        "http": "http", "grpc": "grpc", "metrics": "metrics", "openai": "openai"
+    }
+    if plan.openai_frontend:
+        assert c["args"][0] == FRONTEND_MAIN
+        assert _scraped(children) == [("openai", 9000)]
+        assert "--openai-port=9000" in c["args"]
+    else:
+        assert c["command"] == ["tritonserver"]
+        assert _scraped(children) == [("metrics", 8002)]
+        assert "--metrics-port=8002" in c["args"]
+    for obj in children.all():
+        validate(obj)
+
+
+def test_tokenizer_is_the_checkpoint_as_the_pod_mounts_it() -> None:
+    spec = parse_spec(
+        {"model": {"source": "pvc://models/yi", "family": "yi-chat"},
+         "resources": {"gpu": {"memoryGiB": 80}}}
+    )
+    plan = plan_spec(
+        spec, resolve_model(spec.model, config=KNOWN_MODELS["01-ai/yi-34b-chat"].config)
+    )
+    assert plan.openai_frontend  # a Llama checkpoint: no code of its own
+    process = serving_process(spec=spec, plan=plan)
+    assert "--tokenizer=/source/yi" in process.args
+
+
+def test_service_and_monitor_do_not_depend_on_what_the_pods_run() -> None:
+    """The operator applies them at once while the Deployment waits for a new engine, and a
+    rollout mixes old and new pods: an image upgrade across 25.08 must not stop the old pods'
+    scrapes (the autoscaler reads them)."""
+    old_spec = parse_spec(yi(engine={"image": OLD_IMAGE}))
+    old = plan_spec(old_spec, resolve_model(old_spec.model))
+    spec = parse_spec(yi())
+    new = plan_spec(spec, resolve_model(spec.model))
+    assert old.engine_key != new.engine_key  # the image is part of the engine key
+    switching = render_children(
+        name="m", namespace="ns", uid="u", spec=spec, plan=new, repository=REPOSITORY,
+        serving_key=old.engine_key, serving_plan=old, serving_repository=REPOSITORY,
+    )
+    before = render_children(
+        name="m", namespace="ns", uid="u", spec=old_spec, plan=old, repository=REPOSITORY
+    )
+    after = render_children(
+        name="m", namespace="ns", uid="u", spec=spec, plan=new, repository=REPOSITORY
+    )
+    assert serving(switching)["Deployment"]["spec"]["template"]["spec"]["containers"][0][
+        "command"
+    ] == ["tritonserver"]
+    for kind in ("Service", "ServiceMonitor"):
+        assert serving(before)[kind] == serving(switching)[kind] == serving(after)[kind]
+    assert _scraped(before) == [("metrics", 8002)]
+    assert _scraped(after) == [("openai", 9000)]
+
+
+def test_telechat_keeps_tritonserver_because_its_tokenizer_is_code() -> None:
+    plan, children = children_for(
+        {"model": {"source": "hf://Tele-AI/TeleChat-52B", "trustRemoteCode": True},
+         "resources": {"gpu": {"memoryGiB": 80}}}
+    )
+    assert not plan.openai_frontend and "own code" in plan.openai_frontend_reason
+    dep = serving(children)["Deployment"]
+    assert dep["spec"]["template"]["spec"]["containers"][0]["command"] == ["tritonserver"]

@@ -18,6 +18,7 @@ from chatmodel_operator.render.labels import (
     CHATMODEL_LABEL,
     ENGINE_KEY_LABEL,
     FIELD_MANAGER,
+    FRONTEND_LABEL,
     cache_pvc_name,
     configmap_name,
     deployment_name,
@@ -27,6 +28,11 @@ from chatmodel_operator.render.labels import (
     service_name,
 )
 from chatmodel_operator.render.objects import (
+    FRONTEND_REASON_ANNOTATION,
+    METRICS_PORTS,
+    TRITON_OPENAI_FRONTEND,
+    TRITONSERVER,
+    ServingProcess,
     owner_reference,
     render_build_job,
     render_cache_pvc,
@@ -38,6 +44,7 @@ from chatmodel_operator.render.objects import (
     render_service,
     render_service_monitor,
     repository_hash,
+    serving_process,
     tritonserver_args,
 )
 from chatmodel_operator.render.paths import cache_paths
@@ -46,7 +53,13 @@ __all__ = [
     "CHATMODEL_LABEL",
     "ENGINE_KEY_LABEL",
     "FIELD_MANAGER",
+    "FRONTEND_LABEL",
+    "FRONTEND_REASON_ANNOTATION",
+    "METRICS_PORTS",
+    "TRITONSERVER",
+    "TRITON_OPENAI_FRONTEND",
     "Children",
+    "ServingProcess",
     "cache_paths",
     "cache_pvc_name",
     "configmap_name",
@@ -54,6 +67,7 @@ __all__ = [
     "endpoint",
     "job_name",
     "labels",
+    "openai_endpoint",
     "owner_reference",
     "render_build_job",
     "render_cache_pvc",
@@ -67,6 +81,7 @@ __all__ = [
     "render_service_monitor",
     "selector_labels",
     "service_name",
+    "serving_process",
     "tritonserver_args",
 ]
 
@@ -87,6 +102,14 @@ class Children:
 
 def endpoint(*, name: str, namespace: str, spec: ChatModelSpec) -> str:
     return f"http://{service_name(name)}.{namespace}.svc:{spec.serving.http_port}"
+
+
+def openai_endpoint(*, name: str, namespace: str, spec: ChatModelSpec, plan: Plan) -> str | None:
+    """status.openaiEndpoint: the OpenAI-compatible API of pods that serve ``plan`` (the
+    serving plan), None where they run plain tritonserver."""
+    if not plan.openai_frontend:
+        return None
+    return f"http://{service_name(name)}.{namespace}.svc:{spec.serving.openai_port}/v1"
 
 
 def render_children(

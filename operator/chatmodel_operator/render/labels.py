@@ -8,6 +8,8 @@ from chatmodel_operator.api.spec import GROUP
 
 MANAGED_BY = "chatmodel-operator"
 ENGINE_KEY_LABEL = f"{GROUP}/engine-key"
+# What the serving container runs: triton-openai-frontend or tritonserver (render.objects).
+FRONTEND_LABEL = f"{GROUP}/frontend"
 CHATMODEL_LABEL = "chatmodel"  # short label the load signals group by (see signals.py)
 FIELD_MANAGER = "chatmodel-operator"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -13,6 +14,7 @@ from chatmodel_operator.catalog.source import Source, parse_source
 from chatmodel_operator.plan import Plan
 from chatmodel_operator.render import build_commands as bc
 from chatmodel_operator.render.labels import (
+    FRONTEND_LABEL,
     cache_pvc_name,
     configmap_name,
     deployment_name,
@@ -29,12 +31,18 @@ from chatmodel_operator.render.paths import (
     cache_paths,
 )
 from chatmodel_operator.signals import SIGNALS
-from chatmodel_operator.triton import configmap_key
+from chatmodel_operator.triton import configmap_key, triton_openai_frontend_args
 
 BUILD_BACKOFF_LIMIT = 2
 BUILD_DEADLINE_SECONDS = 6 * 3600
 HF_TOKEN_KEY = "HF_TOKEN"
 REPOSITORY_HASH_ANNOTATION = "serving.chatmodel.io/repository-hash"
+FRONTEND_REASON_ANNOTATION = "serving.chatmodel.io/frontend-reason"
+TRITON_OPENAI_FRONTEND = "triton-openai-frontend"
+TRITONSERVER = "tritonserver"
+# Requests that leave max_tokens out get this many (at most maxOutputLength), as from the local
+# OpenAI front of `chatmodel serve`.
+DEFAULT_MAX_TOKENS = 512
 
 
 def owner_reference(*, name: str, uid: str) -> dict[str, Any]:
@@ -336,6 +344,72 @@ def tritonserver_args(
     ]
 
 
+@dataclass(frozen=True)
+class ServingProcess:
+    """What the serving container runs and where it listens (the Service and ServiceMonitor
+    cover both kinds, see METRICS_PORTS)."""
+
+    frontend: str  # TRITON_OPENAI_FRONTEND or TRITONSERVER, the value of FRONTEND_LABEL
+    reason: str
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+    ports: tuple[tuple[str, int], ...]  # (name, number) of the container's ports
+    metrics_port: str  # the one whose /metrics has Triton's nv_* series (see METRICS_PORTS)
+    env: tuple[tuple[str, str], ...]
+
+
+def serving_process(*, spec: ChatModelSpec, plan: Plan) -> ServingProcess:
+    """Triton's OpenAI frontend where the plan says the image ships it, plain tritonserver
+    otherwise. The frontend runs Triton in its own process and also serves the KServe HTTP and
+    gRPC ports (generate endpoints, genai-perf, `chatmodel chat` keep working); it starts no
+    metrics port of its own (tritonfrontend's Metrics server is never started by it), and
+    serves Triton's metrics on the OpenAI port's /metrics."""
+    s = spec.serving
+    env: list[tuple[str, str]] = []
+    if plan.openai_frontend:
+        if plan.route == "tensorrt-llm/engine":
+            # The frontend's in-process server cannot be started per rank by mpirun (leader
+            # mode): NVIDIA runs it in orchestrator mode, the only one with tensor parallelism.
+            env.append(("TRTLLM_ORCHESTRATOR", "1"))
+        paths = cache_paths(parse_source(spec.model.source), spec.model.source, plan.engine_key)
+        argv = triton_openai_frontend_args(
+            repository=MODEL_REPOSITORY_MOUNT,
+            tokenizer_dir=paths.checkpoint,  # the checkpoint's tokenizer, as the pod mounts it
+            http_port=s.http_port,
+            grpc_port=s.grpc_port,
+            openai_port=s.openai_port,
+            default_max_tokens=min(DEFAULT_MAX_TOKENS, plan.max_output_length),
+        )
+        return ServingProcess(
+            frontend=TRITON_OPENAI_FRONTEND,
+            reason=plan.openai_frontend_reason,
+            command=tuple(argv[:1]),
+            args=tuple(argv[1:]),
+            ports=(("http", s.http_port), ("grpc", s.grpc_port), ("openai", s.openai_port)),
+            metrics_port="openai",
+            env=tuple(env),
+        )
+    if plan.route == "tensorrt-llm/engine" and plan.tensor_parallelism > 1:
+        # Orchestrator mode: one tritonserver spawns the other ranks itself (no mpirun).
+        env.append(("TRTLLM_ORCHESTRATOR", "1"))
+    return ServingProcess(
+        frontend=TRITONSERVER,
+        reason=plan.openai_frontend_reason,
+        command=("tritonserver",),
+        args=tuple(
+            tritonserver_args(
+                http_port=s.http_port,
+                grpc_port=s.grpc_port,
+                metrics_port=s.metrics_port,
+                repository=MODEL_REPOSITORY_MOUNT,
+            )
+        ),
+        ports=(("http", s.http_port), ("grpc", s.grpc_port), ("metrics", s.metrics_port)),
+        metrics_port="metrics",
+        env=tuple(env),
+    )
+
+
 def render_deployment(
     *,
     name: str,
@@ -349,8 +423,9 @@ def render_deployment(
     digest: str | None = None,
 ) -> dict[str, Any]:
     """Triton pods serving the engine ``engine_key`` (the serving key, which may lag the
-    planned key while a new engine builds). ``replicas`` None leaves them to the autoscaler."""
-    s = spec.serving
+    planned key while a new engine builds). ``replicas`` None leaves them to the autoscaler.
+    What they run, Triton's OpenAI frontend or tritonserver, follows ``plan``."""
+    proc = serving_process(spec=spec, plan=plan)
     source = parse_source(spec.model.source)
     volumes, mounts = _cache_volumes(spec, source, read_only=True)
     items = [{"key": configmap_key(p), "path": str(p)} for p in _paths(repository)]
@@ -372,25 +447,19 @@ def render_deployment(
         {"name": "HF_HOME", "value": "/tmp/hf-home"},
         {"name": "HF_HUB_OFFLINE", "value": "1"},
     ]
-    if plan.route == "tensorrt-llm/engine" and plan.tensor_parallelism > 1:
-        # Orchestrator mode: one tritonserver spawns the other ranks itself (no mpirun).
-        env.append({"name": "TRTLLM_ORCHESTRATOR", "value": "1"})
+    env += [{"name": k, "value": v} for k, v in proc.env]
+    # Both processes serve KServe's health on the HTTP port. The frontend opens it (and /v1)
+    # only once every model is loaded, so it is ready exactly when tritonserver would be.
     probe_http = {"path": "/v2/health/ready", "port": "http"}
-    pod_labels = {**labels(name, "server", engine_key)}
+    pod_labels = {**labels(name, "server", engine_key), FRONTEND_LABEL: proc.frontend}
     container = {
         "name": "triton",
         "image": plan.image,
-        "command": ["tritonserver"],
-        "args": tritonserver_args(
-            http_port=s.http_port,
-            grpc_port=s.grpc_port,
-            metrics_port=s.metrics_port,
-            repository=MODEL_REPOSITORY_MOUNT,
-        ),
+        "command": list(proc.command),
+        "args": list(proc.args),
         "ports": [
-            {"name": "http", "containerPort": s.http_port, "protocol": "TCP"},
-            {"name": "grpc", "containerPort": s.grpc_port, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": s.metrics_port, "protocol": "TCP"},
+            {"name": port, "containerPort": number, "protocol": "TCP"}
+            for port, number in proc.ports
         ],
         "env": env,
         "resources": {
@@ -460,17 +529,32 @@ def render_deployment(
         "metadata": _meta(
             name=deployment_name(name),
             namespace=namespace,
-            labels_=labels(name, "server"),
+            labels_={**labels(name, "server"), FRONTEND_LABEL: proc.frontend},
             owner=owner,
+            annotations={FRONTEND_REASON_ANNOTATION: proc.reason} if proc.reason else None,
         ),
         "spec": dep_spec,
     }
+
+
+# Service ports target container ports by name, and a pod that lacks the name is left out of
+# that port's endpoints. So the Service lists the ports of both processes: `metrics` reaches
+# pods running tritonserver, `openai` pods running Triton's OpenAI frontend, and each pod sits
+# behind exactly one of them. The Service need not know what the pods run: it is right during
+# an engine build (applied at once while the Deployment waits) and while a rollout mixes both.
+METRICS_PORTS = ("metrics", "openai")
 
 
 def render_service(
     *, name: str, namespace: str, spec: ChatModelSpec, owner: Mapping[str, Any]
 ) -> dict[str, Any]:
     s = spec.serving
+    numbers = {
+        "http": s.http_port,
+        "grpc": s.grpc_port,
+        "metrics": s.metrics_port,
+        "openai": s.openai_port,
+    }
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -484,14 +568,8 @@ def render_service(
             "type": s.service_type,
             "selector": selector_labels(name),
             "ports": [
-                {"name": "http", "port": s.http_port, "targetPort": "http", "protocol": "TCP"},
-                {"name": "grpc", "port": s.grpc_port, "targetPort": "grpc", "protocol": "TCP"},
-                {
-                    "name": "metrics",
-                    "port": s.metrics_port,
-                    "targetPort": "metrics",
-                    "protocol": "TCP",
-                },
+                {"name": port, "port": number, "targetPort": port, "protocol": "TCP"}
+                for port, number in numbers.items()
             ],
         },
     }
@@ -604,6 +682,8 @@ def render_pdb(*, name: str, namespace: str, owner: Mapping[str, Any]) -> dict[s
 def render_service_monitor(
     *, name: str, namespace: str, owner: Mapping[str, Any]
 ) -> dict[str, Any]:
+    """Scrapes /metrics on both METRICS_PORTS: each pod answers on the one its process has
+    (ServingProcess.metrics_port), so every pod is scraped once, whatever it runs."""
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
@@ -619,7 +699,9 @@ def render_service_monitor(
                 }
             },
             "namespaceSelector": {"matchNames": [namespace]},
-            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "5s"}],
+            "endpoints": [
+                {"port": port, "path": "/metrics", "interval": "5s"} for port in METRICS_PORTS
+            ],
             # The recording rules group by this label: copy it from the Service onto every series.
             "targetLabels": ["chatmodel"],
         },

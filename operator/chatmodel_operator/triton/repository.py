@@ -684,14 +684,18 @@ def triton_openai_frontend_args(
     http_port: int = 8000,
     grpc_port: int = 8001,
     openai_port: int = 9000,
+    default_max_tokens: int | None = None,
     frontend: str = "/opt/tritonserver/python/openai/openai_frontend/main.py",
 ) -> list[str]:
-    """Command line of Triton's OpenAI-compatible frontend (images from 24.12 ship it) over this
+    """Command line of Triton's OpenAI-compatible frontend (images from 24.12 ship it; the
+    --chat-template and --default-max-tokens flags came in 2025, see plan.frontend) over this
     repository: it runs Triton in-process, serves /v1 on ``openai_port`` and, with the KServe
     frontends, the usual HTTP and gRPC ports. Clients name ``ensemble`` or
-    ``tensorrt_llm_bls`` as the model. Its Prometheus metrics are served on ``openai_port``
-    (``/metrics``), not on a port of their own."""
-    return [
+    ``tensorrt_llm_bls`` as the model; every layout takes TensorRT-LLM's request format
+    (``--backend=tensorrtllm``). Its Prometheus metrics are served on ``openai_port``
+    (``/metrics``), not on a port of their own. ``default_max_tokens`` is what a request that
+    leaves max_tokens out gets (the frontend's own default is 16)."""
+    argv = [
         "python3",
         frontend,
         f"--model-repository={repository}",
@@ -703,6 +707,9 @@ def triton_openai_frontend_args(
         f"--kserve-http-port={http_port}",
         f"--kserve-grpc-port={grpc_port}",
     ]
+    if default_max_tokens is not None:
+        argv.append(f"--default-max-tokens={default_max_tokens}")
+    return argv
 
 
 def with_sources(repo: Mapping[PurePosixPath, str], **changes: str) -> Repository:
