@@ -60,6 +60,7 @@ from chatmodel_operator.render import (
     deployment_name,
     endpoint,
     job_name,
+    openai_endpoint,
     render_children,
     selector_labels,
 )
@@ -588,6 +589,13 @@ class _Pass:
             self.status["endpoint"] = endpoint(name=self.name, namespace=self.namespace, spec=spec)
         elif "endpoint" in self.old_status:
             self.status["endpoint"] = self.old_status["endpoint"]
+        # The pods follow the new plan (and its frontend) only once its engine is ready.
+        oai = openai_endpoint(name=self.name, namespace=self.namespace, spec=spec, plan=plan)
+        if SERVICE_KEY in applied and engine_ready:
+            if oai is not None:
+                self.status["openaiEndpoint"] = oai
+        elif "openaiEndpoint" in self.old_status:
+            self.status["openaiEndpoint"] = self.old_status["openaiEndpoint"]
 
         phase = self._phase(serving, engine_ready, build_error)
         self._available(serving)
@@ -886,7 +894,7 @@ class _Pass:
                 type_, None, "NotPlanned" if type_ == "EngineReady" else "NotValidated", ""
             )
         # What was there before is still there: keep reporting it.
-        for k in ("engine", "endpoint"):
+        for k in ("engine", "endpoint", "openaiEndpoint"):
             if k in self.old_status:
                 self.status[k] = self.old_status[k]
         if "plan" not in self.status and stage == "Validated" and "plan" in self.old_status:
