@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.triton.helpers import generate, write_chatmodel
+from tests.tritonserver.helpers import generate, write_chatmodel
 
 from chatmodel_operator.runtime.server import free_port
 from chatmodel_operator.runtime.tiny_checkpoint import CONVERSATIONS

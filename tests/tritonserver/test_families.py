@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tests.conftest import REPO
-from tests.triton.helpers import generate, local_server, metric, stream_text
+from tests.tritonserver.helpers import generate, local_server, metric, stream_text
 from tokenizers import Tokenizer
 
 from chatmodel_operator.catalog.families import FAMILIES

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-# pytest puts tests/ on sys.path (for tests/conftest.py); from there this very folder would be
-# found as the package `triton` when torch probes for OpenAI's Triton compiler, and torch's
-# import would fail. Nothing here imports from tests/ by a bare name, so it goes.
-_TESTS = Path(__file__).resolve().parents[1]
-sys.path[:] = [p for p in sys.path if not p or Path(p).resolve() != _TESTS]
-if getattr(sys.modules.get("triton"), "__file__", "") is None:
-    del sys.modules["triton"]
-
-from chatmodel_operator.runtime.server import ServerError, find_tritonserver  # noqa: E402
+from chatmodel_operator.runtime.server import ServerError, find_tritonserver
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
 import pytest
-from tests.triton.helpers import generate, stream_text
+from tests.tritonserver.helpers import generate, stream_text
 
 from chatmodel_operator.adapters.checkpoint import read_model_files
 from chatmodel_operator.api.spec import ModelSource

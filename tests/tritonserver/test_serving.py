@@ -18,7 +18,7 @@ from typing import Any
 
 import openai
 import pytest
-from tests.triton.helpers import generate, local_server, metric, stream_text
+from tests.tritonserver.helpers import generate, local_server, metric, stream_text
 
 from chatmodel_operator.cli import main as cli_main
 from chatmodel_operator.runtime.serve import LocalServer
