@@ -34,6 +34,8 @@ from typing import Any
 
 import yaml
 
+from chatmodel_operator.render.objects import TRITON_METRICS_CONFIG
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -333,9 +335,9 @@ class TritonServer:
                     f"--metrics-port={self.metrics_port}",
                     "--allow-gpu-metrics=false",
                     "--allow-cpu-metrics=false",
-                    # p50/p95 request latency and time to first token (newer Triton) are opt-in.
-                    "--metrics-config=summary_latencies=true",
-                    "--metrics-config=histogram_latencies=true",
+                    # p50/p95 request latency and time to first token (newer Triton), as
+                    # the pods ask for them.
+                    *TRITON_METRICS_CONFIG,
                     "--exit-timeout-secs=3",
                 ],
                 stdout=out,

@@ -30,17 +30,15 @@ from chatmodel_operator import observability
 from chatmodel_operator.api import parse_chatmodel
 from chatmodel_operator.api.spec import DEFAULT_TARGETS
 from chatmodel_operator.observability import hpa
+from chatmodel_operator.render.objects import TRITON_METRICS_CONFIG
 from chatmodel_operator.signals import SIGNALS
 
 NAMESPACE, POD, CHATMODEL = "dp", "tiny-0", "tiny"
 POD_LABELS = {"namespace": NAMESPACE, "pod": POD, "chatmodel": CHATMODEL}
 BATCH_SLOTS = 2
 CLIENTS = 10  # about 8 wait for a slot: over the default target of 4 pending per replica
-# Opt-in Triton metrics the serving dashboard's latency panels read.
-LATENCY_FLAGS = (
-    "--metrics-config=summary_latencies=true",
-    "--metrics-config=histogram_latencies=true",
-)
+# Opt-in Triton metrics the serving dashboard's latency panels read, as the pods ask for them.
+LATENCY_FLAGS = TRITON_METRICS_CONFIG
 # Panels the CPU data plane can feed: everything but time to first token (Triton newer than the
 # 2.51 in nvidia-pytriton) and KV-cache blocks (TensorRT-LLM C++ backend only).
 PANELS = (
@@ -99,8 +97,7 @@ def data_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataPlane]:
     work = tmp_path_factory.mktemp("data-plane")
     ckpt = work / "checkpoint"
     # Weights need not be any good to queue: a few training steps keep this fast. A separate
-    # process, as a user runs it, and away from pytest's sys.path (tests/triton would shadow
-    # the `triton` package torch probes for).
+    # process, as a user runs it.
     subprocess.run(
         [
             sys.executable,

@@ -323,6 +323,17 @@ def render_configmap(
     }
 
 
+# Triton's opt-in latency metrics, which the serving dashboard reads: per-model summaries (p50
+# and p95 request latency) and the time-to-first-token histogram. Triton's default summary
+# quantiles ask for 0.1% error at p95/p99, whose CKMS buffers cost every request a few
+# microseconds of copying; the dashboard shows p50 and p95, to within 5% and 1%.
+TRITON_METRICS_CONFIG: tuple[str, ...] = (
+    "--metrics-config=summary_latencies=true",
+    "--metrics-config=summary_quantiles=0.5:0.05,0.9:0.01,0.95:0.01,0.99:0.01",
+    "--metrics-config=histogram_latencies=true",
+)
+
+
 def tritonserver_args(
     *, http_port: int, grpc_port: int, metrics_port: int, repository: str
 ) -> list[str]:
@@ -335,9 +346,7 @@ def tritonserver_args(
         "--allow-metrics=true",
         "--allow-cpu-metrics=false",
         "--metrics-interval-ms=1000",
-        # Latency quantiles and the time-to-first-token histogram feed the serving dashboard.
-        "--metrics-config=summary_latencies=true",
-        "--metrics-config=histogram_latencies=true",
+        *TRITON_METRICS_CONFIG,
         "--disable-auto-complete-config",
         "--exit-on-error=true",
         "--log-verbose=0",
@@ -514,9 +523,7 @@ def render_deployment(
         "template": {
             "metadata": {
                 "labels": pod_labels,
-                "annotations": {
-                    REPOSITORY_HASH_ANNOTATION: digest or repository_hash(repository)
-                },
+                "annotations": {REPOSITORY_HASH_ANNOTATION: digest or repository_hash(repository)},
             },
             "spec": pod_spec,
         },
