@@ -161,7 +161,7 @@ def test_readme_names_every_phase_and_condition() -> None:
     assert phases
     for phase in phases:
         assert f"`{phase}`" in text, phase
-    from chatmodel_operator.reconcile import CONDITION_TYPES
+    from chatmodel_operator.conditions import CONDITION_TYPES
 
     troubleshooting = text.split("## Troubleshooting by condition", 1)[1].split("\n## ", 1)[0]
     for condition in CONDITION_TYPES:

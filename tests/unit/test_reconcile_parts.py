@@ -8,7 +8,7 @@ import pytest
 from chatmodel_operator import rbac
 from chatmodel_operator.adapters import kube
 from chatmodel_operator.cli import build_parser
-from chatmodel_operator.reconcile import Conditions, _reason, redact
+from chatmodel_operator.conditions import Conditions, reason_of, redact
 
 JOB = {
     "apiVersion": "batch/v1",
@@ -151,7 +151,7 @@ def test_conditions_keep_their_transition_time_while_unchanged() -> None:
     ],
 )
 def test_reasons_are_camel_case(raw: str, reason: str) -> None:
-    assert _reason(raw) == reason
+    assert reason_of(raw) == reason
 
 
 def test_hub_tokens_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
