@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 TRITON = {  # Triton core, per model (SRV docs/user_guide/metrics.md)
     "nv_inference_request_success",
     "nv_inference_request_failure",
+    "nv_inference_request_duration_us",
     "nv_inference_queue_duration_us",
     "nv_inference_compute_infer_duration_us",
     "nv_inference_pending_request_count",

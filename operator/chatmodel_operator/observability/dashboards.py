@@ -136,6 +136,17 @@ def _quantile_summary(q: float) -> Query:
     )
 
 
+def _mean_latency() -> Query:
+    # Counters every Triton exports, whatever its metrics config: the mean over the rate window
+    # (no data while idle rather than a made-up zero).
+    return Query(
+        f"sum by ({BY_TRITON_MODEL}) (rate(nv_inference_request_duration_us{{{SEL}}}[{RATE}]))"
+        f" / sum by ({BY_TRITON_MODEL}) "
+        f"(rate(nv_inference_request_success{{{SEL}}}[{RATE}])) / 1000",
+        f"mean {_LEGEND_TRITON}",
+    )
+
+
 def _quantile_ttft(q: float) -> Query:
     return Query(
         f"histogram_quantile({q}, sum by (le, {BY_TRITON_MODEL}) "
@@ -216,11 +227,14 @@ def serving_dashboard() -> model.Dashboard:
         .with_panel(
             _series(
                 "Request latency p50 / p95",
-                "End-to-end request duration from Triton's latency summary (needs "
-                "--metrics-config summary_latencies=true).",
+                "End-to-end request duration: p50 and p95 from Triton's latency summary "
+                "(needs --metrics-config summary_latencies=true, which plain tritonserver "
+                "pods set and Triton's OpenAI frontend does not), and the mean from Triton's "
+                "always-on duration counters.",
                 "ms",
                 _quantile_summary(0.5),
                 _quantile_summary(0.95),
+                _mean_latency(),
             )
         )
         .with_panel(
