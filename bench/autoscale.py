@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ from tests.prometheus.promharness import (  # noqa: E402
     ScrapeJob,
     TritonServer,
     prometheus_binary,
+    tiny_data_plane,
 )
 
 from chatmodel_operator import observability  # noqa: E402
@@ -82,36 +82,7 @@ def data_plane(
     work: Path, concurrency: int, hold: float
 ) -> Iterator[tuple[int, tuple[str, ...], Callable[[], Stepper]]]:
     """`chatmodel serve` on a tiny checkpoint with 2 batch slots: requests wait in the engine."""
-    from chatmodel_operator.api import parse_chatmodel
-    from chatmodel_operator.runtime.serve import LocalServer, prepare_local
-    from chatmodel_operator.runtime.server import Ports
-
-    ckpt = work / "checkpoint"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chatmodel_operator.cli",
-            "tiny-checkpoint",
-            "--family",
-            "yi-chat",
-            "--train-steps",
-            "5",
-            str(ckpt),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    cm = parse_chatmodel(
-        {
-            "apiVersion": "serving.chatmodel.io/v1alpha1",
-            "kind": "ChatModel",
-            "metadata": {"name": "chat"},
-            "spec": {"model": {"source": f"file://{ckpt}"}},
-        }
-    )
-    server = LocalServer(prepare_local(cm, max_batch_size=2), work / "serve", Ports.free(), None)
+    server = tiny_data_plane(work, "chat", batch_slots=2)
     server.start(timeout_s=180)
     try:
         yield (

@@ -358,6 +358,45 @@ class TritonServer:
 # -- load ----------------------------------------------------------------------------------------
 
 
+def tiny_data_plane(work: Path, name: str, batch_slots: int) -> Any:
+    """`chatmodel serve`'s LocalServer (not started) over a tiny Yi checkpoint: requests beyond
+    ``batch_slots`` wait in the engine. The checkpoint is written by the CLI in a separate
+    process, as a user would; a few training steps keep it fast (weights need not be good to
+    queue)."""
+    from chatmodel_operator.api import parse_chatmodel
+    from chatmodel_operator.runtime.serve import LocalServer, prepare_local
+    from chatmodel_operator.runtime.server import Ports
+
+    ckpt = work / "checkpoint"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chatmodel_operator.cli",
+            "tiny-checkpoint",
+            "--family",
+            "yi-chat",
+            "--train-steps",
+            "5",
+            str(ckpt),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    cm = parse_chatmodel(
+        {
+            "apiVersion": "serving.chatmodel.io/v1alpha1",
+            "kind": "ChatModel",
+            "metadata": {"name": name},
+            "spec": {"model": {"source": f"file://{ckpt}"}},
+        }
+    )
+    return LocalServer(
+        prepare_local(cm, max_batch_size=batch_slots), work / "serve", Ports.free(), None
+    )
+
+
 @dataclass
 class LoadStats:
     completed: int = 0

@@ -11,8 +11,6 @@ and minReplicas at idle, and the serving dashboard's panels must return data.
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,10 +22,10 @@ from tests.prometheus.promharness import (
     Prometheus,
     ScrapeJob,
     prometheus_binary,
+    tiny_data_plane,
 )
 
 from chatmodel_operator import observability
-from chatmodel_operator.api import parse_chatmodel
 from chatmodel_operator.api.spec import DEFAULT_TARGETS
 from chatmodel_operator.observability import hpa
 from chatmodel_operator.render.objects import TRITON_METRICS_CONFIG
@@ -88,43 +86,13 @@ def panel_queries() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def data_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataPlane]:
     try:
-        from chatmodel_operator.runtime.serve import LocalServer, prepare_local
-        from chatmodel_operator.runtime.server import Ports, ServerError, find_tritonserver
+        from chatmodel_operator.runtime.server import ServerError, find_tritonserver
 
         find_tritonserver()
     except (ImportError, ServerError) as exc:
         pytest.skip(f"the data plane cannot serve here: {exc}")
     work = tmp_path_factory.mktemp("data-plane")
-    ckpt = work / "checkpoint"
-    # Weights need not be any good to queue: a few training steps keep this fast. A separate
-    # process, as a user runs it.
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chatmodel_operator.cli",
-            "tiny-checkpoint",
-            "--family",
-            "yi-chat",
-            "--train-steps",
-            "5",
-            str(ckpt),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
-    cm = parse_chatmodel(
-        {
-            "apiVersion": "serving.chatmodel.io/v1alpha1",
-            "kind": "ChatModel",
-            "metadata": {"name": CHATMODEL},
-            "spec": {"model": {"source": f"file://{ckpt}"}},
-        }
-    )
-    server = LocalServer(
-        prepare_local(cm, max_batch_size=BATCH_SLOTS), work / "serve", Ports.free(), None
-    )
+    server = tiny_data_plane(work, CHATMODEL, batch_slots=BATCH_SLOTS)
     server.triton.extra_args += [f for f in LATENCY_FLAGS if f not in server.triton.command()]
     prom = Prometheus(
         work / "prometheus",
