@@ -140,6 +140,10 @@ def _cpu_seconds(root: int) -> float:
     return total
 
 
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -259,7 +263,16 @@ def main() -> int:
         # weighs on every route alike.
         for _ in range(args.repeat):
             for m in routes:
-                per_token[m] += asyncio.run(bench.single(m, max(4, args.requests // args.repeat)))
+                if m == "tensorrt_llm_bls" and bls_failure:
+                    continue
+                try:
+                    per_token[m] += asyncio.run(
+                        bench.single(m, max(4, args.requests // args.repeat))
+                    )
+                except (TimeoutError, AssertionError, aiohttp.ClientError) as exc:
+                    if m != "tensorrt_llm_bls":
+                        raise
+                    bls_failure = f"BLS at 1 stream failed: {str(exc)[:120]}"
             for m, n in ((m, n) for m in routes[:2] for n in (1, 8, 32)):
                 assert server.process is not None
                 cpu = _cpu_seconds(server.process.pid)
@@ -271,7 +284,7 @@ def main() -> int:
                     )  # + warm-up
         # The BLS under many fast streams last: Triton 2.51's Python backend may crash the
         # BLS's process then (see the README), which must not cost the other numbers.
-        for n in (1, 8, 32):
+        for n in (1, 8, 32) if not bls_failure else ():
             try:
                 for _ in range(args.repeat):
                     assert server.process is not None
@@ -304,8 +317,8 @@ def main() -> int:
         ("ensemble", "ensemble"),
         ("tensorrt_llm_bls", "BLS"),
     ):
-        p50 = statistics.median(per_token[model])
-        p99 = _percentile(per_token[model], 0.99)
+        p50 = _median(per_token[model])
+        p99 = _percentile(per_token[model], 0.99) if per_token[model] else nan
         added = (
             f"{p50 - bare50:10.3f} {p99 - bare99:10.3f}"
             if model != "tensorrt_llm"
@@ -321,11 +334,11 @@ def main() -> int:
         print(f"  {bls_failure}")
     ok = True
     for model, target in TARGETS.items():
-        added = statistics.median(per_token[model]) - bare50
-        hit = added <= target
+        extra = _median(per_token[model]) - bare50
+        hit = extra <= target
         ok &= hit
         print(
-            f"  target {model}: added p50 {added:.3f} ms <= {target} ms: "
+            f"  target {model}: added p50 {extra:.3f} ms <= {target} ms: "
             f"{'met' if hit else 'MISSED'}"
         )
     hit = rates[("ensemble", 32)] >= 7000
