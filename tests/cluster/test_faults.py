@@ -50,7 +50,9 @@ def child_writes(api: ApiServer, since: int = 0) -> list[Any]:
 
 
 @pytest.mark.operator_config(
-    settings=Settings(build_backoff_s=1.0, build_backoff_max_s=1.5, retry_delay_s=0.5)
+    settings=Settings(
+        build_backoff_s=1.0, build_backoff_max_s=1.5, retry_delay_s=0.5, status_settle_s=0.3
+    )
 )
 async def test_failed_build_is_retried_with_backoff_then_fails_and_recovers(
     api: ApiServer, controllers: Controllers, operator: Operator

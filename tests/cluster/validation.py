@@ -22,7 +22,8 @@ class Validator:
         crd = yaml.safe_load(CRD_FILE.read_text(encoding="utf-8"))
         version = crd["spec"]["versions"][0]
         status_schema = version["schema"]["openAPIV3Schema"]["properties"]["status"]
-        self.status = jsonschema.Draft202012Validator(status_schema)
+        # Kubernetes' structural schemas use draft-4 keywords (boolean exclusiveMinimum).
+        self.status = jsonschema.Draft4Validator(status_schema)
         self.checked: dict[str, int] = {}
 
     def object(self, obj: dict[str, Any]) -> None:
