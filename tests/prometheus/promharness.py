@@ -30,7 +30,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
@@ -406,12 +406,70 @@ class LoadStats:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class Load:
-    """``concurrency`` clients, each streaming one request after another over gRPC.
+class _Clients:
+    """``concurrency`` client threads, each sending one request after another (``_client``).
 
-    Bounded: stops after ``max_requests`` in total or ``max_seconds``, whichever comes first,
-    or when ``stop()`` is called. ``on_first_token`` sees each request's time to first token.
+    Bounded: they stop after ``max_requests`` in total or ``max_seconds``, whichever comes
+    first, or when ``stop()`` is called.
     """
+
+    thread_name = "client"
+    join_timeout = 35.0
+
+    def __init__(self, *, concurrency: int, max_requests: int, max_seconds: float) -> None:
+        self.concurrency = concurrency
+        self.max_requests = max_requests
+        self.max_seconds = max_seconds
+        self.stats = LoadStats()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def _client(self) -> None:
+        raise NotImplementedError
+
+    def _claim(self) -> bool:
+        """Count one more request in flight, unless the bound is reached."""
+        with self.stats.lock:
+            if self.stats.completed + self.stats.in_flight >= self.max_requests:
+                return False
+            self.stats.in_flight += 1
+            return True
+
+    def _finished(self, ok: bool) -> None:
+        with self.stats.lock:
+            self.stats.in_flight -= 1
+            if ok:
+                self.stats.completed += 1
+            else:
+                self.stats.errors += 1
+
+    def start(self) -> Self:
+        self._threads = [
+            threading.Thread(target=self._client, name=f"{self.thread_name}-{i}", daemon=True)
+            for i in range(self.concurrency)
+        ]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> LoadStats:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=self.join_timeout)
+        return self.stats
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Load(_Clients):
+    """``concurrency`` clients, each streaming one request after another over gRPC; bounded
+    like ``_Clients``. ``on_first_token`` sees each request's time to first token."""
+
+    thread_name = "load"
 
     def __init__(
         self,
@@ -423,15 +481,12 @@ class Load:
         max_seconds: float = 60.0,
         on_first_token: Callable[[float], None] | None = None,
     ) -> None:
+        super().__init__(
+            concurrency=concurrency, max_requests=max_requests, max_seconds=max_seconds
+        )
         self.url = f"{LOOPBACK}:{grpc_port}"
-        self.concurrency = concurrency
         self.tokens = tokens
-        self.max_requests = max_requests
-        self.max_seconds = max_seconds
         self.on_first_token = on_first_token
-        self.stats = LoadStats()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
 
     def _client(self) -> None:
         import numpy as np
@@ -443,10 +498,8 @@ class Load:
         client.start_stream(callback=lambda result, error: responses.put((result, error)))
         try:
             while not self._stop.is_set() and time.monotonic() < deadline:
-                with self.stats.lock:
-                    if self.stats.completed + self.stats.in_flight >= self.max_requests:
-                        return
-                    self.stats.in_flight += 1
+                if not self._claim():
+                    return
                 inp = grpcclient.InferInput("max_tokens", [1], "INT32")
                 inp.set_data_from_numpy(np.array([self.tokens], dtype=np.int32))
                 sent = time.monotonic()
@@ -469,41 +522,18 @@ class Load:
                     params = result.get_response().parameters
                     if params["triton_final_response"].bool_param:
                         break
-                with self.stats.lock:
-                    self.stats.in_flight -= 1
-                    if ok:
-                        self.stats.completed += 1
-                    else:
-                        self.stats.errors += 1
+                self._finished(ok)
         finally:
             client.stop_stream()
             client.close()
 
-    def start(self) -> Load:
-        self._threads = [
-            threading.Thread(target=self._client, name=f"load-{i}", daemon=True)
-            for i in range(self.concurrency)
-        ]
-        for t in self._threads:
-            t.start()
-        return self
 
-    def stop(self) -> LoadStats:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=35)
-        return self.stats
-
-    def __enter__(self) -> Load:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class GenerateLoad:
+class GenerateLoad(_Clients):
     """``concurrency`` clients streaming from Triton's generate endpoint (the data plane's
-    ensemble), one request after another; bounded like ``Load``."""
+    ensemble), one request after another; bounded like ``_Clients``."""
+
+    thread_name = "generate"
+    join_timeout = 65.0
 
     def __init__(
         self,
@@ -515,22 +545,17 @@ class GenerateLoad:
         max_requests: int = 2000,
         max_seconds: float = 60.0,
     ) -> None:
+        super().__init__(
+            concurrency=concurrency, max_requests=max_requests, max_seconds=max_seconds
+        )
         self.url = f"{http_url}/v2/models/{model}/generate_stream"
         self.body = json.dumps({"text_input": "Hello, who are you?", "max_tokens": max_tokens})
-        self.concurrency = concurrency
-        self.max_requests = max_requests
-        self.max_seconds = max_seconds
-        self.stats = LoadStats()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
 
     def _client(self) -> None:
         deadline = time.monotonic() + self.max_seconds
         while not self._stop.is_set() and time.monotonic() < deadline:
-            with self.stats.lock:
-                if self.stats.completed + self.stats.in_flight >= self.max_requests:
-                    return
-                self.stats.in_flight += 1
+            if not self._claim():
+                return
             request = urllib.request.Request(self.url, data=self.body.encode(), method="POST")
             ok = True
             try:
@@ -539,33 +564,7 @@ class GenerateLoad:
                 ok = '"error"' not in text
             except OSError:
                 ok = False
-            with self.stats.lock:
-                self.stats.in_flight -= 1
-                if ok:
-                    self.stats.completed += 1
-                else:
-                    self.stats.errors += 1
-
-    def start(self) -> GenerateLoad:
-        self._threads = [
-            threading.Thread(target=self._client, name=f"generate-{i}", daemon=True)
-            for i in range(self.concurrency)
-        ]
-        for t in self._threads:
-            t.start()
-        return self
-
-    def stop(self) -> LoadStats:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=65)
-        return self.stats
-
-    def __enter__(self) -> GenerateLoad:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+            self._finished(ok)
 
 
 # -- series only GPU / TensorRT-LLM C++ backend / newer Triton export ---------------------------
