@@ -16,17 +16,17 @@ from google.protobuf import text_format
 from tests.conftest import EXAMPLES, REPO, load_example
 from tritonclient.grpc import model_config_pb2
 
-from chatmodel_operator.api import parse_chatmodel
+from chatmodel_operator.api import parse_chatmodel, parse_spec
 from chatmodel_operator.api.spec import ModelSource
 from chatmodel_operator.catalog import resolve_model
 from chatmodel_operator.plan import plan_model
+from chatmodel_operator.render import render_children
 from chatmodel_operator.runtime import sources
 from chatmodel_operator.triton import (
     LAYOUTS,
     Settings,
     build_repository_for,
     chat_format,
-    configmap_data,
     configmap_key,
     triton_openai_frontend_args,
     with_sources,
@@ -192,8 +192,19 @@ def test_every_example_gets_a_repository_with_pod_paths(example: Path) -> None:
 
 
 def test_configmap_flattening_round_trips() -> None:
+    # Through the renderer, which builds the ConfigMap's data and the pods' volume items.
     repo = _repo("python")
-    data, items = configmap_data(repo)
+    spec = parse_spec(
+        {"model": {"source": "hf://01-ai/Yi-34B-Chat"}, "resources": {"gpu": {"memoryGiB": 80}}}
+    )
+    _, plan = plan_model(spec)
+    children = render_children(
+        name="m", namespace="ns", uid="u", spec=spec, plan=plan, repository=repo
+    )
+    data = next(o for o in children.serving if o["kind"] == "ConfigMap")["data"]
+    dep = next(o for o in children.serving if o["kind"] == "Deployment")
+    volumes = dep["spec"]["template"]["spec"]["volumes"]
+    items = next(v for v in volumes if v["name"] == "model-repository")["configMap"]["items"]
     assert all(re.fullmatch(r"[-._a-zA-Z0-9]+", k) and len(k) <= 253 for k in data)
     assert {PurePosixPath(i["path"]): data[i["key"]] for i in items} == repo
     assert sum(len(v.encode()) for v in data.values()) < 1_000_000  # a ConfigMap's limit

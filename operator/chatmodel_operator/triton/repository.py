@@ -729,15 +729,6 @@ def configmap_key(path: PurePosixPath) -> str:
     return key.replace("/", "__")
 
 
-def configmap_data(
-    repo: Mapping[PurePosixPath, str],
-) -> tuple[dict[str, str], list[dict[str, str]]]:
-    """The ConfigMap ``data`` and the volume ``items`` that mount each key at its path."""
-    data = {configmap_key(p): repo[p] for p in sorted(repo)}
-    items = [{"key": configmap_key(p), "path": str(p)} for p in sorted(repo)]
-    return data, items
-
-
 __all__ = [
     "LAYOUTS",
     "ChatFormat",
@@ -747,7 +738,6 @@ __all__ = [
     "build_repository",
     "build_repository_for",
     "chat_format",
-    "configmap_data",
     "configmap_key",
     "engine_layout",
     "llmapi_layout",
