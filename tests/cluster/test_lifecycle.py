@@ -91,6 +91,11 @@ def spec_with(**changes: Any) -> dict[str, Any]:
     return spec
 
 
+def set_deployment_status(api: ApiServer, name: str, status: dict[str, Any]) -> None:
+    """As the Deployment controller reports replicas (the tests play it)."""
+    api.patch_status("apps", "v1", "deployments", NS, name, status)
+
+
 def update_spec(api: ApiServer, name: str, spec: Any) -> None:
     """As `kubectl apply` of an edited file: the whole spec replaced in one write."""
     api.patch_object(*CM, NS, name, [{"op": "replace", "path": "/spec", "value": spec}])
@@ -337,11 +342,8 @@ async def test_lost_replicas_degrade_and_recover(
     controllers.deployments = "hold"
     dep = get(api, "deployments", "xverse-triton")
     gen = dep["metadata"]["generation"]
-    api.patch_status(
-        "apps",
-        "v1",
-        "deployments",
-        NS,
+    set_deployment_status(
+        api,
         "xverse-triton",
         {"readyReplicas": 1, "availableReplicas": 1, "observedGeneration": gen},
     )
@@ -354,24 +356,10 @@ async def test_lost_replicas_degrade_and_recover(
         )
     )
 
-    api.patch_status(
-        "apps",
-        "v1",
-        "deployments",
-        NS,
-        "xverse-triton",
-        {"readyReplicas": 0, "availableReplicas": 0},
-    )
+    set_deployment_status(api, "xverse-triton", {"readyReplicas": 0, "availableReplicas": 0})
     await wait_for(lambda: condition(api, "xverse", "Ready").get("status") == "False")
     assert phase_of(api, "xverse") == "Degraded"
-    api.patch_status(
-        "apps",
-        "v1",
-        "deployments",
-        NS,
-        "xverse-triton",
-        {"readyReplicas": 2, "availableReplicas": 2},
-    )
+    set_deployment_status(api, "xverse-triton", {"readyReplicas": 2, "availableReplicas": 2})
     await ready(api, "xverse")
 
 
