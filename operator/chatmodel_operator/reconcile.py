@@ -552,27 +552,23 @@ class _Pass:
         self.status["observedGeneration"] = self.generation
         self.status["conditions"] = c.as_list()
         status = prune_status(self.status)
-        key = (self.namespace, self.name)
-        if status == self.old_status:
-            self.ctx.held.pop(key, None)
-        elif (wait := self._settle(phase)) is not None:
-            # Not yet: a later pass (at the latest the poke below) writes it, or the next phase.
-            for type_, reason, message in self.events:  # warnings no condition carries
-                await self.ctx.client.post_event(
-                    involved=self.body, type_=type_, reason=reason, message=redact(message)
-                )
+        changed = status != self.old_status
+        wait = self._settle(phase) if changed else None
+        if wait is not None:
+            # Not yet: a later pass (at the latest the poke below) writes it, or the next
+            # phase. Only the warnings no condition carries go out now.
+            events = list(self.events)
             self.retry_after = wait if self.retry_after is None else min(wait, self.retry_after)
-            metrics.observe_chatmodel(self._sample(phase, status))
-            return
-        passed = self.ctx.held.pop(key, (0.0, []))[1]
-        events = self._transition_events(phase, [p for p in passed if p != phase])
-        if status != self.old_status:
-            patch = {"status": {**dict.fromkeys(self.old_status), **status}}
-            written = await self.ctx.client.merge_patch(
-                kube.CHATMODEL, self.namespace, self.name, patch, subresource="status"
-            )
-            if written is not None:
-                self.ctx.written[(self.namespace, self.name)] = written
+        else:
+            passed = self.ctx.held.pop((self.namespace, self.name), (0.0, []))[1]
+            events = self._transition_events(phase, passed)
+            if changed:
+                patch = {"status": {**dict.fromkeys(self.old_status), **status}}
+                written = await self.ctx.client.merge_patch(
+                    kube.CHATMODEL, self.namespace, self.name, patch, subresource="status"
+                )
+                if written is not None:
+                    self.ctx.written[(self.namespace, self.name)] = written
         for type_, reason, message in events:
             await self.ctx.client.post_event(
                 involved=self.body, type_=type_, reason=reason, message=redact(message)
@@ -606,11 +602,7 @@ class _Pass:
             return None
         if self.old_status and self.old_status.get("observedGeneration") != self.generation:
             return None
-        c = self.conds
-        if any(
-            (cur := c.new.get(t)) is not None and cur["status"] == bad and c.changed(t)
-            for t, bad in _ERRORS
-        ):
+        if self._new_errors():
             return None
         now = time.monotonic()
         since, passed = self.ctx.held.setdefault((self.namespace, self.name), (now, []))
@@ -621,17 +613,21 @@ class _Pass:
             passed.append(phase)
         return left
 
-    def _transition_events(
-        self, phase: Phase, passed: list[str] | None = None
-    ) -> list[tuple[str, str, str]]:
+    def _new_errors(self) -> list[dict[str, Any]]:
+        """The error conditions of this pass that are new or changed."""
+        c = self.conds
+        return [
+            cur
+            for type_, bad in _ERRORS
+            if (cur := c.new.get(type_)) is not None and cur["status"] == bad and c.changed(type_)
+        ]
+
+    def _transition_events(self, phase: Phase, passed: list[str]) -> list[tuple[str, str, str]]:
         """One Event per phase transition written and per new or changed error; phases that
         passed while the status settled are named in the Event of the one written."""
         out = list(self.events)
+        out += [("Warning", cur["reason"], cur["message"]) for cur in self._new_errors()]
         c = self.conds
-        for type_, bad in _ERRORS:
-            cur = c.new.get(type_)
-            if cur is not None and cur["status"] == bad and c.changed(type_):
-                out.append(("Warning", cur["reason"], cur["message"]))
         if self.api_error is not None and c.changed("Ready"):
             out.append(("Warning", "ApiError", self.api_error.message))
         old = self.old_status.get("phase")
@@ -639,7 +635,7 @@ class _Pass:
             warning = phase in ("Failed", "Degraded")
             if not (warning and out):  # a Failed transition is already told by its error
                 detail = c.new.get("Ready", {}).get("message", "")
-                steps = [p for p in passed or () if p != old]
+                steps = [p for p in passed if p not in (old, phase)]
                 via = f" (through {', '.join(steps)})" if steps else ""
                 out.append(
                     (
