@@ -18,6 +18,8 @@ import yaml
 from chatmodel_operator.api import parse_chatmodel
 from chatmodel_operator.runtime.serve import LocalServer, prepare_local
 from chatmodel_operator.runtime.server import Ports, free_port
+from chatmodel_operator.runtime.tiny_checkpoint import Conversation
+from chatmodel_operator.triton.textproc import envelope
 
 
 def chatmodel_doc(name: str, checkpoint: Path, family: str) -> dict[str, Any]:
@@ -52,6 +54,11 @@ def write_chatmodel(path: Path, checkpoint: Path, family: str) -> Path:
 
 
 # --- Triton's HTTP generate endpoints -------------------------------------------------------
+
+
+def conversation_body(conv: Conversation, max_tokens: int = 200, **extra: Any) -> dict[str, Any]:
+    """A generate request whose text_input is ``conv``'s messages (the chat envelope)."""
+    return {"text_input": envelope(conv.as_messages()), "max_tokens": max_tokens, **extra}
 
 
 def _connection(url: str) -> http.client.HTTPConnection:

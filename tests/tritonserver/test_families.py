@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tests.conftest import REPO
-from tests.tritonserver.helpers import generate, local_server, metric, stream_text
+from tests.tritonserver.helpers import (
+    conversation_body,
+    generate,
+    local_server,
+    metric,
+    stream_text,
+)
 from tokenizers import Tokenizer
 
 from chatmodel_operator.catalog.families import FAMILIES
@@ -45,7 +51,7 @@ def test_generate_answers_every_conversation(
 ) -> None:
     _, _, server = served
     for conv in CONVERSATIONS:
-        body = {"text_input": envelope(conv.as_messages()), "max_tokens": 200, **GREEDY}
+        body = conversation_body(conv, **GREEDY)
         status, doc = generate(server.triton.http_url, model, body)
         assert status == 200, doc
         assert doc["text_output"] == conv.reply
@@ -65,7 +71,7 @@ def test_chinese_streams_in_pieces_without_replacement_chars(
 ) -> None:
     _, _, server = served
     for conv in CHINESE:
-        body = {"text_input": envelope(conv.as_messages()), "max_tokens": 200, **GREEDY}
+        body = conversation_body(conv, **GREEDY)
         chunks = stream_text(server.triton.http_url, model, body)
         assert all("\ufffd" not in c for c in chunks), chunks
         assert "".join(chunks) == conv.reply
@@ -82,7 +88,7 @@ def test_generation_stops_at_the_familys_stop_token(
     tokens = "chatmodel_engine_generated_tokens_total"
     for conv in CONVERSATIONS[:3]:
         before = metric(server.triton.metrics_url, tokens)
-        body = {"text_input": envelope(conv.as_messages()), "max_tokens": 300, **GREEDY}
+        body = conversation_body(conv, 300, **GREEDY)
         status, doc = generate(server.triton.http_url, "ensemble", body)
         assert status == 200 and doc["text_output"] == conv.reply
         generated = metric(server.triton.metrics_url, tokens) - before

@@ -18,7 +18,13 @@ from typing import Any
 
 import openai
 import pytest
-from tests.tritonserver.helpers import generate, local_server, metric, stream_text
+from tests.tritonserver.helpers import (
+    conversation_body,
+    generate,
+    local_server,
+    metric,
+    stream_text,
+)
 
 from chatmodel_operator.cli import main as cli_main
 from chatmodel_operator.runtime.serve import LocalServer
@@ -50,8 +56,7 @@ def server(
 
 
 def _body(i: int) -> dict[str, Any]:
-    conv = CONVERSATIONS[i % len(CONVERSATIONS)]
-    return {"text_input": envelope(conv.as_messages()), "max_tokens": 200}
+    return conversation_body(CONVERSATIONS[i % len(CONVERSATIONS)])
 
 
 def test_sixteen_concurrent_streams(server: LocalServer) -> None:
