@@ -42,7 +42,7 @@ from chatmodel_operator.api import parse_chatmodel
 from chatmodel_operator.runtime.serve import prepare_local
 from chatmodel_operator.runtime.server import Ports, TritonServer, write_repository
 from chatmodel_operator.runtime.tiny_checkpoint import write_tiny_checkpoint
-from chatmodel_operator.triton import with_sources
+from chatmodel_operator.triton import Repository, with_sources
 from chatmodel_operator.triton.textproc import token_table_from_tokenizer_json
 
 TOKENS = 240
@@ -156,34 +156,29 @@ class TritonPythonModel:
 REFERENCE = "ensemble_per_response"
 
 
-def with_reference(repo: dict[Any, str]) -> dict[Any, str]:
+def with_reference(repo: Repository) -> Repository:
     """``repo`` plus ``ensemble_per_response``: our ensemble wired to the reference
     postprocessing (``postprocessing_per_response``), everything else shared."""
-    out = dict(repo)
-    by_name = {str(path): path for path in repo}
+    reference_post = "postprocessing_per_response"
 
-    def renamed(text: str, old: str, new: str, count: int) -> str:
-        assert text.count(old) == count, (old, text.count(old))
+    def renamed(path: str, old: str, new: str) -> str:
+        text = repo[PurePosixPath(path)]
+        assert text.count(old) == 1, (path, old)
         return text.replace(old, new)
 
-    post = PurePosixPath
-    config = renamed(
-        repo[by_name["postprocessing/config.pbtxt"]],
-        'name: "postprocessing"',
-        'name: "postprocessing_per_response"',
-        1,
+    out = dict(repo)
+    out[PurePosixPath(reference_post, "config.pbtxt")] = renamed(
+        "postprocessing/config.pbtxt", 'name: "postprocessing"', f'name: "{reference_post}"'
     )
-    out[post("postprocessing_per_response/config.pbtxt")] = config
-    out[post("postprocessing_per_response/1/model.py")] = PER_RESPONSE_POSTPROCESSING
-    ensemble = repo[by_name["ensemble/config.pbtxt"]]
-    ensemble = renamed(ensemble, 'name: "ensemble"', f'name: "{REFERENCE}"', 1)
-    ensemble = renamed(
-        ensemble, 'model_name: "postprocessing"', 'model_name: "postprocessing_per_response"', 1
+    out[PurePosixPath(reference_post, "1", "model.py")] = PER_RESPONSE_POSTPROCESSING
+    ensemble = renamed("ensemble/config.pbtxt", 'name: "ensemble"', f'name: "{REFERENCE}"')
+    assert ensemble.count('model_name: "postprocessing"') == 1
+    out[PurePosixPath(REFERENCE, "config.pbtxt")] = ensemble.replace(
+        'model_name: "postprocessing"', f'model_name: "{reference_post}"'
     )
-    out[post(f"{REFERENCE}/config.pbtxt")] = ensemble
-    for path, text in repo.items():
-        if str(path).startswith("ensemble/1/"):
-            out[post(REFERENCE, *path.parts[1:])] = text
+    for path, text in repo.items():  # the version directory's placeholder
+        if path.parts[:2] == ("ensemble", "1"):
+            out[PurePosixPath(REFERENCE, *path.parts[1:])] = text
     return out
 
 
