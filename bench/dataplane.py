@@ -10,7 +10,9 @@ tokens' text exactly, with no U+FFFD.
 
 Measured: time per streamed token of one stream through the bare engine model, the ensemble
 and the BLS (p50 and p99 over requests; the pipeline's share is the difference to the bare
-engine), and tokens per second at 1, 8 and 32 concurrent streams of 240 tokens.
+engine), and tokens per second at 1, 8 and 32 concurrent streams of 240 tokens. At 32 streams
+also the CPU time per token of the server (Triton and its Python processes) and of this client,
+which share the machine's cores, and the rate the server's share alone would allow.
 Targets (NVIDIA's Python pipeline, Triton 2.51 on CPU): at most 0.12 ms added per token through
 the ensemble and 0.55 ms through the BLS at one stream; 7,000 tokens/s at 32 streams.
 
@@ -183,7 +185,7 @@ def with_reference(repo: Repository) -> Repository:
 
 
 def _cpu_seconds(root: int) -> float:
-    """CPU time (user + system) of this process, ``root`` and every descendant of ``root``."""
+    """CPU time (user + system) of ``root`` and every descendant of ``root``."""
     tick = os.sysconf("SC_CLK_TCK")
     children: dict[int, list[int]] = {}
     times: dict[int, float] = {}
@@ -198,12 +200,27 @@ def _cpu_seconds(root: int) -> float:
         pid = int(entry)
         children.setdefault(int(fields[1]), []).append(pid)
         times[pid] = (int(fields[11]) + int(fields[12])) / tick
-    total, todo = times.get(os.getpid(), 0.0), [root]
+    total, todo = 0.0, [root]
     while todo:
         pid = todo.pop()
         total += times.get(pid, 0.0)
         todo.extend(children.get(pid, []))
     return total
+
+
+def _throughput(
+    bench: Bench, server: TritonServer, model: str, streams: int, rounds: int
+) -> tuple[float, float, float]:
+    """Tokens per second, and the server's and this client's CPU microseconds per token."""
+    assert server.process is not None
+    server_cpu, client_cpu = _cpu_seconds(server.process.pid), time.process_time()
+    rate = asyncio.run(bench.throughput(model, streams, rounds))
+    tokens = streams * TOKENS * (rounds + 1)  # + the warm-up round
+    return (
+        rate,
+        (_cpu_seconds(server.process.pid) - server_cpu) * 1e6 / tokens,
+        (time.process_time() - client_cpu) * 1e6 / tokens,
+    )
 
 
 def _median(values: list[float]) -> float:
@@ -326,7 +343,8 @@ def main() -> int:
     routes = ("tensorrt_llm", "ensemble", REFERENCE, "tensorrt_llm_bls")
     per_token: dict[str, list[float]] = {m: [] for m in routes}
     samples: dict[tuple[str, int], list[float]] = {(m, n): [] for m in routes for n in (1, 8, 32)}
-    cpu_per_token: dict[str, list[float]] = {m: [] for m in routes}
+    # CPU microseconds per token at 32 streams: (server, client) per pass
+    cpu_per_token: dict[str, list[tuple[float, float]]] = {m: [] for m in routes}
     load_before = os.getloadavg()[0]
     bls_failure = ""
     with server:
@@ -346,27 +364,21 @@ def main() -> int:
                         raise
                     bls_failure = f"BLS at 1 stream failed: {type(exc).__name__} {str(exc)[:120]}"
             for m, n in ((m, n) for m in routes[:3] for n in (1, 8, 32)):
-                assert server.process is not None
-                cpu = _cpu_seconds(server.process.pid)
-                samples[(m, n)].append(asyncio.run(bench.throughput(m, n, args.rounds)))
-                used = _cpu_seconds(server.process.pid) - cpu
+                rate, server_us, client_us = _throughput(bench, server, m, n, args.rounds)
+                samples[(m, n)].append(rate)
                 if n == 32:
-                    cpu_per_token[m].append(
-                        used * 1e6 / (n * TOKENS * (args.rounds + 1))
-                    )  # + warm-up
+                    cpu_per_token[m].append((server_us, client_us))
         # The BLS under many fast streams last: Triton 2.51's Python backend may crash the
         # BLS's process then (see the README), which must not cost the other numbers.
         for n in (1, 8, 32) if not bls_failure else ():
             try:
                 for _ in range(args.repeat):
-                    assert server.process is not None
-                    cpu = _cpu_seconds(server.process.pid)
-                    rate = asyncio.run(bench.throughput("tensorrt_llm_bls", n, args.rounds))
-                    used = _cpu_seconds(server.process.pid) - cpu
+                    rate, server_us, client_us = _throughput(
+                        bench, server, "tensorrt_llm_bls", n, args.rounds
+                    )
                     samples[("tensorrt_llm_bls", n)].append(rate)
                     if n == 32:
-                        per = used * 1e6 / (n * TOKENS * (args.rounds + 1))
-                        cpu_per_token["tensorrt_llm_bls"].append(per)
+                        cpu_per_token["tensorrt_llm_bls"].append((server_us, client_us))
             except (TimeoutError, AssertionError, aiohttp.ClientError) as exc:
                 bls_failure = f"BLS at {n} streams failed: {type(exc).__name__} {str(exc)[:120]}"
                 break
@@ -382,8 +394,10 @@ def main() -> int:
     )
     print(
         f"  {'route':18} {'ms/token p50':>12} {'p99':>7} {'added p50':>10} {'added p99':>10}"
-        f" {'tok/s @1':>9} {'@8':>7} {'@32':>7} {'CPU us/tok @32':>15}"
+        f" {'tok/s @1':>9} {'@8':>7} {'@32':>7}  {'CPU us/tok @32: server':>22} {'client':>6}"
+        f" {'cap**':>6}"
     )
+    cores = os.cpu_count() or 1
     for model, label in (
         ("tensorrt_llm", "bare engine"),
         ("ensemble", "ensemble"),
@@ -391,6 +405,8 @@ def main() -> int:
         (REFERENCE, "reference*"),
     ):
         p50 = _median(per_token[model])
+        server_us = _median([server for server, _ in cpu_per_token[model]])
+        client_us = _median([client for _, client in cpu_per_token[model]])
         p99 = _percentile(per_token[model], 0.99) if per_token[model] else nan
         added = (
             f"{p50 - bare50:10.3f} {p99 - bare99:10.3f}"
@@ -400,13 +416,17 @@ def main() -> int:
         print(
             f"  {label:18} {p50:12.3f} {p99:7.3f} {added} "
             f"{rates[(model, 1)]:9.0f} {rates[(model, 8)]:7.0f} {rates[(model, 32)]:7.0f} "
-            f"{statistics.median(cpu_per_token[model]) if cpu_per_token[model] else nan:15.0f}"
+            f"{server_us:24.0f} {client_us:6.0f} {cores * 1e6 / server_us:6.0f}"
         )
     print("  every streamed text of ours equal to its tokens' text, no U+FFFD: yes")
     print(
         "  * reference: our ensemble with NVIDIA's way of decoding (each response on its own), "
         f"this machine, this run: {bench.replacement_chars / max(1, bench.reference_streams):.0f}"
         " U+FFFD per stream"
+    )
+    print(
+        f"  ** cap: tok/s the server's CPU per token allows on all {cores} cores, "
+        "with the client on another machine"
     )
     if bls_failure:
         print(f"  {bls_failure}")
