@@ -220,6 +220,26 @@ def test_openai_client_chat_completions(server: LocalServer) -> None:
         client.chat.completions.create(model="other", messages=[{"role": "user", "content": "x"}])
 
 
+def test_openai_client_completions(server: LocalServer) -> None:
+    """The legacy route: the prompt is one user turn in the model's chat format."""
+    client = openai.OpenAI(base_url=server.openai_url, api_key="unused", max_retries=0)
+    conv = CONVERSATIONS[0]  # one Chinese user turn
+    ((_, prompt),) = conv.messages
+    done = client.completions.create(model=server.local.name, prompt=prompt, max_tokens=200)
+    assert done.object == "text_completion"
+    assert done.choices[0].text == conv.reply
+    assert done.choices[0].finish_reason == "stop"
+    stream = client.completions.create(
+        model=server.local.name, prompt=prompt, max_tokens=200, stream=True
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].text for c in chunks) == conv.reply
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert all("\ufffd" not in c.choices[0].text for c in chunks)
+    with pytest.raises(openai.BadRequestError, match="echo"):
+        client.completions.create(model=server.local.name, prompt=prompt, echo=True)
+
+
 def test_chat_command_streams_a_reply(server: LocalServer) -> None:
     out = io.StringIO()
     with redirect_stdout(out):

@@ -1,9 +1,11 @@
-"""A small OpenAI-compatible front (``/v1/chat/completions``, ``/v1/models``) for local serving.
+"""A small OpenAI-compatible front (``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``)
+for local serving.
 
 It holds no model and renders nothing: each request becomes one call to Triton's generate (or
 generate_stream) endpoint of ``ensemble``, with the messages in ``text_input`` as the
-``{"messages": [...]}`` envelope, so our preprocessing model applies the chat format and the
-truncation rules exactly as for every other client. Text deltas come back UTF-8 safe from
+``{"messages": [...]}`` envelope (a completion's prompt as plain text, which preprocessing takes as
+one user turn, as it does from every client), so our preprocessing model applies the chat format
+and the truncation rules exactly as for every other client. Text deltas come back UTF-8 safe from
 postprocessing and are re-framed as OpenAI chunks.
 
 Triton 2.51 does not cancel a running ensemble step when its client leaves, so this front gives
@@ -23,6 +25,8 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -50,9 +54,8 @@ def _number(body: dict[str, Any], key: str, kind: type, low: float, high: float)
     return kind(value)
 
 
-def triton_request(body: dict[str, Any], default_max_tokens: int) -> dict[str, Any]:
-    """The generate request for one OpenAI chat completion request (raises RequestError)."""
-    messages = normalize_messages(body.get("messages"))
+def _generation(body: dict[str, Any], default_max_tokens: int) -> dict[str, Any]:
+    """The generate request's fields common to chat and completion requests, but the input."""
     if body.get("n", 1) != 1:
         raise RequestError("n: only one choice per request is supported")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
@@ -60,11 +63,7 @@ def triton_request(body: dict[str, Any], default_max_tokens: int) -> dict[str, A
         max_tokens = default_max_tokens
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise RequestError("max_tokens must be a positive integer")
-    out: dict[str, Any] = {
-        "text_input": envelope(messages),
-        "max_tokens": max_tokens,
-        "stream": bool(body.get("stream", False)),
-    }
+    out: dict[str, Any] = {"max_tokens": max_tokens, "stream": bool(body.get("stream", False))}
     for key, name, kind, low, high in (
         ("temperature", "temperature", float, 0.0, 2.0),
         ("top_p", "top_p", float, 0.0, 1.0),
@@ -87,6 +86,60 @@ def triton_request(body: dict[str, Any], default_max_tokens: int) -> dict[str, A
     return out
 
 
+def triton_request(body: dict[str, Any], default_max_tokens: int) -> dict[str, Any]:
+    """The generate request for one OpenAI chat completion request (raises RequestError)."""
+    messages = normalize_messages(body.get("messages"))
+    return {"text_input": envelope(messages), **_generation(body, default_max_tokens)}
+
+
+def triton_completion_request(body: dict[str, Any], default_max_tokens: int) -> dict[str, Any]:
+    """The generate request for one OpenAI (legacy) completion request (raises RequestError).
+
+    The prompt goes in as plain text, which preprocessing renders as one user turn in the
+    model's chat format: these are chat models."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt:
+        raise RequestError("prompt must be a non-empty string (or a list of one string)")
+    for key, unsupported in (
+        ("echo", bool(body.get("echo"))),
+        ("logprobs", body.get("logprobs") is not None),
+        ("suffix", body.get("suffix") is not None),
+        ("best_of", body.get("best_of", 1) != 1),
+    ):
+        if unsupported:
+            raise RequestError(f"{key} is not supported here; leave it out")
+    return {"text_input": prompt, **_generation(body, default_max_tokens)}
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """How one OpenAI route frames its answers."""
+
+    request: Callable[[dict[str, Any], int], dict[str, Any]]
+    id_prefix: str
+    object: str
+    chunk_object: str
+    chat: bool
+
+    def choice(self, text: str, finish: str | None) -> dict[str, Any]:
+        if self.chat:
+            message = {"role": "assistant", "content": text}
+            return {"index": 0, "message": message, "finish_reason": finish}
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+
+    def chunk_choice(self, text: str | None, finish: str | None) -> dict[str, Any]:
+        if self.chat:
+            delta = {} if text is None else {"content": text}
+            return {"index": 0, "delta": delta, "finish_reason": finish}
+        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+
+
+CHAT = _Kind(triton_request, "chatcmpl-", "chat.completion", "chat.completion.chunk", True)
+COMPLETION = _Kind(triton_completion_request, "cmpl-", "text_completion", "text_completion", False)
+
+
 class Front:
     def __init__(self, triton_http: str, model_name: str, max_tokens_default: int) -> None:
         self.triton = triton_http.rstrip("/")
@@ -107,6 +160,7 @@ class Front:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
         app.on_startup.append(self.start)
@@ -121,6 +175,12 @@ class Front:
         return web.json_response({"object": "list", "data": data})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, CHAT)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, COMPLETION)
+
+    async def _serve(self, request: web.Request, kind: _Kind) -> web.StreamResponse:
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
@@ -134,17 +194,17 @@ class Front:
                 "not_found_error",
             )
         try:
-            payload = triton_request(body, self.max_tokens_default)
+            payload = kind.request(body, self.max_tokens_default)
         except RequestError as exc:
             return _error(400, str(exc))
         # A number: TensorRT-LLM's C++ backend takes request ids that parse as integers.
         request_id = str(secrets.randbits(62))
         payload["id"] = request_id
-        chat_id = f"chatcmpl-{request_id}"
+        answer_id = f"{kind.id_prefix}{request_id}"
         try:
             if payload["stream"]:
-                return await self._stream(request, payload, chat_id)
-            return await self._complete(payload, chat_id)
+                return await self._stream(request, payload, kind, answer_id)
+            return await self._complete(payload, kind, answer_id)
         except (ConnectionResetError, asyncio.CancelledError):
             # Our client left: stop the engine, shielded from this task's own cancellation.
             await asyncio.shield(self._stop(request_id))
@@ -164,36 +224,35 @@ class Front:
             async with self.session.post(url, json=body) as resp:
                 await resp.read()
 
-    def _chunk(self, chat_id: str, delta: dict[str, Any], finish: str | None) -> bytes:
+    def _chunk(self, kind: _Kind, answer_id: str, choice: dict[str, Any]) -> bytes:
         doc = {
-            "id": chat_id,
-            "object": "chat.completion.chunk",
+            "id": answer_id,
+            "object": kind.chunk_object,
             "created": int(time.time()),
             "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            "choices": [choice],
         }
         return f"data: {json.dumps(doc, ensure_ascii=False)}\n\n".encode()
 
-    async def _complete(self, payload: dict[str, Any], chat_id: str) -> web.Response:
+    async def _complete(self, payload: dict[str, Any], kind: _Kind, answer_id: str) -> web.Response:
         assert self.session is not None
         url = f"{self.triton}/v2/models/{TRITON_MODEL}/generate"
         async with self.session.post(url, json=payload) as resp:
             doc = await resp.json(content_type=None)
             if resp.status != 200 or "error" in doc:
                 return _error(resp.status if resp.status != 200 else 500, str(doc.get("error")))
-        message = {"role": "assistant", "content": doc.get("text_output", "")}
         return web.json_response(
             {
-                "id": chat_id,
-                "object": "chat.completion",
+                "id": answer_id,
+                "object": kind.object,
                 "created": int(time.time()),
                 "model": self.model,
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "choices": [kind.choice(doc.get("text_output", ""), "stop")],
             }
         )
 
     async def _stream(
-        self, request: web.Request, payload: dict[str, Any], chat_id: str
+        self, request: web.Request, payload: dict[str, Any], kind: _Kind, answer_id: str
     ) -> web.StreamResponse:
         assert self.session is not None
         url = f"{self.triton}/v2/models/{TRITON_MODEL}/generate_stream"
@@ -210,7 +269,9 @@ class Front:
                 headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
             )
             await resp.prepare(request)
-            await resp.write(self._chunk(chat_id, {"role": "assistant", "content": ""}, None))
+            if kind.chat:  # the role first, as OpenAI's chat streams do
+                role = {"index": 0, "delta": {"role": "assistant", "content": ""}}
+                await resp.write(self._chunk(kind, answer_id, {**role, "finish_reason": None}))
             async for raw in upstream.content:
                 line = raw.decode("utf-8").strip()
                 if not line.startswith("data:"):
@@ -222,9 +283,9 @@ class Front:
                     break
                 text = doc.get("text_output", "")
                 if text:
-                    await resp.write(self._chunk(chat_id, {"content": text}, None))
+                    await resp.write(self._chunk(kind, answer_id, kind.chunk_choice(text, None)))
             else:
-                await resp.write(self._chunk(chat_id, {}, "stop"))
+                await resp.write(self._chunk(kind, answer_id, kind.chunk_choice(None, "stop")))
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
             return resp

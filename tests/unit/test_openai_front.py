@@ -1,0 +1,94 @@
+"""The local OpenAI front's request building: OpenAI bodies in, Triton generate bodies out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chatmodel_operator.runtime.openai_front import (
+    CHAT,
+    COMPLETION,
+    triton_completion_request,
+    triton_request,
+)
+from chatmodel_operator.triton.textproc import RequestError
+
+
+def test_chat_request_carries_the_conversation_and_the_sampling_fields() -> None:
+    body = {
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "你好"},
+        ],
+        "max_tokens": 64,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "seed": 3,
+        "stop": "###",
+        "stream": True,
+    }
+    out = triton_request(body, default_max_tokens=512)
+    assert json.loads(out.pop("text_input")) == {"messages": body["messages"]}
+    assert out == {
+        "max_tokens": 64,
+        "stream": True,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "seed": 3,
+        "stop_words": ["###"],
+    }
+
+
+def test_completion_request_sends_the_prompt_as_plain_text() -> None:
+    out = triton_completion_request({"prompt": ["Hello"], "stop": ["\n\n"]}, default_max_tokens=99)
+    assert out == {"text_input": "Hello", "max_tokens": 99, "stream": False, "stop_words": ["\n\n"]}
+    assert (
+        triton_completion_request({"prompt": "hi", "max_completion_tokens": 5}, 99)["max_tokens"]
+        == 5
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "prompt"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": ["a", "b"]}, "prompt"),
+        ({"prompt": "a", "echo": True}, "echo"),
+        ({"prompt": "a", "logprobs": 2}, "logprobs"),
+        ({"prompt": "a", "suffix": "z"}, "suffix"),
+        ({"prompt": "a", "best_of": 3}, "best_of"),
+        ({"prompt": "a", "n": 2}, "n"),
+        ({"prompt": "a", "max_tokens": 0}, "max_tokens"),
+        ({"prompt": "a", "temperature": 3}, "temperature"),
+        ({"prompt": "a", "stop": [1]}, "stop"),
+    ],
+)
+def test_a_completion_request_that_cannot_be_served_names_its_field(
+    body: dict[str, object], field: str
+) -> None:
+    with pytest.raises(RequestError, match=field):
+        triton_completion_request(body, default_max_tokens=16)
+
+
+def test_the_two_routes_frame_choices_as_openai_does() -> None:
+    assert CHAT.choice("hi", "stop") == {
+        "index": 0,
+        "message": {"role": "assistant", "content": "hi"},
+        "finish_reason": "stop",
+    }
+    assert CHAT.chunk_choice("hi", None) == {
+        "index": 0,
+        "delta": {"content": "hi"},
+        "finish_reason": None,
+    }
+    assert CHAT.chunk_choice(None, "stop")["delta"] == {}
+    assert COMPLETION.choice("hi", "stop") == {
+        "index": 0,
+        "text": "hi",
+        "logprobs": None,
+        "finish_reason": "stop",
+    }
+    assert COMPLETION.chunk_choice(None, "stop")["text"] == ""
+    assert (COMPLETION.object, CHAT.chunk_object) == ("text_completion", "chat.completion.chunk")
