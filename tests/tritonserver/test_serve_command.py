@@ -26,7 +26,9 @@ def _chatmodel(*args: str) -> list[str]:
 
 def test_tiny_checkpoint_command_writes_a_checkpoint(tmp_path: Path) -> None:
     out = subprocess.run(
-        _chatmodel("tiny-checkpoint", str(tmp_path / "x"), "--family", "xverse", "--train-steps", "5"),
+        _chatmodel(
+            "tiny-checkpoint", str(tmp_path / "x"), "--family", "xverse", "--train-steps", "5"
+        ),
         capture_output=True,
         text=True,
         timeout=120,

@@ -98,10 +98,16 @@ def test_any_checkpoint_is_read_from_its_config_and_template_is_honoured() -> No
             True,
             id="tokenizer-auto-map",
         ),
-        pytest.param("file:///m", {"auto_map": {"AutoModel": "m.M"}}, {}, False,
-                     id="model-code-only"),
-        pytest.param("file:///m", {"auto_map": {"AutoModel": "m.M"}}, None, None,
-                     id="model-code-tokenizer-unread"),
+        pytest.param(
+            "file:///m", {"auto_map": {"AutoModel": "m.M"}}, {}, False, id="model-code-only"
+        ),
+        pytest.param(
+            "file:///m",
+            {"auto_map": {"AutoModel": "m.M"}},
+            None,
+            None,
+            id="model-code-tokenizer-unread",
+        ),
         pytest.param("file:///m", {}, None, False, id="no-code-at-all"),
     ],
 )

@@ -56,8 +56,14 @@ def _combinations() -> Iterator[Any]:
     names = list(TOGGLES)
     for picks in itertools.product((0, 1), repeat=len(names)):
         settings = {name: TOGGLES[name][pick] for name, pick in zip(names, picks, strict=True)}
-        label = ",".join(name.split(".")[-2 if name.endswith("enabled") else -1]
-                         for name, pick in zip(names, picks, strict=True) if pick) or "defaults"
+        label = (
+            ",".join(
+                name.split(".")[-2 if name.endswith("enabled") else -1]
+                for name, pick in zip(names, picks, strict=True)
+                if pick
+            )
+            or "defaults"
+        )
         yield pytest.param(_values(settings), id=label)
 
 
@@ -290,7 +296,9 @@ def test_every_rendered_object_validates(values: dict[str, Any], kube_version: s
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 def test_chart_crds_validate(kube_version: str) -> None:
     crds = [
-        d for p in sorted((CHART / "crds").glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())
+        d
+        for p in sorted((CHART / "crds").glob("*.yaml"))
+        for d in yaml.safe_load_all(p.read_text())
     ]
     assert {c["metadata"]["name"] for c in crds} == {
         "chatmodels.serving.chatmodel.io",
@@ -344,14 +352,20 @@ def test_metrics_service_selects_the_operator_pods() -> None:
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
     monitor = one(objs, "ServiceMonitor")
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
     assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
 
 
 def test_image_tag_and_runas_user_can_be_overridden() -> None:
-    objs = objects({"image": {"repository": "r.example/cmo", "tag": "dev"},
-                    "securityContext": {"runAsUser": None}})
+    objs = objects(
+        {
+            "image": {"repository": "r.example/cmo", "tag": "dev"},
+            "securityContext": {"runAsUser": None},
+        }
+    )
     assert container(objs)["image"] == "r.example/cmo:dev"
     assert "runAsUser" not in one(objs, "Deployment")["spec"]["template"]["spec"]["securityContext"]
 
@@ -359,17 +373,28 @@ def test_image_tag_and_runas_user_can_be_overridden() -> None:
 # The four ways the operator can be started: (values, scope arguments, peering kind).
 MODES = [
     pytest.param({}, ["--all-namespaces"], None, id="all namespaces, standalone"),
-    pytest.param({"replicas": 2}, ["--all-namespaces"], "ClusterKopfPeering",
-                 id="all namespaces, peering"),
-    pytest.param({"watch": {"namespaces": ["a", "b"]}}, ["--namespace=a", "--namespace=b"],
-                 None, id="namespaced, standalone"),
-    pytest.param({"replicas": 2, "watch": {"namespaces": ["a", "b"]}},
-                 ["--namespace=a", "--namespace=b"], "KopfPeering", id="namespaced, peering"),
+    pytest.param(
+        {"replicas": 2}, ["--all-namespaces"], "ClusterKopfPeering", id="all namespaces, peering"
+    ),
+    pytest.param(
+        {"watch": {"namespaces": ["a", "b"]}},
+        ["--namespace=a", "--namespace=b"],
+        None,
+        id="namespaced, standalone",
+    ),
+    pytest.param(
+        {"replicas": 2, "watch": {"namespaces": ["a", "b"]}},
+        ["--namespace=a", "--namespace=b"],
+        "KopfPeering",
+        id="namespaced, peering",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("values", "scope_args", "peering"), MODES)
-def test_scope_and_peering(values: dict[str, Any], scope_args: list[str], peering: str | None) -> None:
+def test_scope_and_peering(
+    values: dict[str, Any], scope_args: list[str], peering: str | None
+) -> None:
     objs = objects(values)
     args = container(objs)["args"]
     assert [a for a in args if a.startswith(("--namespace", "--all-namespaces"))] == scope_args
@@ -389,8 +414,9 @@ def test_scope_and_peering(values: dict[str, Any], scope_args: list[str], peerin
 
 
 @pytest.mark.parametrize(("values", "scope_args", "peering"), MODES)
-def test_operator_arguments_parse(values: dict[str, Any], scope_args: list[str],
-                                  peering: str | None) -> None:
+def test_operator_arguments_parse(
+    values: dict[str, Any], scope_args: list[str], peering: str | None
+) -> None:
     args = container(objects(values))["args"]
     assert set(scope_args) <= set(args)
     try:
@@ -410,14 +436,18 @@ def test_cluster_wide_role_is_the_declared_list() -> None:
     binding = one(objs, "ClusterRoleBinding")
     account = one(objs, "ServiceAccount")
     assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
         "name": role["metadata"]["name"],
     }
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
-                                    "namespace": NAMESPACE}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}
+    ]
     assert not of_kind(objs, "Role")
     deployment = one(objs, "Deployment")
-    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    assert (
+        deployment["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    )
 
 
 def test_namespaced_install_splits_the_declared_list_by_scope() -> None:
@@ -441,10 +471,17 @@ def test_namespaced_install_splits_the_declared_list_by_scope() -> None:
 
 
 def test_rbac_and_service_account_can_be_left_to_the_platform() -> None:
-    objs = objects({"rbac": {"create": False},
-                    "serviceAccount": {"create": False, "name": "ops-sa"}})
+    objs = objects(
+        {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "ops-sa"}}
+    )
     kinds = {o["kind"] for o in objs}
-    assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"}
+    assert not kinds & {
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    }
     assert one(objs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops-sa"
 
 
@@ -464,9 +501,10 @@ def test_monitoring_objects_only_when_enabled() -> None:
 def test_prometheus_rule_carries_the_generated_groups() -> None:
     from chatmodel_operator.observability import rule_groups
 
-    rule = one(objects({"metrics": {"prometheusRule": {"enabled": True,
-                                                        "labels": {"release": "kps"}}}}),
-               "PrometheusRule")
+    rule = one(
+        objects({"metrics": {"prometheusRule": {"enabled": True, "labels": {"release": "kps"}}}}),
+        "PrometheusRule",
+    )
     assert rule["spec"]["groups"] == rule_groups()
     assert rule["metadata"]["labels"]["release"] == "kps"
 
@@ -474,8 +512,9 @@ def test_prometheus_rule_carries_the_generated_groups() -> None:
 def test_dashboards_are_configmaps_for_the_grafana_sidecar() -> None:
     from chatmodel_operator.observability import dashboards
 
-    maps = of_kind(objects({"metrics": {"dashboards": {"enabled": True, "namespace": "grafana"}}}),
-                   "ConfigMap")
+    maps = of_kind(
+        objects({"metrics": {"dashboards": {"enabled": True, "namespace": "grafana"}}}), "ConfigMap"
+    )
     assert len(maps) == len(dashboards())
     for cm in maps:
         assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"

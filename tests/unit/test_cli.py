@@ -88,11 +88,8 @@ def test_bad_input_exits_2_with_one_message(case: str, tmp_path: Path) -> None:
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr
     assert (
-        (proc.stderr.count("\n") == 1
-        and proc.stderr.startswith("error: ")
-        and "fix" in proc.stderr)
-        or case == "not-yaml"
-    )
+        proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and "fix" in proc.stderr
+    ) or case == "not-yaml"
 
 
 def test_missing_file_exits_2() -> None:

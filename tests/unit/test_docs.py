@@ -75,22 +75,39 @@ def test_api_reference_links_resolve() -> None:
 @pytest.mark.parametrize(
     ("section", "field", "facts"),
     [
-        pytest.param("spec.engine", "maxBatchSize", ["`<integer>`", "Default: `64`.",
-                                                     "Range: at least 1 and at most 4096."],
-                     id="integer with default and range"),
+        pytest.param(
+            "spec.engine",
+            "maxBatchSize",
+            ["`<integer>`", "Default: `64`.", "Range: at least 1 and at most 4096."],
+            id="integer with default and range",
+        ),
         pytest.param("spec.model", "family", ["One of: `auto`, `sus-chat`"], id="enum"),
-        pytest.param("spec.model", "source", ["**(required)**", "Pattern: `^(hf://"],
-                     id="required with pattern"),
-        pytest.param("spec.engine", "tensorParallelism", ["`<int-or-string>`", "Default: `auto`."],
-                     id="int-or-string"),
-        pytest.param("spec.autoscaling", "target", ["Range: greater than 0"],
-                     id="exclusive minimum"),
-        pytest.param("status", "conditions", ["[`<[]object>`](#statusconditions)",
-                                              "keyed by `type`"], id="list map"),
+        pytest.param(
+            "spec.model",
+            "source",
+            ["**(required)**", "Pattern: `^(hf://"],
+            id="required with pattern",
+        ),
+        pytest.param(
+            "spec.engine",
+            "tensorParallelism",
+            ["`<int-or-string>`", "Default: `auto`."],
+            id="int-or-string",
+        ),
+        pytest.param(
+            "spec.autoscaling", "target", ["Range: greater than 0"], id="exclusive minimum"
+        ),
+        pytest.param(
+            "status",
+            "conditions",
+            ["[`<[]object>`](#statusconditions)", "keyed by `type`"],
+            id="list map",
+        ),
     ],
 )
-def test_api_reference_reads_like_kubectl_explain(section: str, field: str,
-                                                  facts: list[str]) -> None:
+def test_api_reference_reads_like_kubectl_explain(
+    section: str, field: str, facts: list[str]
+) -> None:
     text = docs.render_api_reference()
     body = text.split(f" {section}\n", 1)[1]
     entry = body.split(f"- **`{field}`**", 1)[1].split("\n\n", 1)[0]
@@ -101,8 +118,11 @@ def test_api_reference_reads_like_kubectl_explain(section: str, field: str,
 def test_api_reference_lists_the_cel_rules_with_their_messages() -> None:
     text = docs.render_api_reference()
     spec = _schema()["properties"]["spec"]
-    rules = [r for node in [spec, *spec["properties"].values()]
-             for r in node.get("x-kubernetes-validations", [])]
+    rules = [
+        r
+        for node in [spec, *spec["properties"].values()]
+        for r in node.get("x-kubernetes-validations", [])
+    ]
     assert rules
     for rule in rules:
         assert rule["message"] in text
@@ -170,8 +190,12 @@ def test_readme_names_every_phase_and_condition() -> None:
 
 def test_readme_chatmodels_are_valid() -> None:
     blocks = re.findall(r"```yaml\n(.*?)```", _readme(), flags=re.S)
-    chatmodels = [d for b in blocks for d in yaml.safe_load_all(b)
-                  if isinstance(d, dict) and d.get("kind") == "ChatModel"]
+    chatmodels = [
+        d
+        for b in blocks
+        for d in yaml.safe_load_all(b)
+        if isinstance(d, dict) and d.get("kind") == "ChatModel"
+    ]
     assert chatmodels
     for doc in chatmodels:
         parse_chatmodel(doc)

@@ -261,10 +261,16 @@ def test_status_shape_has_the_documented_keys() -> None:
     [
         pytest.param("nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3", (26, 7), id="ngc"),
         pytest.param("nvcr.io/nvidia/tritonserver:24.11-py3", (24, 11), id="ngc-old"),
-        pytest.param("mirror.corp:5000/nvidia/tritonserver:25.08-vllm-python-py3", (25, 8),
-                     id="mirror-with-port"),
-        pytest.param("nvcr.io/nvidia/tritonserver:25.10-trtllm-python-py3@sha256:" + "a" * 64,
-                     (25, 10), id="tag-and-digest"),
+        pytest.param(
+            "mirror.corp:5000/nvidia/tritonserver:25.08-vllm-python-py3",
+            (25, 8),
+            id="mirror-with-port",
+        ),
+        pytest.param(
+            "nvcr.io/nvidia/tritonserver:25.10-trtllm-python-py3@sha256:" + "a" * 64,
+            (25, 10),
+            id="tag-and-digest",
+        ),
         pytest.param("nvcr.io/nvidia/tritonserver@sha256:" + "a" * 64, None, id="digest-only"),
         pytest.param("registry:5000/tritonserver", None, id="port-no-tag"),
         pytest.param("myorg/triton-custom:25.08", None, id="other-repository"),
@@ -278,24 +284,78 @@ def test_triton_release_reads_ngc_tags_only(image: str, release: tuple[int, int]
 @pytest.mark.parametrize(
     ("mode", "image", "tokenizer_code", "enabled", "words"),
     [
-        pytest.param("Auto", "nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3", False, True,
-                     "26.07 ships", id="auto-current"),
-        pytest.param("Auto", "nvcr.io/nvidia/tritonserver:25.08-py3", False, True, "25.08",
-                     id="auto-first-with-flags"),
-        pytest.param("Auto", "nvcr.io/nvidia/tritonserver:25.07-py3", False, False,
-                     "--chat-template", id="auto-shipped-but-too-old-for-the-flags"),
-        pytest.param("Auto", "nvcr.io/nvidia/tritonserver:24.11-trtllm-python-py3", False, False,
-                     "older than", id="auto-old-image"),
-        pytest.param("Auto", "registry.example.com/triton:custom", False, False,
-                     "cannot be told", id="auto-custom-image"),
-        pytest.param("Auto", "nvcr.io/nvidia/tritonserver:26.07-py3", True, False,
-                     "own code", id="auto-remote-code-tokenizer"),
-        pytest.param("Auto", "nvcr.io/nvidia/tritonserver:26.07-py3", None, False,
-                     "cannot be told", id="auto-unknown-tokenizer"),
-        pytest.param("Enabled", "registry.example.com/triton:custom", None, True, "Enabled",
-                     id="enabled-custom-image"),
-        pytest.param("Disabled", "nvcr.io/nvidia/tritonserver:26.07-py3", False, False,
-                     "Disabled", id="disabled"),
+        pytest.param(
+            "Auto",
+            "nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3",
+            False,
+            True,
+            "26.07 ships",
+            id="auto-current",
+        ),
+        pytest.param(
+            "Auto",
+            "nvcr.io/nvidia/tritonserver:25.08-py3",
+            False,
+            True,
+            "25.08",
+            id="auto-first-with-flags",
+        ),
+        pytest.param(
+            "Auto",
+            "nvcr.io/nvidia/tritonserver:25.07-py3",
+            False,
+            False,
+            "--chat-template",
+            id="auto-shipped-but-too-old-for-the-flags",
+        ),
+        pytest.param(
+            "Auto",
+            "nvcr.io/nvidia/tritonserver:24.11-trtllm-python-py3",
+            False,
+            False,
+            "older than",
+            id="auto-old-image",
+        ),
+        pytest.param(
+            "Auto",
+            "registry.example.com/triton:custom",
+            False,
+            False,
+            "cannot be told",
+            id="auto-custom-image",
+        ),
+        pytest.param(
+            "Auto",
+            "nvcr.io/nvidia/tritonserver:26.07-py3",
+            True,
+            False,
+            "own code",
+            id="auto-remote-code-tokenizer",
+        ),
+        pytest.param(
+            "Auto",
+            "nvcr.io/nvidia/tritonserver:26.07-py3",
+            None,
+            False,
+            "cannot be told",
+            id="auto-unknown-tokenizer",
+        ),
+        pytest.param(
+            "Enabled",
+            "registry.example.com/triton:custom",
+            None,
+            True,
+            "Enabled",
+            id="enabled-custom-image",
+        ),
+        pytest.param(
+            "Disabled",
+            "nvcr.io/nvidia/tritonserver:26.07-py3",
+            False,
+            False,
+            "Disabled",
+            id="disabled",
+        ),
     ],
 )
 def test_openai_frontend_decision(
@@ -309,10 +369,18 @@ def test_openai_frontend_decision(
 @pytest.mark.parametrize(
     ("image", "tokenizer_code", "words"),
     [
-        pytest.param("nvcr.io/nvidia/tritonserver:24.11-py3", False, "ships no OpenAI frontend",
-                     id="image-without-frontend"),
-        pytest.param("nvcr.io/nvidia/tritonserver:26.07-py3", True, "trust_remote_code",
-                     id="remote-code-tokenizer"),
+        pytest.param(
+            "nvcr.io/nvidia/tritonserver:24.11-py3",
+            False,
+            "ships no OpenAI frontend",
+            id="image-without-frontend",
+        ),
+        pytest.param(
+            "nvcr.io/nvidia/tritonserver:26.07-py3",
+            True,
+            "trust_remote_code",
+            id="remote-code-tokenizer",
+        ),
     ],
 )
 def test_enabled_frontend_that_cannot_start_is_refused(
@@ -333,8 +401,9 @@ def test_enabled_on_a_release_before_the_flags_warns() -> None:
 def test_plan_decides_the_frontend_from_image_and_tokenizer() -> None:
     yi = plan_for("01-ai/Yi-34B-Chat")
     assert yi.openai_frontend and yi.to_status()["openaiFrontend"] is True
-    old = plan_for("01-ai/Yi-34B-Chat",
-                   engine={"image": "nvcr.io/nvidia/tritonserver:24.11-trtllm-python-py3"})
+    old = plan_for(
+        "01-ai/Yi-34B-Chat", engine={"image": "nvcr.io/nvidia/tritonserver:24.11-trtllm-python-py3"}
+    )
     assert not old.openai_frontend
     assert "older than" in old.to_status()["openaiFrontendReason"]
     # TeleChat's tokenizer is its own code (shared/seed-models.md); XVERSE's is not.
@@ -342,8 +411,9 @@ def test_plan_decides_the_frontend_from_image_and_tokenizer() -> None:
     assert not telechat.openai_frontend
     assert plan_for("xverse/XVERSE-7B-Chat", model={"trustRemoteCode": True}).openai_frontend
     with pytest.raises(Unsupported, match=r"spec\.serving\.openai"):
-        plan_for("Tele-AI/TeleChat-52B", model={"trustRemoteCode": True},
-                 serving={"openai": "Enabled"})
+        plan_for(
+            "Tele-AI/TeleChat-52B", model={"trustRemoteCode": True}, serving={"openai": "Enabled"}
+        )
 
 
 def test_frontend_choice_never_changes_the_engine() -> None:

@@ -398,7 +398,9 @@ def test_pods_run_tritons_openai_frontend_where_the_image_ships_it() -> None:
     # The KServe ports stay (generate endpoints, genai-perf, `chatmodel chat`); Triton's metrics
     # are on the OpenAI port's /metrics: the frontend opens no metrics port of its own.
     assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [
-        ("http", 8000), ("grpc", 8001), ("openai", 9000)
+        ("http", 8000),
+        ("grpc", 8001),
+        ("openai", 9000),
     ]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
@@ -418,10 +420,13 @@ def test_pods_run_tritons_openai_frontend_where_the_image_ships_it() -> None:
     "sections",
     [
         pytest.param({"engine": {"image": OLD_IMAGE}}, id="image-before-24.12"),
-        pytest.param({"engine": {"image": "nvcr.io/nvidia/tritonserver:25.01-trtllm-python-py3"}},
-                     id="frontend-without-our-flags"),
-        pytest.param({"engine": {"image": "registry.example.com/triton:custom"}},
-                     id="unknown-custom-image"),
+        pytest.param(
+            {"engine": {"image": "nvcr.io/nvidia/tritonserver:25.01-trtllm-python-py3"}},
+            id="frontend-without-our-flags",
+        ),
+        pytest.param(
+            {"engine": {"image": "registry.example.com/triton:custom"}}, id="unknown-custom-image"
+        ),
         pytest.param({"serving": {"openai": "Disabled"}}, id="disabled"),
     ],
 )
@@ -434,7 +439,9 @@ def test_plain_tritonserver_otherwise(sections: dict[str, Any]) -> None:
     assert c["command"] == ["tritonserver"]
     assert "--metrics-port=8002" in c["args"] and "--model-repository=/models" in c["args"]
     assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [
-        ("http", 8000), ("grpc", 8001), ("metrics", 8002)
+        ("http", 8000),
+        ("grpc", 8001),
+        ("metrics", 8002),
     ]
     assert all(e["name"] != "TRTLLM_ORCHESTRATOR" for e in c["env"])  # TP 1: leader mode
     assert dep["metadata"]["labels"][FRONTEND_LABEL] == "tritonserver"
@@ -490,7 +497,10 @@ def test_every_pod_is_scraped_once_where_its_metrics_are(path: Path, openai: str
     objs = serving(children)
     c = objs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert {p["name"]: p["targetPort"] for p in objs["Service"]["spec"]["ports"]} == {
-        "http": "http", "grpc": "grpc", "metrics": "metrics", "openai": "openai"
+        "http": "http",
+        "grpc": "grpc",
+        "metrics": "metrics",
+        "openai": "openai",
     }
     if plan.openai_frontend:
         assert c["args"][0] == FRONTEND_MAIN
@@ -506,8 +516,10 @@ def test_every_pod_is_scraped_once_where_its_metrics_are(path: Path, openai: str
 
 def test_tokenizer_is_the_checkpoint_as_the_pod_mounts_it() -> None:
     spec = parse_spec(
-        {"model": {"source": "pvc://models/yi", "family": "yi-chat"},
-         "resources": {"gpu": {"memoryGiB": 80}}}
+        {
+            "model": {"source": "pvc://models/yi", "family": "yi-chat"},
+            "resources": {"gpu": {"memoryGiB": 80}},
+        }
     )
     plan = plan_spec(
         spec, resolve_model(spec.model, config=KNOWN_MODELS["01-ai/yi-34b-chat"].config)
@@ -527,8 +539,15 @@ def test_service_and_monitor_do_not_depend_on_what_the_pods_run() -> None:
     new = plan_spec(spec, resolve_model(spec.model))
     assert old.engine_key != new.engine_key  # the image is part of the engine key
     switching = render_children(
-        name="m", namespace="ns", uid="u", spec=spec, plan=new, repository=REPOSITORY,
-        serving_key=old.engine_key, serving_plan=old, serving_repository=REPOSITORY,
+        name="m",
+        namespace="ns",
+        uid="u",
+        spec=spec,
+        plan=new,
+        repository=REPOSITORY,
+        serving_key=old.engine_key,
+        serving_plan=old,
+        serving_repository=REPOSITORY,
     )
     before = render_children(
         name="m", namespace="ns", uid="u", spec=old_spec, plan=old, repository=REPOSITORY
@@ -547,8 +566,10 @@ def test_service_and_monitor_do_not_depend_on_what_the_pods_run() -> None:
 
 def test_telechat_keeps_tritonserver_because_its_tokenizer_is_code() -> None:
     plan, children = children_for(
-        {"model": {"source": "hf://Tele-AI/TeleChat-52B", "trustRemoteCode": True},
-         "resources": {"gpu": {"memoryGiB": 80}}}
+        {
+            "model": {"source": "hf://Tele-AI/TeleChat-52B", "trustRemoteCode": True},
+            "resources": {"gpu": {"memoryGiB": 80}},
+        }
     )
     assert not plan.openai_frontend and "own code" in plan.openai_frontend_reason
     dep = serving(children)["Deployment"]
