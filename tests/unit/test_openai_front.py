@@ -90,5 +90,11 @@ def test_the_two_routes_frame_choices_as_openai_does() -> None:
         "logprobs": None,
         "finish_reason": "stop",
     }
+    assert CHAT.opening_choice() == {
+        "index": 0,
+        "delta": {"role": "assistant", "content": ""},
+        "finish_reason": None,
+    }
+    assert COMPLETION.opening_choice() is None
     assert COMPLETION.chunk_choice(None, "stop")["text"] == ""
     assert (COMPLETION.object, CHAT.chunk_object) == ("text_completion", "chat.completion.chunk")

@@ -129,6 +129,13 @@ class _Kind:
             return {"index": 0, "message": message, "finish_reason": finish}
         return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
 
+    def opening_choice(self) -> dict[str, Any] | None:
+        """The chunk a stream starts with: the role, as OpenAI's chat streams do."""
+        if self.chat:
+            delta = {"role": "assistant", "content": ""}
+            return {"index": 0, "delta": delta, "finish_reason": None}
+        return None
+
     def chunk_choice(self, text: str | None, finish: str | None) -> dict[str, Any]:
         if self.chat:
             delta = {} if text is None else {"content": text}
@@ -269,9 +276,9 @@ class Front:
                 headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
             )
             await resp.prepare(request)
-            if kind.chat:  # the role first, as OpenAI's chat streams do
-                role = {"index": 0, "delta": {"role": "assistant", "content": ""}}
-                await resp.write(self._chunk(kind, answer_id, {**role, "finish_reason": None}))
+            opening = kind.opening_choice()
+            if opening is not None:
+                await resp.write(self._chunk(kind, answer_id, opening))
             async for raw in upstream.content:
                 line = raw.decode("utf-8").strip()
                 if not line.startswith("data:"):
