@@ -99,6 +99,7 @@ def _wait_idle(server: LocalServer, timeout_s: float = 10.0) -> None:
     [
         ("bls", "/v2/models/tensorrt_llm_bls/generate_stream"),
         ("openai", "/v1/chat/completions"),
+        ("openai-bls", "/v1/chat/completions"),
         ("engine", "/v2/models/tensorrt_llm/generate_stream"),
     ],
 )
@@ -106,11 +107,11 @@ def test_client_that_disconnects_frees_its_slot(server: LocalServer, route: str,
     """A stream asked for thousands of tokens (end_id that never comes); its client reads three
     chunks and hangs up. The engine stops within a moment, long before the tokens asked for."""
     _wait_idle(server)
-    if route == "openai":
+    if route.startswith("openai"):
         assert server.openai_url is not None
         url = server.openai_url.removesuffix("/v1")
         body: dict[str, Any] = {
-            "model": server.local.name,
+            "model": "tensorrt_llm_bls" if route == "openai-bls" else server.local.name,
             "messages": CONVERSATIONS[1].as_messages(),
             "max_tokens": LONG,
             "min_tokens": LONG,  # the stop token is masked until then
@@ -198,25 +199,31 @@ def test_repository_loads_without_warnings_or_unfilled_parameters(server: LocalS
 
 def test_openai_client_chat_completions(server: LocalServer) -> None:
     client = openai.OpenAI(base_url=server.openai_url, api_key="unused", max_retries=0)
-    assert [m.id for m in client.models.list().data] == [server.local.name]
+    names = [server.local.name, "ensemble", "tensorrt_llm_bls"]
+    assert [m.id for m in client.models.list().data] == names
     conv = CONVERSATIONS[3]  # Chinese, multi-turn
-    done = client.chat.completions.create(
-        model=server.local.name, messages=conv.as_messages(), max_tokens=200
-    )
-    assert done.choices[0].message.content == conv.reply
-    assert done.choices[0].finish_reason == "stop"
-    stream = client.chat.completions.create(
-        model=server.local.name, messages=conv.as_messages(), max_tokens=200, stream=True
-    )
-    deltas = [c.choices[0].delta.content or "" for c in stream if c.choices]
-    assert "".join(deltas) == conv.reply
-    assert len([d for d in deltas if d]) > 5 and all("\ufffd" not in d for d in deltas)
+    # The ChatModel's name, or Triton's model names as clients of Triton's frontend send them.
+    for name in names:
+        done = client.chat.completions.create(
+            model=name, messages=conv.as_messages(), max_tokens=200
+        )
+        assert done.choices[0].message.content == conv.reply, name
+        assert done.choices[0].finish_reason == "stop"
+        assert done.model == name
+        stream = client.chat.completions.create(
+            model=name, messages=conv.as_messages(), max_tokens=200, stream=True
+        )
+        chunks = [c for c in stream if c.choices]
+        deltas = [c.choices[0].delta.content or "" for c in chunks]
+        assert "".join(deltas) == conv.reply, name
+        assert len([d for d in deltas if d]) > 5 and all("\ufffd" not in d for d in deltas)
+        assert {c.model for c in chunks} == {name}
     with pytest.raises(openai.BadRequestError, match="role"):
         client.chat.completions.create(
             model=server.local.name,
             messages=[{"role": "robot", "content": "x"}],  # type: ignore[list-item]
         )
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.NotFoundError, match="tensorrt_llm_bls"):
         client.chat.completions.create(model="other", messages=[{"role": "user", "content": "x"}])
 
 

@@ -25,8 +25,13 @@ def test_chat_request_carries_the_conversation_and_the_sampling_fields() -> None
         "temperature": 0.7,
         "top_p": 0.9,
         "seed": 3,
+        "top_k": 40,
         "stop": "###",
         "stream": True,
+        # What clients send by default, and may: no tool, plain text, no log probabilities.
+        "tools": [],
+        "response_format": {"type": "text"},
+        "logprobs": False,
     }
     out = triton_request(body, default_max_tokens=512)
     assert json.loads(out.pop("text_input")) == {"messages": body["messages"]}
@@ -36,8 +41,37 @@ def test_chat_request_carries_the_conversation_and_the_sampling_fields() -> None
         "temperature": 0.7,
         "top_p": 0.9,
         "seed": 3,
+        "top_k": 40,
         "stop_words": ["###"],
     }
+
+
+TOOL = {"type": "function", "function": {"name": "weather", "parameters": {}}}
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"tools": [TOOL]}, "tools"),
+        ({"tools": [TOOL], "tool_choice": "auto"}, "tools"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"logprobs": True}, "logprobs"),
+        ({"top_logprobs": 2}, "logprobs"),
+        ({"top_k": -1}, "top_k"),
+        ({"top_k": 1.5}, "top_k"),
+    ],
+)
+def test_a_chat_request_that_cannot_be_honoured_names_its_field(
+    extra: dict[str, object], field: str
+) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], **extra}
+    with pytest.raises(RequestError, match=field):
+        triton_request(body, default_max_tokens=16)
+
+
+def test_tools_the_request_forbids_using_are_no_error() -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "tools": [TOOL], "tool_choice": "none"}
+    assert triton_request(body, default_max_tokens=16)["max_tokens"] == 16
 
 
 def test_completion_request_sends_the_prompt_as_plain_text() -> None:

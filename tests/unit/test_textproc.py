@@ -77,6 +77,16 @@ def test_envelope_carries_a_whole_conversation() -> None:
     ]
 
 
+def test_the_developer_role_is_the_system_role() -> None:
+    raw = [{"role": "developer", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    assert tp.normalize_messages(raw) == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+    ]
+    with pytest.raises(tp.RequestError, match="developer; got 'robot'"):
+        tp.normalize_messages([{"role": "robot", "content": "x"}])
+
+
 def test_json_that_is_not_an_envelope_is_plain_text() -> None:
     text = '{"question": "what are \\"messages\\"?"}'
     assert tp.parse_conversation(text) == [{"role": "user", "content": text}]

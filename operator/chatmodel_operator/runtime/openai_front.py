@@ -2,16 +2,20 @@
 for local serving.
 
 It holds no model and renders nothing: each request becomes one call to Triton's generate (or
-generate_stream) endpoint of ``ensemble``, with the messages in ``text_input`` as the
+generate_stream) endpoint of ``ensemble`` (or of ``tensorrt_llm_bls``, when the request names it),
+with the messages in ``text_input`` as the
 ``{"messages": [...]}`` envelope (a completion's prompt as plain text, which preprocessing takes as
 one user turn, as it does from every client), so our preprocessing model applies the chat format
 and the truncation rules exactly as for every other client. Text deltas come back UTF-8 safe from
 postprocessing and are re-framed as OpenAI chunks.
 
+A request's ``model`` is the ChatModel's name or one of Triton's model names, which is what the
+clients of Triton's own OpenAI frontend in a pod send: the same client code works on both.
+
 Triton 2.51 does not cancel a running ensemble step when its client leaves, so this front gives
 each request an id (Triton passes it down to the engine) and, when its own client disconnects,
 stops the engine's request the TensorRT-LLM way: a request with the same id and ``stop``. That
-frees the engine's slot at once.
+frees the engine's slot at once. The BLS does the same by itself when this front hangs up on it.
 
 In a pod, Triton's own OpenAI frontend serves the same route where the image ships it (see the
 README's "Data plane" section); this one is for ``chatmodel serve`` and the demo.
@@ -35,7 +39,14 @@ from aiohttp import web
 from chatmodel_operator.triton.textproc import RequestError, envelope, normalize_messages
 
 TRITON_MODEL = "ensemble"
+BLS_MODEL = "tensorrt_llm_bls"
 ENGINE_MODEL = "tensorrt_llm"
+
+
+def served_models(name: str) -> dict[str, str]:
+    """The names a request's ``model`` may take, each with the Triton model it goes to: the
+    ChatModel's name (the ensemble), and Triton's own names, as Triton's frontend lists them."""
+    return {name: TRITON_MODEL, TRITON_MODEL: TRITON_MODEL, BLS_MODEL: BLS_MODEL}
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> web.Response:
@@ -49,6 +60,8 @@ def _number(body: dict[str, Any], key: str, kind: type, low: float, high: float)
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise RequestError(f"{key} must be a number")
+    if kind is int and value != int(value):
+        raise RequestError(f"{key} must be an integer")
     if not low <= value <= high:
         raise RequestError(f"{key} must be within [{low}, {high}]")
     return kind(value)
@@ -70,7 +83,9 @@ def _generation(body: dict[str, Any], default_max_tokens: int) -> dict[str, Any]
         ("presence_penalty", "presence_penalty", float, -2.0, 2.0),
         ("frequency_penalty", "frequency_penalty", float, -2.0, 2.0),
         ("seed", "seed", int, 0, 2**63 - 1),
-        # Not OpenAI's, but vLLM's OpenAI server takes it too (clients send it in extra_body).
+        # Not OpenAI's, but vLLM's OpenAI server takes them too (clients send them in
+        # extra_body), and they are Triton's fields.
+        ("top_k", "top_k", int, 0, 2**31 - 1),
         ("min_tokens", "min_tokens", int, 0, 2**31 - 1),
     ):
         value = _number(body, key, kind, low, high)
@@ -86,9 +101,26 @@ def _generation(body: dict[str, Any], default_max_tokens: int) -> dict[str, Any]
     return out
 
 
+def _refuse(unsupported: dict[str, bool]) -> None:
+    """A field this front cannot honour is an error, not silently ignored."""
+    for key, asked in unsupported.items():
+        if asked:
+            raise RequestError(f"{key} is not supported here; leave it out")
+
+
 def triton_request(body: dict[str, Any], default_max_tokens: int) -> dict[str, Any]:
     """The generate request for one OpenAI chat completion request (raises RequestError)."""
     messages = normalize_messages(body.get("messages"))
+    response_format = body.get("response_format")
+    _refuse(
+        {
+            # No tool calling: a client that offers tools would get text it takes for an answer.
+            "tools": bool(body.get("tools")) and body.get("tool_choice") != "none",
+            "response_format": response_format is not None
+            and not (isinstance(response_format, dict) and response_format.get("type") == "text"),
+            "logprobs": bool(body.get("logprobs")) or body.get("top_logprobs") is not None,
+        }
+    )
     return {"text_input": envelope(messages), **_generation(body, default_max_tokens)}
 
 
@@ -102,14 +134,14 @@ def triton_completion_request(body: dict[str, Any], default_max_tokens: int) -> 
         prompt = prompt[0]
     if not isinstance(prompt, str) or not prompt:
         raise RequestError("prompt must be a non-empty string (or a list of one string)")
-    for key, unsupported in (
-        ("echo", bool(body.get("echo"))),
-        ("logprobs", body.get("logprobs") is not None),
-        ("suffix", body.get("suffix") is not None),
-        ("best_of", body.get("best_of", 1) != 1),
-    ):
-        if unsupported:
-            raise RequestError(f"{key} is not supported here; leave it out")
+    _refuse(
+        {
+            "echo": bool(body.get("echo")),
+            "logprobs": body.get("logprobs") is not None,
+            "suffix": body.get("suffix") is not None,
+            "best_of": body.get("best_of", 1) != 1,
+        }
+    )
     return {"text_input": prompt, **_generation(body, default_max_tokens)}
 
 
@@ -147,10 +179,34 @@ CHAT = _Kind(triton_request, "chatcmpl-", "chat.completion", "chat.completion.ch
 COMPLETION = _Kind(triton_completion_request, "cmpl-", "text_completion", "text_completion", False)
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One request in flight: how it is framed, the name it answers as, where it goes."""
+
+    kind: _Kind
+    model: str  # as the request named it (the ChatModel's name when it named none)
+    triton_model: str
+    request_id: str
+
+    @property
+    def answer_id(self) -> str:
+        return f"{self.kind.id_prefix}{self.request_id}"
+
+    def frame(self, choice: dict[str, Any], *, chunk: bool) -> dict[str, Any]:
+        return {
+            "id": self.answer_id,
+            "object": self.kind.chunk_object if chunk else self.kind.object,
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [choice],
+        }
+
+
 class Front:
     def __init__(self, triton_http: str, model_name: str, max_tokens_default: int) -> None:
         self.triton = triton_http.rstrip("/")
         self.model = model_name
+        self.routes = served_models(model_name)
         self.max_tokens_default = max_tokens_default
         self.session: aiohttp.ClientSession | None = None
 
@@ -178,7 +234,10 @@ class Front:
         return web.Response(text="ok")
 
     async def models(self, request: web.Request) -> web.Response:
-        data = [{"id": self.model, "object": "model", "created": 0, "owned_by": "chatmodel"}]
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "chatmodel"}
+            for name in self.routes
+        ]
         return web.json_response({"object": "list", "data": data})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
@@ -194,27 +253,28 @@ class Front:
             return _error(400, "the request body is not valid JSON")
         if not isinstance(body, dict):
             return _error(400, "the request body must be a JSON object")
-        if body.get("model") not in (None, self.model):
+        model = body.get("model") or self.model
+        if not isinstance(model, str) or model not in self.routes:
+            names = ", ".join(repr(name) for name in self.routes)
             return _error(
-                404,
-                f"model {body.get('model')!r} is not served here; use {self.model!r}",
-                "not_found_error",
+                404, f"model {model!r} is not served here; use one of {names}", "not_found_error"
             )
         try:
             payload = kind.request(body, self.max_tokens_default)
         except RequestError as exc:
             return _error(400, str(exc))
         # A number: TensorRT-LLM's C++ backend takes request ids that parse as integers.
-        request_id = str(secrets.randbits(62))
-        payload["id"] = request_id
-        answer_id = f"{kind.id_prefix}{request_id}"
+        call = _Call(kind, model, self.routes[model], str(secrets.randbits(62)))
+        payload["id"] = call.request_id
         try:
             if payload["stream"]:
-                return await self._stream(request, payload, kind, answer_id)
-            return await self._complete(payload, kind, answer_id)
+                return await self._stream(request, payload, call)
+            return await self._complete(payload, call)
         except (ConnectionResetError, asyncio.CancelledError):
             # Our client left: stop the engine, shielded from this task's own cancellation.
-            await asyncio.shield(self._stop(request_id))
+            # (The BLS gives the engine its own id, and stops it when we hang up on it.)
+            if call.triton_model == TRITON_MODEL:
+                await asyncio.shield(self._stop(call.request_id))
             raise
 
     async def _stop(self, request_id: str) -> None:
@@ -231,38 +291,27 @@ class Front:
             async with self.session.post(url, json=body) as resp:
                 await resp.read()
 
-    def _chunk(self, kind: _Kind, answer_id: str, choice: dict[str, Any]) -> bytes:
-        doc = {
-            "id": answer_id,
-            "object": kind.chunk_object,
-            "created": int(time.time()),
-            "model": self.model,
-            "choices": [choice],
-        }
+    @staticmethod
+    def _chunk(call: _Call, choice: dict[str, Any]) -> bytes:
+        doc = call.frame(choice, chunk=True)
         return f"data: {json.dumps(doc, ensure_ascii=False)}\n\n".encode()
 
-    async def _complete(self, payload: dict[str, Any], kind: _Kind, answer_id: str) -> web.Response:
+    async def _complete(self, payload: dict[str, Any], call: _Call) -> web.Response:
         assert self.session is not None
-        url = f"{self.triton}/v2/models/{TRITON_MODEL}/generate"
+        url = f"{self.triton}/v2/models/{call.triton_model}/generate"
         async with self.session.post(url, json=payload) as resp:
             doc = await resp.json(content_type=None)
             if resp.status != 200 or "error" in doc:
                 return _error(resp.status if resp.status != 200 else 500, str(doc.get("error")))
-        return web.json_response(
-            {
-                "id": answer_id,
-                "object": kind.object,
-                "created": int(time.time()),
-                "model": self.model,
-                "choices": [kind.choice(doc.get("text_output", ""), "stop")],
-            }
-        )
+        choice = call.kind.choice(doc.get("text_output", ""), "stop")
+        return web.json_response(call.frame(choice, chunk=False))
 
     async def _stream(
-        self, request: web.Request, payload: dict[str, Any], kind: _Kind, answer_id: str
+        self, request: web.Request, payload: dict[str, Any], call: _Call
     ) -> web.StreamResponse:
         assert self.session is not None
-        url = f"{self.triton}/v2/models/{TRITON_MODEL}/generate_stream"
+        kind = call.kind
+        url = f"{self.triton}/v2/models/{call.triton_model}/generate_stream"
         # A client that leaves makes a write raise (or cancels this task): see chat().
         async with self.session.post(url, json=payload) as upstream:
             if upstream.status != 200:
@@ -278,7 +327,7 @@ class Front:
             await resp.prepare(request)
             opening = kind.opening_choice()
             if opening is not None:
-                await resp.write(self._chunk(kind, answer_id, opening))
+                await resp.write(self._chunk(call, opening))
             async for raw in upstream.content:
                 line = raw.decode("utf-8").strip()
                 if not line.startswith("data:"):
@@ -290,9 +339,9 @@ class Front:
                     break
                 text = doc.get("text_output", "")
                 if text:
-                    await resp.write(self._chunk(kind, answer_id, kind.chunk_choice(text, None)))
+                    await resp.write(self._chunk(call, kind.chunk_choice(text, None)))
             else:
-                await resp.write(self._chunk(kind, answer_id, kind.chunk_choice(None, "stop")))
+                await resp.write(self._chunk(call, kind.chunk_choice(None, "stop")))
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
             return resp

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 ROLES = ("system", "user", "assistant", "tool")
+ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
 ENVELOPE_KEY = "messages"
 
 
@@ -66,8 +67,11 @@ def normalize_messages(raw: Any) -> list[dict[str, str]]:
         if not isinstance(msg, Mapping):
             raise RequestError(f"{where} must be an object with role and content")
         role = msg.get("role")
+        if isinstance(role, str):
+            role = ROLE_ALIASES.get(role, role)
         if role not in ROLES:
-            raise RequestError(f"{where}.role must be one of {', '.join(ROLES)}; got {role!r}")
+            names = ", ".join((*ROLES, *ROLE_ALIASES))
+            raise RequestError(f"{where}.role must be one of {names}; got {msg.get('role')!r}")
         out.append({"role": str(role), "content": _content_text(msg.get("content"), where)})
     if not any(m["role"] == "user" for m in out):
         raise RequestError("messages must contain at least one user message")
