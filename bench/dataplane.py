@@ -12,7 +12,9 @@ Measured: time per streamed token of one stream through the bare engine model, t
 and the BLS (p50 and p99 over requests; the pipeline's share is the difference to the bare
 engine), and tokens per second at 1, 8 and 32 concurrent streams of 240 tokens. At 32 streams
 also the CPU time per token of the server (Triton and its Python processes) and of this client,
-which share the machine's cores, and the rate the server's share alone would allow.
+which share the machine's cores, the rate the server's share alone would allow, and the
+server's share by process: ``tritonserver`` itself (HTTP, scheduling, the ensemble) and the
+Python backend's process of each model.
 Targets (NVIDIA's Python pipeline, Triton 2.51 on CPU): at most 0.12 ms added per token through
 the ensemble and 0.55 ms through the BLS at one stream; 7,000 tokens/s at 32 streams.
 
@@ -35,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -45,7 +48,7 @@ from chatmodel_operator.runtime.serve import prepare_local
 from chatmodel_operator.runtime.server import Ports, TritonServer, write_repository
 from chatmodel_operator.runtime.tiny_checkpoint import write_tiny_checkpoint
 from chatmodel_operator.triton import Repository, with_sources
-from chatmodel_operator.triton.textproc import token_table_from_tokenizer_json
+from chatmodel_operator.triton.textproc import TokenTable, token_table_from_tokenizer_json
 
 TOKENS = 240
 TIMEOUT = aiohttp.ClientTimeout(total=60)
@@ -184,8 +187,23 @@ def with_reference(repo: Repository) -> Repository:
     return out
 
 
-def _cpu_seconds(root: int) -> float:
-    """CPU time (user + system) of ``root`` and every descendant of ``root``."""
+def _process_label(pid: int) -> str:
+    """``tritonserver``, or the model a Python backend stub runs (its model.py is an argument)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return "other"
+    for arg in args:
+        path = PurePosixPath(arg)
+        if path.name == "model.py" and len(path.parts) >= 3:
+            return path.parts[-3]
+    return Path(args[0]).name or "other"
+
+
+def _cpu_by_process(root: int) -> dict[str, float]:
+    """CPU time (user + system) of ``root`` and every descendant of ``root``, by process label
+    (see ``_process_label``)."""
     tick = os.sysconf("SC_CLK_TCK")
     children: dict[int, list[int]] = {}
     times: dict[int, float] = {}
@@ -200,27 +218,50 @@ def _cpu_seconds(root: int) -> float:
         pid = int(entry)
         children.setdefault(int(fields[1]), []).append(pid)
         times[pid] = (int(fields[11]) + int(fields[12])) / tick
-    total, todo = 0.0, [root]
+    out: dict[str, float] = {}
+    todo = [root]
     while todo:
         pid = todo.pop()
-        total += times.get(pid, 0.0)
+        label = _process_label(pid)
+        out[label] = out.get(label, 0.0) + times.get(pid, 0.0)
         todo.extend(children.get(pid, []))
-    return total
+    return out
+
+
+@dataclass(frozen=True)
+class CpuPerToken:
+    """CPU microseconds per token at one load: the server's by process, and this client's."""
+
+    server: dict[str, float]
+    client: float
+
+    @property
+    def server_total(self) -> float:
+        return sum(self.server.values())
 
 
 def _throughput(
     bench: Bench, server: TritonServer, model: str, streams: int, rounds: int
-) -> tuple[float, float, float]:
-    """Tokens per second, and the server's and this client's CPU microseconds per token."""
+) -> tuple[float, CpuPerToken]:
+    """Tokens per second, and the CPU it took per token."""
     assert server.process is not None
-    server_cpu, client_cpu = _cpu_seconds(server.process.pid), time.process_time()
+    before, client_cpu = _cpu_by_process(server.process.pid), time.process_time()
     rate = asyncio.run(bench.throughput(model, streams, rounds))
+    after, client_cpu = _cpu_by_process(server.process.pid), time.process_time() - client_cpu
     tokens = streams * TOKENS * (rounds + 1)  # + the warm-up round
-    return (
-        rate,
-        (_cpu_seconds(server.process.pid) - server_cpu) * 1e6 / tokens,
-        (time.process_time() - client_cpu) * 1e6 / tokens,
-    )
+    server_us = {k: (v - before.get(k, 0.0)) * 1e6 / tokens for k, v in after.items()}
+    return rate, CpuPerToken(server_us, client_cpu * 1e6 / tokens)
+
+
+def _decoding_us_per_token(table: TokenTable, ids: list[int], tokens: int = 200_000) -> float:
+    """Microseconds per token of what postprocessing's own code does for a streamed token, on
+    its own: the stream's incremental decoder and the UTF-8 encoding of its text."""
+    decoder = table.decoder()
+    stream = [[ids[i % len(ids)]] for i in range(tokens)]
+    start = time.perf_counter()
+    for one in stream:
+        decoder.push(one).encode("utf-8")
+    return (time.perf_counter() - start) * 1e6 / tokens
 
 
 def _median(values: list[float]) -> float:
@@ -343,8 +384,8 @@ def main() -> int:
     routes = ("tensorrt_llm", "ensemble", REFERENCE, "tensorrt_llm_bls")
     per_token: dict[str, list[float]] = {m: [] for m in routes}
     samples: dict[tuple[str, int], list[float]] = {(m, n): [] for m in routes for n in (1, 8, 32)}
-    # CPU microseconds per token at 32 streams: (server, client) per pass
-    cpu_per_token: dict[str, list[tuple[float, float]]] = {m: [] for m in routes}
+    # CPU per token at 32 streams, per pass
+    cpu_per_token: dict[str, list[CpuPerToken]] = {m: [] for m in routes}
     load_before = os.getloadavg()[0]
     bls_failure = ""
     with server:
@@ -364,21 +405,19 @@ def main() -> int:
                         raise
                     bls_failure = f"BLS at 1 stream failed: {type(exc).__name__} {str(exc)[:120]}"
             for m, n in ((m, n) for m in routes[:3] for n in (1, 8, 32)):
-                rate, server_us, client_us = _throughput(bench, server, m, n, args.rounds)
+                rate, cpu = _throughput(bench, server, m, n, args.rounds)
                 samples[(m, n)].append(rate)
                 if n == 32:
-                    cpu_per_token[m].append((server_us, client_us))
+                    cpu_per_token[m].append(cpu)
         # The BLS under many fast streams last: Triton 2.51's Python backend may crash the
         # BLS's process then (see the README), which must not cost the other numbers.
         for n in (1, 8, 32) if not bls_failure else ():
             try:
                 for _ in range(args.repeat):
-                    rate, server_us, client_us = _throughput(
-                        bench, server, "tensorrt_llm_bls", n, args.rounds
-                    )
+                    rate, cpu = _throughput(bench, server, "tensorrt_llm_bls", n, args.rounds)
                     samples[("tensorrt_llm_bls", n)].append(rate)
                     if n == 32:
-                        cpu_per_token["tensorrt_llm_bls"].append((server_us, client_us))
+                        cpu_per_token["tensorrt_llm_bls"].append(cpu)
             except (TimeoutError, AssertionError, aiohttp.ClientError) as exc:
                 bls_failure = f"BLS at {n} streams failed: {type(exc).__name__} {str(exc)[:120]}"
                 break
@@ -398,15 +437,16 @@ def main() -> int:
         f" {'cap**':>6}"
     )
     cores = os.cpu_count() or 1
-    for model, label in (
+    labels = (
         ("tensorrt_llm", "bare engine"),
         ("ensemble", "ensemble"),
         ("tensorrt_llm_bls", "BLS"),
         (REFERENCE, "reference*"),
-    ):
+    )
+    for model, label in labels:
         p50 = _median(per_token[model])
-        server_us = _median([server for server, _ in cpu_per_token[model]])
-        client_us = _median([client for _, client in cpu_per_token[model]])
+        server_us = _median([c.server_total for c in cpu_per_token[model]])
+        client_us = _median([c.client for c in cpu_per_token[model]])
         p99 = _percentile(per_token[model], 0.99) if per_token[model] else nan
         added = (
             f"{p50 - bare50:10.3f} {p99 - bare99:10.3f}"
@@ -428,6 +468,15 @@ def main() -> int:
         f"  ** cap: tok/s the server's CPU per token allows on all {cores} cores, "
         "with the client on another machine"
     )
+    print(
+        "  server CPU us/tok @32 by process (median of passes); postprocessing's own decoding "
+        f"on its own: {_decoding_us_per_token(table, cycle):.2f} us/tok"
+    )
+    for model, label in labels:
+        parts = {k for c in cpu_per_token[model] for k in c.server}
+        share = {k: _median([c.server.get(k, 0.0) for c in cpu_per_token[model]]) for k in parts}
+        shown = sorted(((v, k) for k, v in share.items() if v >= 0.5), reverse=True)
+        print(f"    {label:16} " + ", ".join(f"{k} {v:.0f}" for v, k in shown))
     if bls_failure:
         print(f"  {bls_failure}")
     ok = True
