@@ -22,8 +22,9 @@ from chatmodel_operator.render import render_children
 EXIT_BAD_INPUT = 2
 
 
-class CliError(Exception):
-    """Bad input: printed as one line, exit status 2."""
+class CliError(ChatModelError):
+    """Bad input: printed as one line, exit status 2. A ChatModelError, so that ``main`` catches
+    it also when this module runs as ``__main__`` and another module raised it."""
 
 
 def load_documents(path: str) -> list[dict[str, Any]]:
@@ -186,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ChatModelError, CliError) as exc:
+    except ChatModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from tests.tritonserver.helpers import generate, write_chatmodel
 
-from chatmodel_operator.runtime.server import free_port
+from chatmodel_operator.runtime.serve import LocalServer, load_chatmodel, prepare_local
+from chatmodel_operator.runtime.server import Ports, ServerError, free_port
 from chatmodel_operator.runtime.tiny_checkpoint import CONVERSATIONS
 
 pytestmark = pytest.mark.triton
@@ -88,3 +90,57 @@ def test_serve_prints_endpoints_answers_and_stops_on_ctrl_c(
         ["pgrep", "-f", str(tmp_path / "work")], capture_output=True, text=True
     ).stdout.split()
     assert not leftovers, "tritonserver or a Python stub outlived serve"
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port something listens on."""
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+        yield int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--http-port", "{busy}"], "already in use: --http-port {busy}"),
+        (["--openai-port", "{busy}"], "already in use: --openai-port {busy}"),
+        (
+            ["--http-port", "{free}", "--grpc-port", "{free}"],
+            "--http-port and --grpc-port are both {free}",
+        ),
+    ],
+    ids=["http-busy", "openai-busy", "twice"],
+)
+def test_serve_with_ports_it_cannot_have_exits_2_before_starting(
+    tiny: Callable[[str], Path], tmp_path: Path, busy_port: int, flags: list[str], expected: str
+) -> None:
+    spec = write_chatmodel(tmp_path / "chatmodel.yaml", tiny("yi-chat"), "yi-chat")
+    free = free_port()
+    args = [f.format(busy=busy_port, free=free) for f in flags]
+    work = tmp_path / "work"
+    proc = subprocess.run(
+        _chatmodel("serve", str(spec), *args, "--workdir", str(work)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert expected.format(busy=busy_port, free=free) in proc.stderr
+    assert "fix:" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (work / "tritonserver.log").exists(), "tritonserver was started"
+
+
+def test_a_front_that_cannot_listen_is_a_server_error_naming_its_port(
+    tiny: Callable[[str], Path], tmp_path: Path, busy_port: int
+) -> None:
+    """The port was free when checked and taken before the front bound it."""
+    spec = write_chatmodel(tmp_path / "chatmodel.yaml", tiny("yi-chat"), "yi-chat")
+    local = prepare_local(load_chatmodel(spec))
+    server = LocalServer(local, tmp_path / "work", Ports.free(), busy_port)
+    with pytest.raises(ServerError, match=f"did not start on port {busy_port}: .*address"):
+        server._start_front()
+    assert server._thread is not None
+    server._thread.join(10)  # the front's loop is closed now: stopping must still work
+    server.stop()

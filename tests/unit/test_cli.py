@@ -97,6 +97,22 @@ def test_missing_file_exits_2() -> None:
     assert proc.returncode == 2 and "cannot read" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [(None, "cannot read"), ("spec: [unclosed\n", "not valid YAML"), ("", "no ChatModel")],
+    ids=["missing", "not-yaml", "empty"],
+)
+def test_serve_with_a_bad_file_exits_2_without_a_traceback(
+    content: str | None, expected: str, tmp_path: Path
+) -> None:
+    f = tmp_path / "chatmodel.yaml"
+    if content is not None:
+        f.write_text(content)
+    proc = run("serve", str(f))
+    assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_nothing_fits_is_reported_not_raised(tmp_path: Path) -> None:
     f = tmp_path / "big.yaml"
     f.write_text(

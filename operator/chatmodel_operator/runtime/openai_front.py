@@ -360,11 +360,10 @@ async def run_front(
     """Serve until ``stop`` is set."""
     runner = web.AppRunner(Front(triton_http, model_name, max_tokens_default).app())
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    if ready is not None:
-        ready.set()
-    try:
+    try:  # also when the port cannot be had: the cleanup closes the front's client session
+        await web.TCPSite(runner, host, port).start()
+        if ready is not None:
+            ready.set()
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -13,19 +13,27 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import sys
 import tempfile
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from chatmodel_operator.adapters.checkpoint import read_model_files
 from chatmodel_operator.api import ChatModel, parse_chatmodel
 from chatmodel_operator.catalog import ModelInfo, parse_source, resolve_model
+from chatmodel_operator.cli import CliError, load_documents
 from chatmodel_operator.errors import SpecError
-from chatmodel_operator.runtime.server import Ports, TritonServer, free_port, write_repository
+from chatmodel_operator.runtime.server import (
+    Ports,
+    ServerError,
+    TritonServer,
+    free_port,
+    port_in_use,
+    write_repository,
+)
 from chatmodel_operator.triton.repository import (
     Repository,
     Settings,
@@ -74,10 +82,28 @@ def local_settings(cm: ChatModel, model: ModelInfo, max_batch_size: int) -> Sett
 
 
 def load_chatmodel(path: str | Path) -> ChatModel:
-    docs = [d for d in yaml.safe_load_all(Path(path).read_text(encoding="utf-8")) if d]
-    if not docs:
-        raise SpecError("(document)", f"{path} holds no ChatModel", "write one (see examples/)")
-    return parse_chatmodel(docs[0])
+    """The first ChatModel of a YAML file (CliError when the file cannot be read or parsed)."""
+    return parse_chatmodel(load_documents(str(path))[0])
+
+
+def check_ports(flags: Mapping[str, int]) -> None:
+    """Ports given twice or already taken, as one CliError naming the flags, before anything
+    starts (tritonserver would otherwise fail half-way with its own log)."""
+    by_port: dict[int, list[str]] = {}
+    for flag, port in flags.items():
+        by_port.setdefault(port, []).append(flag)
+    shared = [
+        " and ".join(names) + f" are {'both' if len(names) == 2 else 'all'} {port}"
+        for port, names in by_port.items()
+        if len(names) > 1
+    ]
+    if shared:
+        raise CliError(f"{'; '.join(shared)}; fix: give each its own port")
+    busy = [f"{flag} {port}" for flag, port in flags.items() if port_in_use(port)]
+    if busy:
+        raise CliError(
+            f"already in use: {', '.join(busy)}; fix: stop what listens there or pick free ports"
+        )
 
 
 def prepare_local(
@@ -118,6 +144,7 @@ class LocalServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._front_stop: asyncio.Event | None = None
+        self._front_error: BaseException | None = None
 
     @property
     def openai_url(self) -> str | None:
@@ -140,26 +167,35 @@ class LocalServer:
             self._loop = loop
             self._front_stop = asyncio.Event()
             assert self.openai_port is not None
-            loop.run_until_complete(
-                run_front(
-                    triton_http=self.triton.http_url,
-                    model_name=self.local.name,
-                    port=self.openai_port,
-                    stop=self._front_stop,
-                    ready=ready,
-                    max_tokens_default=min(512, self.local.settings.max_output_length),
+            try:
+                loop.run_until_complete(
+                    run_front(
+                        triton_http=self.triton.http_url,
+                        model_name=self.local.name,
+                        port=self.openai_port,
+                        stop=self._front_stop,
+                        ready=ready,
+                        max_tokens_default=min(512, self.local.settings.max_output_length),
+                    )
                 )
-            )
-            loop.close()
+            except Exception as exc:  # reported by _start_front, in the caller's thread
+                self._front_error = exc
+                ready.set()
+            finally:
+                loop.close()
 
         self._thread = threading.Thread(target=main, name="openai-front", daemon=True)
         self._thread.start()
-        if not ready.wait(30):
-            raise RuntimeError("the OpenAI-compatible front did not start")
+        if not ready.wait(30) or self._front_error is not None:
+            why = f": {self._front_error}" if self._front_error is not None else ""
+            raise ServerError(
+                f"the OpenAI-compatible front did not start on port {self.openai_port}{why}"
+            )
 
     def stop(self) -> None:
         if self._loop is not None and self._front_stop is not None:
-            self._loop.call_soon_threadsafe(self._front_stop.set)
+            with contextlib.suppress(RuntimeError):  # the front failed and closed its loop
+                self._loop.call_soon_threadsafe(self._front_stop.set)
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.triton.stop()
@@ -192,6 +228,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="chatmodel-"))
     workdir.mkdir(parents=True, exist_ok=True)
     openai_port = args.openai_port if args.openai_port >= 0 else free_port()
+    flags = {"--http-port": ports.http, "--grpc-port": ports.grpc, "--metrics-port": ports.metrics}
+    if openai_port:
+        flags["--openai-port"] = openai_port
+    check_ports(flags)
     server = LocalServer(local, workdir, ports, openai_port or None)
     print(f"serving {local.name} ({cm.spec.model.source}) from {workdir}", flush=True)
     stop = threading.Event()
@@ -201,7 +241,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.start()
+        try:
+            server.start()
+        except ServerError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         for label, url in server.endpoints():
             print(f"  {label:28} {url}", flush=True)
         print("Ctrl-C stops.", flush=True)

@@ -114,6 +114,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_in_use(port: int, host: str = "0.0.0.0") -> bool:
+    """Whether something listens on ``port`` (bound as a server would, with SO_REUSEADDR, so
+    that a port in TIME_WAIT counts as free)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class Ports:
     http: int = 8000
