@@ -113,6 +113,19 @@ def test_serve_with_a_bad_file_exits_2_without_a_traceback(
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("url", ["localhost:1", "http://localhost:1"])
+def test_chat_with_no_server_there_says_what_to_fix(url: str) -> None:
+    proc = run("chat", url, "hi")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "UNAVAILABLE" in proc.stderr and "fix: start the server" in proc.stderr
+
+
+def test_tiny_checkpoint_where_it_cannot_write_exits_2() -> None:
+    proc = run("tiny-checkpoint", "/proc/no-such-dir/x", "--family", "yi-chat")
+    assert proc.returncode == 2 and "cannot write" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_nothing_fits_is_reported_not_raised(tmp_path: Path) -> None:
     f = tmp_path / "big.yaml"
     f.write_text(

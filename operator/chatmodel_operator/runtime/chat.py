@@ -8,6 +8,7 @@ the same tensors (``--model tensorrt_llm_bls``). The reply is printed as it stre
 from __future__ import annotations
 
 import argparse
+import contextlib
 import queue
 import sys
 import time
@@ -73,7 +74,15 @@ def chat(
     reply = Reply("")
     client.start_stream(callback=lambda result, error: results.put((result, error)))
     try:
-        client.async_stream_infer(model, inputs, enable_empty_final_response=True)
+        try:
+            client.async_stream_infer(model, inputs, enable_empty_final_response=True)
+        except Exception:
+            # The stream had failed already (no server there): its callback has the reason.
+            with contextlib.suppress(queue.Empty):
+                _, error = results.get(timeout=2)
+                if error is not None:
+                    raise RuntimeError(str(error)) from None
+            raise
         while True:
             result, error = results.get(timeout=timeout_s)
             if error is not None:
@@ -112,7 +121,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
             out=sys.stdout,
         )
     except Exception as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
+        hint = ""
+        if "UNAVAILABLE" in str(exc):
+            hint = (
+                f"; fix: start the server (chatmodel serve) or give its gRPC address "
+                f"(host:port, 8001 by default), not {args.url}"
+            )
+        print(f"\nerror: {exc}{hint}", file=sys.stderr)
         return 1
     print()
     if args.verbose and reply.first_token_s is not None:

@@ -7,9 +7,16 @@ from typing import Any
 
 
 def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
+    from chatmodel_operator.cli import CliError
     from chatmodel_operator.runtime.tiny_checkpoint import write_tiny_checkpoint
 
-    path = write_tiny_checkpoint(args.out, args.family, train_steps=args.train_steps)
+    try:
+        path = write_tiny_checkpoint(args.out, args.family, train_steps=args.train_steps)
+    except OSError as exc:
+        where = exc.filename or args.out
+        raise CliError(
+            f"{where}: cannot write: {exc.strerror or exc}; fix: give OUT a directory you can write"
+        ) from None
     print(f"wrote a tiny {args.family} checkpoint to {path}")
     return 0
 
