@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 
 from chatmodel_operator import metrics
+from chatmodel_operator.cli import CliError
 from chatmodel_operator.handlers import OperatorConfig, build_registry
 from chatmodel_operator.reconcile import Settings
 
@@ -51,7 +52,31 @@ def register_commands(subparsers: Any) -> None:
     p.set_defaults(func=cmd_operator)
 
 
+def credentials_problem() -> str | None:
+    """Why neither in-cluster credentials nor a kubeconfig can be loaded (the two places kopf
+    logs in from), or None. Without this check kopf retries its login forever, a traceback
+    each time."""
+    from kubernetes import config
+
+    try:
+        config.load_incluster_config()
+        return None
+    except config.ConfigException:
+        pass
+    try:
+        config.load_kube_config()
+        return None
+    except (config.ConfigException, OSError) as exc:
+        return str(exc).strip() or type(exc).__name__
+
+
 def cmd_operator(args: argparse.Namespace) -> int:
+    problem = credentials_problem()
+    if problem is not None:
+        raise CliError(
+            f"no Kubernetes credentials (not in a pod, and no kubeconfig: {problem}); fix: run "
+            "it in the cluster with a ServiceAccount (the chart does) or set KUBECONFIG"
+        )
     # kopf's configure sets up the root logger (one handler); ours propagate to it.
     kopf.configure(verbose=args.log_level == "DEBUG", log_format=kopf.LogFormat.PLAIN)
     logging.getLogger().setLevel(args.log_level)

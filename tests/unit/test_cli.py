@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -123,6 +124,22 @@ def test_chat_with_no_server_there_says_what_to_fix(url: str) -> None:
 def test_tiny_checkpoint_where_it_cannot_write_exits_2() -> None:
     proc = run("tiny-checkpoint", "/proc/no-such-dir/x", "--family", "yi-chat")
     assert proc.returncode == 2 and "cannot write" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_operator_without_credentials_exits_2_at_once(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "KUBECONFIG"))}
+    env["KUBECONFIG"] = str(tmp_path / "no-kubeconfig")
+    proc = subprocess.run(
+        [sys.executable, "-m", "chatmodel_operator.cli", "operator"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        env={**env, "HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "no Kubernetes credentials" in proc.stderr and "KUBECONFIG" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
