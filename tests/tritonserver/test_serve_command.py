@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -144,3 +145,49 @@ def test_a_front_that_cannot_listen_is_a_server_error_naming_its_port(
     assert server._thread is not None
     server._thread.join(10)  # the front's loop is closed now: stopping must still work
     server.stop()
+
+
+def test_a_model_triton_cannot_load_is_named_in_one_error(
+    tiny: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Corrupt weights: the engine model fails to load, and serve says which model and why
+    instead of a page of Triton's log."""
+    ckpt = tmp_path / "broken"
+    shutil.copytree(tiny("yi-chat"), ckpt)
+    (ckpt / "model.safetensors").write_bytes(b"not safetensors")
+    spec = write_chatmodel(tmp_path / "chatmodel.yaml", ckpt, "yi-chat")
+    ports = [str(free_port()) for _ in range(3)]
+    proc = subprocess.run(
+        _chatmodel(
+            "serve",
+            str(spec),
+            *("--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]),
+            *("--openai-port", "0", "--workdir", str(tmp_path / "work")),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    error = proc.stderr.strip()
+    assert error.startswith("error: tritonserver exited") and "\n" not in error, error
+    assert "could not load tensorrt_llm: " in error and "Traceback" not in error
+    assert str(tmp_path / "work" / "tritonserver.log") in error
+
+
+def test_a_checkpoint_without_a_tokenizer_exits_2_before_starting(
+    tiny: Callable[[str], Path], tmp_path: Path
+) -> None:
+    ckpt = tmp_path / "weights-only"
+    ckpt.mkdir()
+    shutil.copy(tiny("yi-chat") / "config.json", ckpt)
+    spec = write_chatmodel(tmp_path / "chatmodel.yaml", ckpt, "yi-chat")
+    proc = subprocess.run(
+        _chatmodel("serve", str(spec), "--workdir", str(tmp_path / "work")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "spec.model.source" in proc.stderr and "no tokenizer" in proc.stderr
+    assert not (tmp_path / "work" / "tritonserver.log").exists()

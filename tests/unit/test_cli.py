@@ -169,3 +169,22 @@ def test_nothing_fits_is_reported_not_raised(tmp_path: Path) -> None:
 def test_every_example_plans(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", str(path)]) == 0
     assert "fits                yes" in capsys.readouterr().out
+
+
+def test_load_failures_name_each_model_and_the_first_line_of_its_reason() -> None:
+    from chatmodel_operator.runtime.server import load_failures
+
+    log = "\n".join(
+        [
+            "I1122 04:29:20.1 1 model_lifecycle.cc:777] \"failed to load 'postprocessing'\"",
+            "E1122 04:29:20.6 1 model_lifecycle.cc:642] \"failed to load 'preprocessing' version 1:"
+            ' Internal: ValueError: no tokenizer \\n(1) a file\\n(2) more"',
+            "E1122 04:29:22.5 1 model_lifecycle.cc:642] \"failed to load 'tensorrt_llm' version 1:"
+            ' Internal: OSError: bad weights"',
+            "error: creating server: Internal - failed to load all models",
+        ]
+    )
+    assert load_failures(log) == [
+        "preprocessing: Internal: ValueError: no tokenizer",
+        "tensorrt_llm: Internal: OSError: bad weights",
+    ]

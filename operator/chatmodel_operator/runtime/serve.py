@@ -43,6 +43,14 @@ from chatmodel_operator.triton.repository import (
 )
 
 DEFAULT_LOCAL_BATCH = 16
+# One of these makes a Hugging Face tokenizer (fast, SentencePiece, BPE, WordPiece, or code).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "tokenizer_config.json",
+)
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,13 @@ def prepare_local(
             "use file:///path/to/checkpoint (chatmodel tiny-checkpoint makes one)",
         )
     config, tokenizer_config = read_model_files(cm.spec.model.source)
+    if not any((Path(source.location) / name).is_file() for name in TOKENIZER_FILES):
+        raise SpecError(
+            "spec.model.source",
+            f"{source.location} has a config.json but no tokenizer (none of "
+            f"{', '.join(TOKENIZER_FILES)})",
+            "copy the checkpoint's tokenizer files next to its config.json",
+        )
     model = resolve_model(cm.spec.model, config=config, tokenizer_config=tokenizer_config)
     settings = replace(local_settings(cm, model, max_batch_size), **overrides)
     ckpt = source.location

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -112,6 +113,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+_LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \S+: (.*?)\"?$")
+
+
+def load_failures(log: str) -> list[str]:
+    """``model: reason`` for each model Triton's log says failed to load (the reason's first
+    line, which names the error), in the order of the log."""
+    out = []
+    for line in log.splitlines():
+        match = _LOAD_FAILURE.search(line)
+        if match:
+            reason = match.group(2).split("\\n", 1)[0].strip()
+            out.append(f"{match.group(1)}: {reason[:300]}")
+    return out
 
 
 def port_in_use(port: int, host: str = "0.0.0.0") -> bool:
@@ -229,9 +245,15 @@ class TritonServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
+                failures = load_failures(self.log())
+                why = (
+                    "; ".join(f"could not load {f}" for f in failures)
+                    if failures
+                    else f"\n{self.log_tail()}\n"
+                )
                 raise ServerError(
-                    f"tritonserver exited with status {self.process.returncode}:\n"
-                    + self.log_tail()
+                    f"tritonserver exited with status {self.process.returncode}: {why} "
+                    f"(its log: {self.log_path})"
                 )
             if self.ready():
                 return
