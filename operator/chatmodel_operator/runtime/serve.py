@@ -240,13 +240,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cm = load_chatmodel(args.file)
     local = prepare_local(cm, max_batch_size=args.max_batch_size)
     ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="chatmodel-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     openai_port = args.openai_port if args.openai_port >= 0 else free_port()
     flags = {"--http-port": ports.http, "--grpc-port": ports.grpc, "--metrics-port": ports.metrics}
     if openai_port:
         flags["--openai-port"] = openai_port
     check_ports(flags)
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="chatmodel-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     server = LocalServer(local, workdir, ports, openai_port or None)
     print(f"serving {local.name} ({cm.spec.model.source}) from {workdir}", flush=True)
     stop = threading.Event()
