@@ -1,17 +1,23 @@
-"""The local OpenAI front's request building: OpenAI bodies in, Triton generate bodies out."""
+"""The local OpenAI front: request building (OpenAI bodies in, Triton generate bodies out), and
+what it answers when Triton is not there or goes away."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from chatmodel_operator.runtime.openai_front import (
     CHAT,
     COMPLETION,
+    run_front,
     triton_completion_request,
     triton_request,
 )
+from chatmodel_operator.runtime.server import free_port
 from chatmodel_operator.triton.textproc import RequestError
 
 
@@ -132,3 +138,62 @@ def test_the_two_routes_frame_choices_as_openai_does() -> None:
     assert COMPLETION.opening_choice() is None
     assert COMPLETION.chunk_choice(None, "stop")["text"] == ""
     assert (COMPLETION.object, CHAT.chunk_object) == ("text_completion", "chat.completion.chunk")
+
+
+async def _ask(front_port: int, triton: str, stream: bool) -> tuple[int, str]:
+    """One chat request through a front whose Triton is ``triton``."""
+    stop = asyncio.Event()
+    serving = asyncio.create_task(
+        run_front(triton_http=triton, model_name="m", port=front_port, stop=stop)
+    )
+    try:
+        for _ in range(50):  # until the front listens
+            try:
+                async with aiohttp.ClientSession() as session:
+                    body = {"messages": [{"role": "user", "content": "hi"}], "stream": stream}
+                    url = f"http://127.0.0.1:{front_port}/v1/chat/completions"
+                    async with session.post(url, json=body) as resp:
+                        return resp.status, await resp.text()
+            except aiohttp.ClientConnectorError:
+                await asyncio.sleep(0.1)
+        raise AssertionError("the front did not listen")
+    finally:
+        stop.set()
+        await serving
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_no_triton_behind_the_front_is_a_503_that_says_so(stream: bool) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    status, text = asyncio.run(_ask(free_port(), dead, stream))
+    assert status == 503
+    assert json.loads(text)["error"]["message"].startswith(f"Triton is not reachable at {dead}")
+
+
+def test_triton_gone_in_the_middle_of_a_stream_ends_it_with_an_error_event() -> None:
+    async def run() -> tuple[int, str]:
+        async def generate_stream(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            await resp.write(b'data: {"text_output": "\xe4\xbd\xa0"}\n\n')
+            assert request.transport is not None
+            request.transport.close()  # Triton dies
+            return resp
+
+        app = web.Application()
+        app.router.add_post("/v2/models/ensemble/generate_stream", generate_stream)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        triton_port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", triton_port).start()
+        try:
+            return await _ask(free_port(), f"http://127.0.0.1:{triton_port}", True)
+        finally:
+            await runner.cleanup()
+
+    status, text = asyncio.run(run())
+    assert status == 200
+    events = [e.removeprefix("data: ") for e in text.strip().split("\n\n")]
+    assert json.loads(events[1])["choices"][0]["delta"] == {"content": "你"}
+    assert json.loads(events[-2])["error"]["message"].startswith("Triton ended the stream early")
+    assert events[-1] == "[DONE]"

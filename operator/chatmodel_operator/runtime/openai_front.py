@@ -276,6 +276,10 @@ class Front:
             if call.triton_model == TRITON_MODEL:
                 await asyncio.shield(self._stop(call.request_id))
             raise
+        except aiohttp.ClientError as exc:  # before any answer: Triton is not there
+            return _error(
+                503, f"Triton is not reachable at {self.triton}: {exc}", "service_unavailable"
+            )
 
     async def _stop(self, request_id: str) -> None:
         assert self.session is not None
@@ -328,20 +332,26 @@ class Front:
             opening = kind.opening_choice()
             if opening is not None:
                 await resp.write(self._chunk(call, opening))
-            async for raw in upstream.content:
-                line = raw.decode("utf-8").strip()
-                if not line.startswith("data:"):
-                    continue
-                doc = json.loads(line[5:])
-                if "error" in doc:
-                    err = {"error": {"message": str(doc["error"]), "type": "server_error"}}
-                    await resp.write(f"data: {json.dumps(err)}\n\n".encode())
-                    break
-                text = doc.get("text_output", "")
-                if text:
-                    await resp.write(self._chunk(call, kind.chunk_choice(text, None)))
-            else:
+            error = None
+            try:
+                async for raw in upstream.content:
+                    line = raw.decode("utf-8").strip()
+                    if not line.startswith("data:"):
+                        continue
+                    doc = json.loads(line[5:])
+                    if "error" in doc:
+                        error = str(doc["error"])
+                        break
+                    text = doc.get("text_output", "")
+                    if text:
+                        await resp.write(self._chunk(call, kind.chunk_choice(text, None)))
+            except aiohttp.ClientPayloadError as exc:  # Triton went away in the middle
+                error = f"Triton ended the stream early: {exc}"
+            if error is None:
                 await resp.write(self._chunk(call, kind.chunk_choice(None, "stop")))
+            else:
+                err = {"error": {"message": error, "type": "server_error"}}
+                await resp.write(f"data: {json.dumps(err)}\n\n".encode())
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
             return resp
