@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,30 @@ EXIT_BAD_INPUT = 2
 class CliError(ChatModelError):
     """Bad input: printed as one line, exit status 2. A ChatModelError, so that ``main`` catches
     it also when this module runs as ``__main__`` and another module raised it."""
+
+
+def bounded(
+    kind: Callable[[str], Any], low: float | None = None, high: float | None = None
+) -> Callable[[str], Any]:
+    """An argparse ``type``: ``kind`` (int or float) within [low, high], or argparse's usage
+    error naming the flag."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            noun = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            span = f"at least {low}" if high is None else f"within [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"{value} must be {span}")
+        return value
+
+    return parse
+
+
+PORT = bounded(int, 1, 65535)
+PORT_OR_OFF = bounded(int, 0, 65535)
 
 
 def load_documents(path: str) -> list[dict[str, Any]]:
@@ -159,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="plan GPUs, parallelism and precision for a ChatModel file")
     p.add_argument("file", help="ChatModel YAML (or - for standard input)")
     p.add_argument(
-        "--gpu-memory-gib", type=float, help="memory of one GPU in GiB (overrides the spec)"
+        "--gpu-memory-gib",
+        type=bounded(float, 1),
+        help="memory of one GPU in GiB (overrides the spec)",
     )
     p.add_argument("--gpu-product", help="nvidia.com/gpu.product label (overrides the spec)")
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")

@@ -11,7 +11,7 @@ from typing import Any
 import kopf
 
 from chatmodel_operator import metrics
-from chatmodel_operator.cli import CliError
+from chatmodel_operator.cli import PORT_OR_OFF, CliError, bounded
 from chatmodel_operator.handlers import OperatorConfig, build_registry
 from chatmodel_operator.reconcile import Settings
 
@@ -33,14 +33,17 @@ def register_commands(subparsers: Any) -> None:
         "-A", "--all-namespaces", action="store_true", help="watch every namespace (default)"
     )
     p.add_argument(
-        "--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0: off)"
+        "--metrics-port", type=PORT_OR_OFF, default=8080, help="Prometheus /metrics port (0: off)"
     )
     p.add_argument(
-        "--resync-seconds", type=float, default=300.0, help="re-check every ChatModel this often"
+        "--resync-seconds",
+        type=bounded(float, 1),
+        default=300.0,
+        help="re-check every ChatModel this often",
     )
     p.add_argument(
         "--status-settle-seconds",
-        type=float,
+        type=bounded(float, 0),
         default=Settings.status_settle_s,
         help="how long an in-between phase (BuildingEngine, Deploying, ...) may wait to be "
         "written, so that quick steps cost one status write and one Event (0: write each)",

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from tests.conftest import EXAMPLES, REPO
 
-from chatmodel_operator.cli import main
+from chatmodel_operator.cli import build_parser, main
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -188,3 +188,32 @@ def test_load_failures_name_each_model_and_the_first_line_of_its_reason() -> Non
         "preprocessing: Internal: ValueError: no tokenizer",
         "tensorrt_llm: Internal: OSError: bad weights",
     ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["serve", "x.yaml", "--http-port", "70000"],
+            "--http-port: 70000 must be within [1, 65535]",
+        ),
+        (["serve", "x.yaml", "--openai-port", "-1"], "--openai-port: -1 must be within [0, 65535]"),
+        (["serve", "x.yaml", "--max-batch-size", "0"], "--max-batch-size: 0 must be within"),
+        (["chat", "localhost:8001", "hi", "--max-tokens", "x"], "'x' is not an integer"),
+        (["tiny-checkpoint", "out", "--family", "xverse", "--train-steps", "-3"], "at least 0"),
+        (["operator", "--resync-seconds", "0"], "--resync-seconds: 0.0 must be at least 1"),
+        (["plan", "x.yaml", "--gpu-memory-gib", "-80"], "--gpu-memory-gib: -80.0 must be"),
+    ],
+)
+def test_numeric_flags_out_of_range_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_port_of_zero_turns_the_openai_front_off() -> None:
+    args = build_parser().parse_args(["serve", "x.yaml", "--openai-port", "0"])
+    assert args.openai_port == 0

@@ -140,12 +140,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
+    from chatmodel_operator.cli import bounded
+
     p = sub.add_parser("chat", help="send one message to a served model and print the reply")
     p.add_argument("url", help="Triton gRPC address, e.g. localhost:8001")
     p.add_argument("message")
     p.add_argument("--stream", action="store_true", help="stream the reply token by token")
     p.add_argument("--system", help="system prompt")
     p.add_argument("--model", default="ensemble", help="ensemble (default) or tensorrt_llm_bls")
-    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--max-tokens", type=bounded(int, 1), default=256)
     p.add_argument("-v", "--verbose", action="store_true", help="print timings to stderr")
     p.set_defaults(func=cmd_chat)

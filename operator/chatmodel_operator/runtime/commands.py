@@ -23,6 +23,7 @@ def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
 
 def register_commands(sub: Any) -> None:
     """Add serve, chat and tiny-checkpoint to the ``chatmodel`` subparsers."""
+    from chatmodel_operator.cli import bounded
     from chatmodel_operator.runtime import chat, serve
     from chatmodel_operator.runtime.tiny_checkpoint import SEED_FAMILIES
 
@@ -33,5 +34,5 @@ def register_commands(sub: Any) -> None:
     )
     p.add_argument("out", help="directory to write (created)")
     p.add_argument("--family", required=True, choices=SEED_FAMILIES)
-    p.add_argument("--train-steps", type=int, default=300)
+    p.add_argument("--train-steps", type=bounded(int, 0), default=300)
     p.set_defaults(func=cmd_tiny_checkpoint)

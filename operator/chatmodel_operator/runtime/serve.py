@@ -24,13 +24,12 @@ from typing import Any
 from chatmodel_operator.adapters.checkpoint import read_model_files
 from chatmodel_operator.api import ChatModel, parse_chatmodel
 from chatmodel_operator.catalog import ModelInfo, parse_source, resolve_model
-from chatmodel_operator.cli import CliError, load_documents
+from chatmodel_operator.cli import PORT, PORT_OR_OFF, CliError, bounded, load_documents
 from chatmodel_operator.errors import SpecError
 from chatmodel_operator.runtime.server import (
     Ports,
     ServerError,
     TritonServer,
-    free_port,
     port_in_use,
     write_repository,
 )
@@ -240,7 +239,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cm = load_chatmodel(args.file)
     local = prepare_local(cm, max_batch_size=args.max_batch_size)
     ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
-    openai_port = args.openai_port if args.openai_port >= 0 else free_port()
+    openai_port = args.openai_port
     flags = {"--http-port": ports.http, "--grpc-port": ports.grpc, "--metrics-port": ports.metrics}
     if openai_port:
         flags["--openai-port"] = openai_port
@@ -284,10 +283,12 @@ def add_parser(sub: Any) -> None:
         "serve", help="serve a ChatModel with a file:// checkpoint on a local Triton server"
     )
     p.add_argument("file", help="ChatModel YAML whose spec.model.source is file:///...")
-    p.add_argument("--http-port", type=int, default=8000)
-    p.add_argument("--grpc-port", type=int, default=8001)
-    p.add_argument("--metrics-port", type=int, default=8002)
-    p.add_argument("--openai-port", type=int, default=9000, help="OpenAI-compatible API (0: off)")
-    p.add_argument("--max-batch-size", type=int, default=DEFAULT_LOCAL_BATCH)
+    p.add_argument("--http-port", type=PORT, default=8000)
+    p.add_argument("--grpc-port", type=PORT, default=8001)
+    p.add_argument("--metrics-port", type=PORT, default=8002)
+    p.add_argument(
+        "--openai-port", type=PORT_OR_OFF, default=9000, help="OpenAI-compatible API (0: off)"
+    )
+    p.add_argument("--max-batch-size", type=bounded(int, 1, 4096), default=DEFAULT_LOCAL_BATCH)
     p.add_argument("--workdir", help="where the model repository and logs go (default: temp)")
     p.set_defaults(func=cmd_serve)
