@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 from tests.conftest import EXAMPLES, load_example
 
-from chatmodel_operator.api import parse_chatmodel, parse_spec
+from chatmodel_operator.api import ChatModelSpec, parse_chatmodel, parse_spec
 from chatmodel_operator.catalog import KNOWN_MODELS, parse_source, resolve_model
 from chatmodel_operator.plan import Plan, plan_spec
 from chatmodel_operator.render import (
@@ -39,6 +39,21 @@ def children_for(
     plan = plan_spec(spec, resolve_model(spec.model))
     return plan, render_children(
         name=name, namespace=namespace, uid="uid-1", spec=spec, plan=plan, repository=REPOSITORY
+    )
+
+
+def _render(spec: ChatModelSpec, plan: Plan, *, still_serving: Plan | None = None) -> Children:
+    """The children of ChatModel ns/m; ``still_serving``: the plan whose engine the pods
+    still serve while ``plan``'s engine is being built."""
+    serving: dict[str, Any] = {}
+    if still_serving is not None:
+        serving = {
+            "serving_key": still_serving.engine_key,
+            "serving_plan": still_serving,
+            "serving_repository": REPOSITORY,
+        }
+    return render_children(
+        name="m", namespace="ns", uid="u", spec=spec, plan=plan, repository=REPOSITORY, **serving
     )
 
 
@@ -298,9 +313,7 @@ def test_pvc_source_is_mounted_not_downloaded() -> None:
     plan = plan_spec(
         spec, resolve_model(spec.model, config=KNOWN_MODELS["01-ai/yi-34b-chat"].config)
     )
-    ch = render_children(
-        name="m", namespace="ns", uid="u", spec=spec, plan=plan, repository=REPOSITORY
-    )
+    ch = _render(spec, plan)
     pod = ch.build_job["spec"]["template"]["spec"]
     assert "initContainers" not in pod
     assert {
@@ -323,17 +336,7 @@ def test_serving_key_keeps_old_engine_during_switch() -> None:
         }
     )
     new = plan_spec(spec2, resolve_model(spec2.model))
-    ch = render_children(
-        name="m",
-        namespace="ns",
-        uid="u",
-        spec=spec2,
-        plan=new,
-        repository=REPOSITORY,
-        serving_key=old.engine_key,
-        serving_plan=old,
-        serving_repository=REPOSITORY,
-    )
+    ch = _render(spec2, new, still_serving=old)
     dep = next(o for o in ch.serving if o["kind"] == "Deployment")
     assert (
         dep["spec"]["template"]["metadata"]["labels"]["serving.chatmodel.io/engine-key"]
@@ -538,23 +541,9 @@ def test_service_and_monitor_do_not_depend_on_what_the_pods_run() -> None:
     spec = parse_spec(yi())
     new = plan_spec(spec, resolve_model(spec.model))
     assert old.engine_key != new.engine_key  # the image is part of the engine key
-    switching = render_children(
-        name="m",
-        namespace="ns",
-        uid="u",
-        spec=spec,
-        plan=new,
-        repository=REPOSITORY,
-        serving_key=old.engine_key,
-        serving_plan=old,
-        serving_repository=REPOSITORY,
-    )
-    before = render_children(
-        name="m", namespace="ns", uid="u", spec=old_spec, plan=old, repository=REPOSITORY
-    )
-    after = render_children(
-        name="m", namespace="ns", uid="u", spec=spec, plan=new, repository=REPOSITORY
-    )
+    switching = _render(spec, new, still_serving=old)
+    before = _render(old_spec, old)
+    after = _render(spec, new)
     assert serving(switching)["Deployment"]["spec"]["template"]["spec"]["containers"][0][
         "command"
     ] == ["tritonserver"]
