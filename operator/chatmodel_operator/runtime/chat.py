@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from chatmodel_operator.cli import bounded
 from chatmodel_operator.triton.textproc import envelope
 
 
@@ -140,8 +141,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    from chatmodel_operator.cli import bounded
-
     p = sub.add_parser("chat", help="send one message to a served model and print the reply")
     p.add_argument("url", help="Triton gRPC address, e.g. localhost:8001")
     p.add_argument("message")

@@ -3,10 +3,10 @@ for local serving.
 
 It holds no model and renders nothing: each request becomes one call to Triton's generate (or
 generate_stream) endpoint of ``ensemble`` (or of ``tensorrt_llm_bls``, when the request names it),
-with the messages in ``text_input`` as the
-``{"messages": [...]}`` envelope (a completion's prompt as plain text, which preprocessing takes as
-one user turn, as it does from every client), so our preprocessing model applies the chat format
-and the truncation rules exactly as for every other client. Text deltas come back UTF-8 safe from
+with the messages in ``text_input`` as the ``{"messages": [...]}`` envelope (a completion's prompt
+as plain text, which preprocessing takes as one user turn, as it does from every client), so our
+preprocessing model applies the chat format and the truncation rules exactly as for every other
+client. Text deltas come back UTF-8 safe from
 postprocessing and are re-framed as OpenAI chunks.
 
 A request's ``model`` is the ChatModel's name or one of Triton's model names, which is what the
@@ -316,7 +316,7 @@ class Front:
         assert self.session is not None
         kind = call.kind
         url = f"{self.triton}/v2/models/{call.triton_model}/generate_stream"
-        # A client that leaves makes a write raise (or cancels this task): see chat().
+        # A client that leaves makes a write raise (or cancels this task): see _serve().
         async with self.session.post(url, json=payload) as upstream:
             if upstream.status != 200:
                 text = await upstream.text()
