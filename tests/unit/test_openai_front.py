@@ -197,3 +197,66 @@ def test_triton_gone_in_the_middle_of_a_stream_ends_it_with_an_error_event() -> 
     assert json.loads(events[1])["choices"][0]["delta"] == {"content": "你"}
     assert json.loads(events[-2])["error"]["message"].startswith("Triton ended the stream early")
     assert events[-1] == "[DONE]"
+
+
+def test_a_client_that_hangs_up_while_no_text_comes_stops_the_engine(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Tokens that decode to nothing yet (a character's first bytes, skipped special tokens)
+    give the front nothing to write, so only the hang-up itself can tell it the client left."""
+
+    async def run() -> tuple[bytes, str, list[dict[str, object]], float]:
+        started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        stops: list[dict[str, object]] = []
+        stopped = asyncio.Event()
+
+        async def generate_stream(request: web.Request) -> web.StreamResponse:
+            started.set_result((await request.json())["id"])
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            await resp.write(b'data: {"text_output": "hi"}\n\n')
+            while not stopped.is_set():  # the engine goes on, with nothing to show
+                await resp.write(b'data: {"text_output": ""}\n\n')
+                await asyncio.sleep(0.01)
+            return resp
+
+        async def generate(request: web.Request) -> web.Response:
+            stops.append(await request.json())
+            stopped.set()
+            return web.json_response({"text_output": ""})
+
+        app = web.Application()
+        app.router.add_post("/v2/models/ensemble/generate_stream", generate_stream)
+        app.router.add_post("/v2/models/tensorrt_llm/generate", generate)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        triton_port, front_port, stop = free_port(), free_port(), asyncio.Event()
+        await web.TCPSite(runner, "127.0.0.1", triton_port).start()
+        serving = asyncio.create_task(
+            run_front(
+                triton_http=f"http://127.0.0.1:{triton_port}",
+                model_name="m",
+                port=front_port,
+                stop=stop,
+            )
+        )
+        try:
+            await asyncio.sleep(0.3)
+            body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+            url = f"http://127.0.0.1:{front_port}/v1/chat/completions"
+            async with aiohttp.ClientSession() as session, session.post(url, json=body) as resp:
+                first = await resp.content.readline()
+            hung_up = asyncio.get_running_loop().time()
+            await asyncio.wait_for(stopped.wait(), 5)
+            return first, await started, stops, asyncio.get_running_loop().time() - hung_up
+        finally:
+            stop.set()
+            await serving
+            await runner.cleanup()
+
+    first, request_id, stops, after_s = asyncio.run(run())
+    assert first.startswith(b"data: ")
+    assert [s["id"] for s in stops] == [request_id]
+    assert stops[0]["stop"] is True
+    assert after_s < 1.0
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], "a traceback was logged"

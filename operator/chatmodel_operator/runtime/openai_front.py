@@ -49,6 +49,10 @@ def served_models(name: str) -> dict[str, str]:
     return {name: TRITON_MODEL, TRITON_MODEL: TRITON_MODEL, BLS_MODEL: BLS_MODEL}
 
 
+class _UpstreamError(Exception):
+    """Triton put an error in the stream it was sending."""
+
+
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> web.Response:
     body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
     return web.json_response(body, status=status)
@@ -270,16 +274,21 @@ class Front:
             if payload["stream"]:
                 return await self._stream(request, payload, call)
             return await self._complete(payload, call)
-        except (ConnectionResetError, asyncio.CancelledError):
-            # Our client left: stop the engine, shielded from this task's own cancellation.
-            # (The BLS gives the engine its own id, and stops it when we hang up on it.)
-            if call.triton_model == TRITON_MODEL:
-                await asyncio.shield(self._stop(call.request_id))
+        except asyncio.CancelledError:
+            # Our client left (run_front has aiohttp cancel the handler then, even while no
+            # text is coming to write): stop the engine, shielded from this task's cancellation.
+            await asyncio.shield(self._hang_up(call))
             raise
         except aiohttp.ClientError as exc:  # before any answer: Triton is not there
             return _error(
                 503, f"Triton is not reachable at {self.triton}: {exc}", "service_unavailable"
             )
+
+    async def _hang_up(self, call: _Call) -> None:
+        """Our client left: stop the engine's request. (The BLS gives the engine its own id,
+        and stops it itself when we hang up on it.)"""
+        if call.triton_model == TRITON_MODEL:
+            await self._stop(call.request_id)
 
     async def _stop(self, request_id: str) -> None:
         assert self.session is not None
@@ -316,7 +325,7 @@ class Front:
         assert self.session is not None
         kind = call.kind
         url = f"{self.triton}/v2/models/{call.triton_model}/generate_stream"
-        # A client that leaves makes a write raise (or cancels this task): see _serve().
+        # A client that leaves cancels this task (see _serve), or makes a write raise first.
         async with self.session.post(url, json=payload) as upstream:
             if upstream.status != 200:
                 text = await upstream.text()
@@ -329,32 +338,45 @@ class Front:
                 headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
             )
             await resp.prepare(request)
-            opening = kind.opening_choice()
-            if opening is not None:
-                await resp.write(self._chunk(call, opening))
             error = None
             try:
-                async for raw in upstream.content:
-                    line = raw.decode("utf-8").strip()
-                    if not line.startswith("data:"):
-                        continue
-                    doc = json.loads(line[5:])
-                    if "error" in doc:
-                        error = str(doc["error"])
-                        break
-                    text = doc.get("text_output", "")
-                    if text:
-                        await resp.write(self._chunk(call, kind.chunk_choice(text, None)))
+                opening = kind.opening_choice()
+                if opening is not None:
+                    await resp.write(self._chunk(call, opening))
+                await self._relay(resp, upstream, call)
             except aiohttp.ClientPayloadError as exc:  # Triton went away in the middle
                 error = f"Triton ended the stream early: {exc}"
-            if error is None:
-                await resp.write(self._chunk(call, kind.chunk_choice(None, "stop")))
-            else:
-                err = {"error": {"message": error, "type": "server_error"}}
-                await resp.write(f"data: {json.dumps(err)}\n\n".encode())
-            await resp.write(b"data: [DONE]\n\n")
-            await resp.write_eof()
+            except _UpstreamError as exc:
+                error = str(exc)
+            except ConnectionResetError:  # our client left: aiohttp ends resp quietly
+                await self._hang_up(call)
+                return resp
+            try:
+                if error is None:
+                    await resp.write(self._chunk(call, kind.chunk_choice(None, "stop")))
+                else:
+                    err = {"error": {"message": error, "type": "server_error"}}
+                    await resp.write(f"data: {json.dumps(err)}\n\n".encode())
+                await resp.write(b"data: [DONE]\n\n")
+                await resp.write_eof()
+            except ConnectionResetError:  # our client left after the last token
+                pass
             return resp
+
+    async def _relay(
+        self, resp: web.StreamResponse, upstream: aiohttp.ClientResponse, call: _Call
+    ) -> None:
+        """Forward Triton's stream as chunks until it ends."""
+        async for raw in upstream.content:
+            line = raw.decode("utf-8").strip()
+            if not line.startswith("data:"):
+                continue
+            doc = json.loads(line[5:])
+            if "error" in doc:
+                raise _UpstreamError(str(doc["error"]))
+            text = doc.get("text_output", "")
+            if text:
+                await resp.write(self._chunk(call, call.kind.chunk_choice(text, None)))
 
 
 async def run_front(
@@ -368,7 +390,10 @@ async def run_front(
     host: str = "127.0.0.1",
 ) -> None:
     """Serve until ``stop`` is set."""
-    runner = web.AppRunner(Front(triton_http, model_name, max_tokens_default).app())
+    front = Front(triton_http, model_name, max_tokens_default).app()
+    # A client that hangs up cancels its handler at once, so the engine is stopped even while
+    # nothing is being written to that client.
+    runner = web.AppRunner(front, handler_cancellation=True)
     await runner.setup()
     try:  # also when the port cannot be had: the cleanup closes the front's client session
         await web.TCPSite(runner, host, port).start()
