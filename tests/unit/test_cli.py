@@ -13,6 +13,7 @@ import yaml
 from tests.conftest import EXAMPLES, REPO
 
 from chatmodel_operator.cli import build_parser, main
+from chatmodel_operator.runtime.chat import unreachable_hint
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -118,7 +119,22 @@ def test_serve_with_a_bad_file_exits_2_without_a_traceback(
 def test_chat_with_no_server_there_says_what_to_fix(url: str) -> None:
     proc = run("chat", url, "hi")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert "UNAVAILABLE" in proc.stderr and "fix: start the server" in proc.stderr
+    assert "UNAVAILABLE" in proc.stderr, proc.stderr
+    assert "fix: start the server (chatmodel serve) or check that localhost:1 is" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "fix"),
+    [
+        ("localhost:8001", "start the server"),
+        ("grpc://10.0.0.5:9001", "check that 10.0.0.5:9001 is its gRPC port"),
+        ("localhost:8000", "port 8000 is Triton's HTTP"),
+        ("http://svc.ns:8002", "port 8002 is Triton's HTTP or metrics port"),
+        ("https://svc.ns", "with its port"),
+    ],
+)
+def test_the_unreachable_hint_fits_the_address(url: str, fix: str) -> None:
+    assert fix in unreachable_hint(url)
 
 
 def test_tiny_checkpoint_where_it_cannot_write_exits_2() -> None:

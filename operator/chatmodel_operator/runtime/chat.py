@@ -35,6 +35,21 @@ def _grpc_address(url: str) -> str:
     return url.rstrip("/")
 
 
+def unreachable_hint(url: str) -> str:
+    """What to fix when nothing answers gRPC at ``url``: Triton's HTTP or metrics port, or no
+    port at all, is most likely the wrong address; otherwise the server is not running there."""
+    address = _grpc_address(url)
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return f"; fix: give the gRPC address with its port (host:port, 8001 by default), not {url}"
+    if port in ("8000", "8002"):
+        return (
+            f"; fix: port {port} is Triton's HTTP or metrics port by default, and chat speaks "
+            "gRPC: give the gRPC port (8001 by default)"
+        )
+    return f"; fix: start the server (chatmodel serve) or check that {address} is its gRPC port"
+
+
 def chat(
     url: str,
     message: str,
@@ -122,12 +137,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             out=sys.stdout,
         )
     except Exception as exc:
-        hint = ""
-        if "UNAVAILABLE" in str(exc):
-            hint = (
-                f"; fix: start the server (chatmodel serve) or give its gRPC address "
-                f"(host:port, 8001 by default), not {args.url}"
-            )
+        hint = unreachable_hint(args.url) if "UNAVAILABLE" in str(exc) else ""
         print(f"\nerror: {exc}{hint}", file=sys.stderr)
         return 1
     print()
