@@ -199,13 +199,15 @@ def test_triton_gone_in_the_middle_of_a_stream_ends_it_with_an_error_event() -> 
     assert events[-1] == "[DONE]"
 
 
-def test_a_client_that_hangs_up_while_no_text_comes_stops_the_engine(
-    caplog: pytest.LogCaptureFixture,
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_that_hangs_up_while_nothing_is_written_stops_the_engine(
+    stream: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Tokens that decode to nothing yet (a character's first bytes, skipped special tokens)
-    give the front nothing to write, so only the hang-up itself can tell it the client left."""
+    """Tokens that decode to nothing yet (a character's first bytes, skipped special tokens),
+    or a whole answer not yet complete, give the front nothing to write to its client: only the
+    hang-up itself can tell it the client left."""
 
-    async def run() -> tuple[bytes, str, list[dict[str, object]], float]:
+    async def run() -> tuple[str, list[dict[str, object]], float]:
         started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         stops: list[dict[str, object]] = []
         stopped = asyncio.Event()
@@ -221,13 +223,19 @@ def test_a_client_that_hangs_up_while_no_text_comes_stops_the_engine(
             return resp
 
         async def generate(request: web.Request) -> web.Response:
+            started.set_result((await request.json())["id"])
+            await asyncio.wait_for(stopped.wait(), 5)  # the answer is not complete until then
+            return web.json_response({"text_output": "hi"})
+
+        async def engine(request: web.Request) -> web.Response:
             stops.append(await request.json())
             stopped.set()
             return web.json_response({"text_output": ""})
 
         app = web.Application()
         app.router.add_post("/v2/models/ensemble/generate_stream", generate_stream)
-        app.router.add_post("/v2/models/tensorrt_llm/generate", generate)
+        app.router.add_post("/v2/models/ensemble/generate", generate)
+        app.router.add_post("/v2/models/tensorrt_llm/generate", engine)
         runner = web.AppRunner(app)
         await runner.setup()
         triton_port, front_port, stop = free_port(), free_port(), asyncio.Event()
@@ -242,20 +250,25 @@ def test_a_client_that_hangs_up_while_no_text_comes_stops_the_engine(
         )
         try:
             await asyncio.sleep(0.3)
-            body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+            body = {"messages": [{"role": "user", "content": "hi"}], "stream": stream}
             url = f"http://127.0.0.1:{front_port}/v1/chat/completions"
-            async with aiohttp.ClientSession() as session, session.post(url, json=body) as resp:
-                first = await resp.content.readline()
+            async with aiohttp.ClientSession() as session:
+                if stream:
+                    async with session.post(url, json=body) as resp:
+                        assert (await resp.content.readline()).startswith(b"data: ")
+                else:
+                    with pytest.raises(asyncio.TimeoutError):
+                        timeout = aiohttp.ClientTimeout(total=0.5)
+                        await session.post(url, json=body, timeout=timeout)
             hung_up = asyncio.get_running_loop().time()
             await asyncio.wait_for(stopped.wait(), 5)
-            return first, await started, stops, asyncio.get_running_loop().time() - hung_up
+            return await started, stops, asyncio.get_running_loop().time() - hung_up
         finally:
             stop.set()
             await serving
             await runner.cleanup()
 
-    first, request_id, stops, after_s = asyncio.run(run())
-    assert first.startswith(b"data: ")
+    request_id, stops, after_s = asyncio.run(run())
     assert [s["id"] for s in stops] == [request_id]
     assert stops[0]["stop"] is True
     assert after_s < 1.0
