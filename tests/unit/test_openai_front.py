@@ -4,7 +4,11 @@ what it answers when Triton is not there or goes away."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 import aiohttp
 import pytest
@@ -19,6 +23,8 @@ from chatmodel_operator.runtime.openai_front import (
 )
 from chatmodel_operator.runtime.server import free_port
 from chatmodel_operator.triton.textproc import RequestError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def test_chat_request_carries_the_conversation_and_the_sampling_fields() -> None:
@@ -140,32 +146,59 @@ def test_the_two_routes_frame_choices_as_openai_does() -> None:
     assert (COMPLETION.object, CHAT.chunk_object) == ("text_completion", "chat.completion.chunk")
 
 
-async def _ask(front_port: int, triton: str, stream: bool) -> tuple[int, str]:
-    """One chat request through a front whose Triton is ``triton``."""
-    stop = asyncio.Event()
+@contextlib.asynccontextmanager
+async def _front(triton: str) -> AsyncIterator[str]:
+    """A front over ``triton``, listening: its chat completions URL."""
+    port, stop, ready = free_port(), asyncio.Event(), threading.Event()
     serving = asyncio.create_task(
-        run_front(triton_http=triton, model_name="m", port=front_port, stop=stop)
+        run_front(triton_http=triton, model_name="m", port=port, stop=stop, ready=ready)
     )
     try:
-        for _ in range(50):  # until the front listens
-            try:
-                async with aiohttp.ClientSession() as session:
-                    body = {"messages": [{"role": "user", "content": "hi"}], "stream": stream}
-                    url = f"http://127.0.0.1:{front_port}/v1/chat/completions"
-                    async with session.post(url, json=body) as resp:
-                        return resp.status, await resp.text()
-            except aiohttp.ClientConnectorError:
-                await asyncio.sleep(0.1)
-        raise AssertionError("the front did not listen")
+        for _ in range(500):
+            if ready.is_set() or serving.done():
+                break
+            await asyncio.sleep(0.01)
+        assert ready.is_set(), "the front did not listen"
+        yield f"http://127.0.0.1:{port}/v1/chat/completions"
     finally:
         stop.set()
         await serving
 
 
+@contextlib.asynccontextmanager
+async def _fake_triton(routes: Mapping[str, Handler]) -> AsyncIterator[str]:
+    """An HTTP server answering ``routes`` (path: handler) as Triton would: its URL."""
+    app = web.Application()
+    for path, handler in routes.items():
+        app.router.add_post(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def _chat_body(stream: bool) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": "hi"}], "stream": stream}
+
+
+async def _ask(triton: str, stream: bool) -> tuple[int, str]:
+    """One chat request through a front whose Triton is ``triton``."""
+    async with (
+        _front(triton) as url,
+        aiohttp.ClientSession() as session,
+        session.post(url, json=_chat_body(stream)) as resp,
+    ):
+        return resp.status, await resp.text()
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_no_triton_behind_the_front_is_a_503_that_says_so(stream: bool) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    status, text = asyncio.run(_ask(free_port(), dead, stream))
+    status, text = asyncio.run(_ask(dead, stream))
     assert status == 503
     assert json.loads(text)["error"]["message"].startswith(f"Triton is not reachable at {dead}")
 
@@ -180,16 +213,9 @@ def test_triton_gone_in_the_middle_of_a_stream_ends_it_with_an_error_event() -> 
             request.transport.close()  # Triton dies
             return resp
 
-        app = web.Application()
-        app.router.add_post("/v2/models/ensemble/generate_stream", generate_stream)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        triton_port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", triton_port).start()
-        try:
-            return await _ask(free_port(), f"http://127.0.0.1:{triton_port}", True)
-        finally:
-            await runner.cleanup()
+        routes = {"/v2/models/ensemble/generate_stream": generate_stream}
+        async with _fake_triton(routes) as triton:
+            return await _ask(triton, True)
 
     status, text = asyncio.run(run())
     assert status == 200
@@ -232,41 +258,23 @@ def test_a_client_that_hangs_up_while_nothing_is_written_stops_the_engine(
             stopped.set()
             return web.json_response({"text_output": ""})
 
-        app = web.Application()
-        app.router.add_post("/v2/models/ensemble/generate_stream", generate_stream)
-        app.router.add_post("/v2/models/ensemble/generate", generate)
-        app.router.add_post("/v2/models/tensorrt_llm/generate", engine)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        triton_port, front_port, stop = free_port(), free_port(), asyncio.Event()
-        await web.TCPSite(runner, "127.0.0.1", triton_port).start()
-        serving = asyncio.create_task(
-            run_front(
-                triton_http=f"http://127.0.0.1:{triton_port}",
-                model_name="m",
-                port=front_port,
-                stop=stop,
-            )
-        )
-        try:
-            await asyncio.sleep(0.3)
-            body = {"messages": [{"role": "user", "content": "hi"}], "stream": stream}
-            url = f"http://127.0.0.1:{front_port}/v1/chat/completions"
+        routes = {
+            "/v2/models/ensemble/generate_stream": generate_stream,
+            "/v2/models/ensemble/generate": generate,
+            "/v2/models/tensorrt_llm/generate": engine,
+        }
+        async with _fake_triton(routes) as triton, _front(triton) as url:
             async with aiohttp.ClientSession() as session:
                 if stream:
-                    async with session.post(url, json=body) as resp:
+                    async with session.post(url, json=_chat_body(True)) as resp:
                         assert (await resp.content.readline()).startswith(b"data: ")
                 else:
                     with pytest.raises(asyncio.TimeoutError):
                         timeout = aiohttp.ClientTimeout(total=0.5)
-                        await session.post(url, json=body, timeout=timeout)
+                        await session.post(url, json=_chat_body(False), timeout=timeout)
             hung_up = asyncio.get_running_loop().time()
             await asyncio.wait_for(stopped.wait(), 5)
             return await started, stops, asyncio.get_running_loop().time() - hung_up
-        finally:
-            stop.set()
-            await serving
-            await runner.cleanup()
 
     request_id, stops, after_s = asyncio.run(run())
     assert [s["id"] for s in stops] == [request_id]
