@@ -6,8 +6,7 @@ generate_stream) endpoint of ``ensemble`` (or of ``tensorrt_llm_bls``, when the 
 with the messages in ``text_input`` as the ``{"messages": [...]}`` envelope (a completion's prompt
 as plain text, which preprocessing takes as one user turn, as it does from every client), so our
 preprocessing model applies the chat format and the truncation rules exactly as for every other
-client. Text deltas come back UTF-8 safe from
-postprocessing and are re-framed as OpenAI chunks.
+client. Text deltas come back UTF-8 safe from postprocessing and are re-framed as OpenAI chunks.
 
 A request's ``model`` is the ChatModel's name or one of Triton's model names, which is what the
 clients of Triton's own OpenAI frontend in a pod send: the same client code works on both.
