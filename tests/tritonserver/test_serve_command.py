@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.conftest import run_cli
 from tests.tritonserver.helpers import generate, write_chatmodel
 
 from chatmodel_operator.runtime.serve import LocalServer, load_chatmodel, prepare_local
@@ -28,15 +29,10 @@ def _chatmodel(*args: str) -> list[str]:
 
 
 def test_tiny_checkpoint_command_writes_a_checkpoint(tmp_path: Path) -> None:
-    out = subprocess.run(
-        _chatmodel(
-            "tiny-checkpoint", str(tmp_path / "x"), "--family", "xverse", "--train-steps", "5"
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
+    out = run_cli(
+        "tiny-checkpoint", str(tmp_path / "x"), "--family", "xverse", "--train-steps", "5"
     )
+    assert out.returncode == 0, out.stderr
     assert "xverse" in out.stdout
     names = {p.name for p in (tmp_path / "x").iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
@@ -121,12 +117,7 @@ def test_serve_with_ports_it_cannot_have_exits_2_before_starting(
     free = free_port()
     args = [f.format(busy=busy_port, free=free) for f in flags]
     work = tmp_path / "work"
-    proc = subprocess.run(
-        _chatmodel("serve", str(spec), *args, "--workdir", str(work)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_cli("serve", str(spec), *args, "--workdir", str(work))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert expected.format(busy=busy_port, free=free) in proc.stderr
     assert "fix:" in proc.stderr and "Traceback" not in proc.stderr
@@ -157,15 +148,11 @@ def test_a_model_triton_cannot_load_is_named_in_one_error(
     (ckpt / "model.safetensors").write_bytes(b"not safetensors")
     spec = write_chatmodel(tmp_path / "chatmodel.yaml", ckpt, "yi-chat")
     ports = [str(free_port()) for _ in range(3)]
-    proc = subprocess.run(
-        _chatmodel(
-            "serve",
-            str(spec),
-            *("--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]),
-            *("--openai-port", "0", "--workdir", str(tmp_path / "work")),
-        ),
-        capture_output=True,
-        text=True,
+    proc = run_cli(
+        "serve",
+        str(spec),
+        *("--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]),
+        *("--openai-port", "0", "--workdir", str(tmp_path / "work")),
         timeout=240,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -182,12 +169,7 @@ def test_a_checkpoint_without_a_tokenizer_exits_2_before_starting(
     ckpt.mkdir()
     shutil.copy(tiny("yi-chat") / "config.json", ckpt)
     spec = write_chatmodel(tmp_path / "chatmodel.yaml", ckpt, "yi-chat")
-    proc = subprocess.run(
-        _chatmodel("serve", str(spec), "--workdir", str(tmp_path / "work")),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_cli("serve", str(spec), "--workdir", str(tmp_path / "work"))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "spec.model.source" in proc.stderr and "no tokenizer" in proc.stderr
     assert not (tmp_path / "work" / "tritonserver.log").exists()

@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from tests.conftest import EXAMPLES, REPO
+from tests.conftest import EXAMPLES, REPO, run_cli
 
 from chatmodel_operator.cli import build_parser, main
 from chatmodel_operator.runtime.chat import unreachable_hint
-
-
-def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "chatmodel_operator.cli", *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        cwd=REPO,
-        timeout=120,
-    )
 
 
 def test_plan_json_is_the_status_plan_shape(capsys: pytest.CaptureFixture[str]) -> None:
@@ -85,7 +72,7 @@ def test_bad_input_exits_2_with_one_message(case: str, tmp_path: Path) -> None:
     )
     f = tmp_path / "bad.yaml"
     f.write_text(head + body)
-    proc = run("plan", str(f))
+    proc = run_cli("plan", str(f))
     assert proc.returncode == 2, proc.stderr
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -95,7 +82,7 @@ def test_bad_input_exits_2_with_one_message(case: str, tmp_path: Path) -> None:
 
 
 def test_missing_file_exits_2() -> None:
-    proc = run("plan", "/nonexistent.yaml")
+    proc = run_cli("plan", "/nonexistent.yaml")
     assert proc.returncode == 2 and "cannot read" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -110,14 +97,14 @@ def test_serve_with_a_bad_file_exits_2_without_a_traceback(
     f = tmp_path / "chatmodel.yaml"
     if content is not None:
         f.write_text(content)
-    proc = run("serve", str(f))
+    proc = run_cli("serve", str(f))
     assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("url", ["localhost:1", "http://localhost:1"])
 def test_chat_with_no_server_there_says_what_to_fix(url: str) -> None:
-    proc = run("chat", url, "hi")
+    proc = run_cli("chat", url, "hi")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "UNAVAILABLE" in proc.stderr, proc.stderr
     assert "fix: start the server (chatmodel serve) or check that localhost:1 is" in proc.stderr
@@ -138,7 +125,7 @@ def test_the_unreachable_hint_fits_the_address(url: str, fix: str) -> None:
 
 
 def test_tiny_checkpoint_where_it_cannot_write_exits_2() -> None:
-    proc = run("tiny-checkpoint", "/proc/no-such-dir/x", "--family", "yi-chat")
+    proc = run_cli("tiny-checkpoint", "/proc/no-such-dir/x", "--family", "yi-chat")
     assert proc.returncode == 2 and "cannot write" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -146,14 +133,7 @@ def test_tiny_checkpoint_where_it_cannot_write_exits_2() -> None:
 def test_operator_without_credentials_exits_2_at_once(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "KUBECONFIG"))}
     env["KUBECONFIG"] = str(tmp_path / "no-kubeconfig")
-    proc = subprocess.run(
-        [sys.executable, "-m", "chatmodel_operator.cli", "operator"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        env={**env, "HOME": str(tmp_path)},
-    )
+    proc = run_cli("operator", timeout=60, env={**env, "HOME": str(tmp_path)})
     assert proc.returncode == 2, proc.stderr
     assert "no Kubernetes credentials" in proc.stderr and "KUBECONFIG" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -174,11 +154,11 @@ def test_nothing_fits_is_reported_not_raised(tmp_path: Path) -> None:
             }
         )
     )
-    proc = run("plan", str(f), "-o", "json")
+    proc = run_cli("plan", str(f), "-o", "json")
     assert proc.returncode == 0
     out = json.loads(proc.stdout)
     assert out["fits"] is False and "needs 64.1 GiB of weights" in out["reason"]
-    assert run("render", str(f)).returncode == 2
+    assert run_cli("render", str(f)).returncode == 2
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
