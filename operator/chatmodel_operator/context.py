@@ -48,6 +48,12 @@ class ObservedChildren(Protocol):
 
     def owned_by(self, kind: Kind, namespace: str, uid: str) -> Iterable[Observed]: ...
 
+    def pods(
+        self, namespace: str, *, job: str | None = None, instance: str | None = None
+    ) -> Iterable[Observed]:
+        """Our pods: those of one build Job, or the serving pods of one ChatModel."""
+        ...
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -21,7 +21,14 @@ import kopf
 
 from chatmodel_operator import metrics, reconcile, scheduling
 from chatmodel_operator.adapters import kube
-from chatmodel_operator.adapters.kube import CHILD_KINDS, OPTIONAL_KINDS, Kind, Observed
+from chatmodel_operator.adapters.kube import (
+    CHILD_KINDS,
+    OPTIONAL_KINDS,
+    POD,
+    WATCHED_KINDS,
+    Kind,
+    Observed,
+)
 from chatmodel_operator.api.spec import GROUP, KIND, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
@@ -57,6 +64,12 @@ class IndexedChildren:
 
     def owned_by(self, kind: Kind, namespace: str, uid: str) -> list[Observed]:
         return list(self.indexes[kind.plural].get(("o", namespace, uid)) or ())
+
+    def pods(
+        self, namespace: str, *, job: str | None = None, instance: str | None = None
+    ) -> list[Observed]:
+        key = ("job", namespace, job) if job is not None else ("server", namespace, instance)
+        return list(self.indexes[POD.plural].get(key) or ())
 
 
 def _index_id(k: Kind) -> str:
@@ -160,7 +173,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
             relogin=lambda: kube.Connection.from_kopf(cfg.login(logger=logger, settings=settings)),
         )
         await _choose_peering(client, settings, logger, clusterwide=cfg.clusterwide)
-        indexes = {k.plural: kw[_index_id(k)] for k in CHILD_KINDS}
+        indexes = {k.plural: kw[_index_id(k)] for k in (*CHILD_KINDS, *WATCHED_KINDS)}
         ctx = reconcile.Context(
             client=client, children=IndexedChildren(indexes), settings=cfg.settings
         )
@@ -168,6 +181,10 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
             ctx.model_files = cfg.model_files
         ctx.build_repository = cfg.build_repository
         ctx.served = {k for k in OPTIONAL_KINDS if await client.served(k.api_version, k.plural)}
+        logger.info(
+            "optional APIs served: %s",
+            ", ".join(sorted(k.kind for k in ctx.served)) or "none (they are picked up later)",
+        )
         ctx.latest = _chatmodel_lookup(kw["chatmodels_index"])
         # The resync timer: every ChatModel through reconcile.run once per resync period.
         ctx.scheduler = scheduling.Scheduler(
@@ -211,6 +228,44 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         kopf.index(
             k.group, k.version, k.plural, labels=OURS, registry=registry, id=_index_id(k), param=k
         )(_child_index)
+
+    kopf.index(
+        POD.group, POD.version, POD.plural, labels=OURS, registry=registry, id=_index_id(POD)
+    )(_pod_index)
+
+    @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", registry=registry)
+    async def crd_changed(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+        # An optional API installed (or removed) after the start: use it from the next pass.
+        ctx = getattr(memo, "ctx", None)
+        if ctx is None:
+            return
+        kind = _optional_kind(body)
+        if kind is None:
+            return
+        established = type != "DELETED" and _established(body)
+        if established == (kind in ctx.served):
+            return
+        (ctx.served.add if established else ctx.served.discard)(kind)
+        logger_ = logging.getLogger(__name__)
+        logger_.info("%s API %s", kind.kind, "now served" if established else "removed")
+        if ctx.scheduler is not None:
+            ctx.scheduler.poke_all()
+
+    @kopf.on.event(POD.group, POD.version, POD.plural, labels=OURS, registry=registry)
+    async def pod_changed(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+        ctx = getattr(memo, "ctx", None)
+        if ctx is None:
+            return
+        obs = _observed(type, body)
+        if type == "DELETED":
+            ctx.gone(obs)
+            return
+        if not ctx.changed(obs) or ctx.scheduler is None or obs.pod is None:
+            return
+        if obs.pod.job is not None:
+            ctx.scheduler.poke_waiters(obs.namespace, obs.engine_key)
+        elif obs.instance:
+            ctx.scheduler.poke(obs.namespace, obs.instance)
 
     @kopf.on.create(*cm, registry=registry)
     async def create(body: kopf.Body, memo: Any, **_: Any) -> None:
@@ -260,11 +315,43 @@ async def _child_index(body: kopf.Body, memo: Any, **_: Any) -> dict[Any, Observ
     return dict.fromkeys(keys, obs)
 
 
+async def _pod_index(body: kopf.Body, **_: Any) -> dict[Any, Observed]:
+    obs = kube.summarize(body)
+    if obs.pod is None:
+        return {}
+    if obs.pod.job is not None:
+        return {("job", obs.namespace, obs.pod.job): obs}
+    if obs.instance and obs.pod.component == "server":
+        return {("server", obs.namespace, obs.instance): obs}
+    return {}
+
+
+def _optional_kind(crd: Mapping[str, Any]) -> Kind | None:
+    spec = crd.get("spec") or {}
+    group, plural = spec.get("group"), (spec.get("names") or {}).get("plural")
+    return next((k for k in OPTIONAL_KINDS if (k.group, k.plural) == (group, plural)), None)
+
+
+def _established(crd: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Established" and c.get("status") == "True"
+        for c in (crd.get("status") or {}).get("conditions") or ()
+    )
+
+
 def _observed(type_: str, body: kopf.Body) -> Observed:
     obs = kube.summarize(body)
     # A deleted child reads as absent: the same digest the pass records for a missing one.
     return (
-        Observed(**{**obs.__dict__, "resource_version": None, "job": None, "deployment": None})
+        Observed(
+            **{
+                **obs.__dict__,
+                "resource_version": None,
+                "job": None,
+                "deployment": None,
+                "pod": None,
+            }
+        )
         if type_ == "DELETED"
         else obs
     )

@@ -53,7 +53,9 @@ RECONCILE_RESULTS: Final[tuple[str, ...]] = get_args(ReconcileResult)
 
 # Must equal ChatModelStatus.phase (a unit test checks it); kept literal here so this module
 # does not import the API models.
-Phase = Literal["Pending", "Planning", "BuildingEngine", "Deploying", "Ready", "Degraded", "Failed"]
+Phase = Literal[
+    "Pending", "Planning", "BuildingEngine", "Deploying", "Blocked", "Ready", "Degraded", "Failed"
+]
 PHASES: Final[tuple[str, ...]] = get_args(Phase)
 
 BuildResult = Literal["succeeded", "failed"]

@@ -23,6 +23,7 @@ from chatmodel_operator.adapters.kube import (
     KOPF_PEERING,
     NAMESPACE,
     PDB,
+    POD,
     PVC,
     SCALED_OBJECT,
     SERVICE,
@@ -86,7 +87,12 @@ API_USES: tuple[ApiUse, ...] = (
         (*_WATCH, *_APPLY, "delete"),
         "Prometheus scraping of Triton (optional CRD)",
     ),
-    ApiUse(EVENT, ("create",), "an Event for every phase transition and error"),
+    ApiUse(
+        EVENT,
+        ("create", "list"),
+        "an Event for every phase transition and error; a stuck Job's FailedCreate is read",
+    ),
+    ApiUse(POD, _WATCH, "why our pods do not run: the scheduler's reason, shown in status"),
     ApiUse(NAMESPACE, _WATCH, "kopf follows namespaces to serve --namespace globs"),
     ApiUse(
         CRD, _WATCH, "kopf notices optional CRDs (ServiceMonitor, ScaledObject) installed later"

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import kopf
 
-from chatmodel_operator import metrics
+from chatmodel_operator import blockers, metrics
 from chatmodel_operator.adapters import kube
 from chatmodel_operator.adapters.kube import (
     BUILD_ATTEMPT,
@@ -76,6 +76,10 @@ Cause = Literal["create", "update", "resume", "timer", "child", "retry"]
 
 # Phases on the way somewhere: their status may wait for the next one (Settings.status_settle_s).
 _IN_BETWEEN: frozenset[str] = frozenset({"Pending", "Planning", "BuildingEngine", "Deploying"})
+# A build Job with no pod after this long may have had it refused (its FailedCreate Event is
+# read then), and is checked again this often while it still has none.
+_NO_POD_GRACE_S = 3.0
+_NO_POD_RECHECK_S = 10.0
 # Kinds a pass may delete when the spec no longer asks for them.
 _PRUNABLE = (CONFIGMAP, HPA, SCALED_OBJECT, SERVICE_MONITOR)
 
@@ -157,6 +161,9 @@ class _Pass:
         self.retry_after: float | None = None
         self.api_error: KubeApiError | None = None
         self.spec: ChatModelSpec | None = None  # once it parses
+        self.claim_name: str | None = None  # the cache PersistentVolumeClaim's
+        # What the cluster says stops the pods (build or serving), for conditions and phase.
+        self.blocker: blockers.Blocker | None = None
 
     # -- the pass ---------------------------------------------------------------------------
 
@@ -203,6 +210,7 @@ class _Pass:
             plan=plan,
         )
         engine_ready, build_error, applied = False, None, {}
+        self.claim_name = desired.children.cache_pvc["metadata"]["name"]
         try:
             await self._ensure_cache(desired.children.cache_pvc, spec)
             engine_ready, build_error = await self._engine(plan, desired.children.build_job)
@@ -210,6 +218,13 @@ class _Pass:
             dep = applied.get(DEPLOYMENT.kind) or dep
             serving = _serving(dep)
             await self._prune_children(applied, serving, plan.engine_key, engine_ready)
+            if engine_ready and serving.exists and serving.available < serving.desired:
+                self.blocker = blockers.serving_blocker(
+                    deployment_name=deployment_name(self.name),
+                    deployment=dep.deployment if dep is not None else None,
+                    pods=self.ctx.children.pods(self.namespace, instance=self.name),
+                    gpu_product=plan.gpu_product,
+                )
         except KubeApiError as exc:
             # The API server refused a child: say so in the status, then let run() decide.
             self.api_error = exc
@@ -322,8 +337,41 @@ class _Pass:
                     "EngineBuilding", True, "Building", f"Job {name} is building engine {key}"
                 )
                 self.conds.set("EngineBuildFailed", False, "Building", "")
+                if state is not None and not state.complete:
+                    self.blocker = await self._build_blocker(plan, job)
+                    if self.blocker is not None:
+                        self.conds.set(
+                            "EngineReady", False, self.blocker.reason, self.blocker.message
+                        )
                 return False, None
             return await self._build_failed(plan, job, job_body)
+
+    async def _build_blocker(self, plan: Plan, job: Observed) -> blockers.Blocker | None:
+        """Why the build Job's pod does not run. A Job whose pod admission refused has no pod
+        and no condition: the reason is only in the Job controller's FailedCreate Event, read
+        here once the Job has had a few seconds to make its pod, then every few seconds while
+        it still has none."""
+        pods = list(self.ctx.children.pods(self.namespace, job=job.name))
+        failed_create = None
+        if not pods and job.job is not None and job.job.active == 0:
+            age = _elapsed_since(job.created, self.now)
+            if age < _NO_POD_GRACE_S:
+                self.retry_after = _NO_POD_GRACE_S - age
+            else:
+                events = await self.ctx.client.events_about(
+                    self.namespace, job.uid, reason="FailedCreate"
+                )
+                if events:
+                    failed_create = str(events[-1].get("message") or "FailedCreate")
+                self.retry_after = _NO_POD_RECHECK_S
+        claim = self.ctx.lookup(PVC, self.namespace, self.claim_name) if self.claim_name else None
+        return blockers.build_blocker(
+            job_name=job.name,
+            pods=pods,
+            claim=claim,
+            failed_create=failed_create,
+            gpu_product=plan.gpu_product,
+        )
 
     async def _create_job(self, job_body: dict[str, Any], attempt: int) -> Observed | None:
         meta = job_body["metadata"]
@@ -425,6 +473,14 @@ class _Pass:
             k = kube.kind_of(body)
             if not engine_ready and k in (DEPLOYMENT, CONFIGMAP):
                 continue
+            if (
+                k in (HPA, SCALED_OBJECT)
+                and _key(DEPLOYMENT) not in applied
+                and self.ctx.lookup(DEPLOYMENT, self.namespace, deployment_name(self.name)) is None
+            ):
+                # An autoscaler whose target does not exist yet only fails (the HPA controller
+                # posts FailedGetScale every few seconds while the engine builds).
+                continue
             if k in OPTIONAL_KINDS and k not in self.ctx.served:
                 message = f"{k.kind} requested but the {k.group} API is not served; skipped"
                 self._tell_once("MissingCRD", message)
@@ -481,7 +537,10 @@ class _Pass:
         self.status["gpus"] = serving.replicas * gpus
 
     def _available(self, serving: _Serving) -> None:
-        if serving.available > 0:
+        b = self.blocker
+        if b is not None and b.reason in blockers.SERVING_REASONS and serving.available == 0:
+            self.conds.set("Available", False, b.reason, b.message)
+        elif serving.available > 0:
             self.conds.set(
                 "Available",
                 True,
@@ -506,6 +565,8 @@ class _Pass:
         old = self.old_status.get("phase")
         if build_error is not None:
             return "Failed"
+        if self.blocker is not None and serving.available == 0:
+            return "Blocked"
         if not engine_ready:
             return "BuildingEngine"
         if serving.stuck:
@@ -544,6 +605,8 @@ class _Pass:
             c.set("Ready", False, first["reason"], first["message"])
         elif self.api_error is not None:
             c.set("Ready", False, self.api_error.api_reason, self.api_error.message)
+        elif self.blocker is not None and phase in ("Blocked", "Degraded"):
+            c.set("Ready", c.is_true("Available"), self.blocker.reason, self.blocker.message)
         elif c.is_true("Available"):
             c.set("Ready", True, "Serving", c.new["Available"]["message"])
         else:
@@ -616,11 +679,20 @@ class _Pass:
     def _new_errors(self) -> list[dict[str, Any]]:
         """The error conditions of this pass that are new or changed."""
         c = self.conds
-        return [
+        out = [
             cur
             for type_, bad in _ERRORS
             if (cur := c.new.get(type_)) is not None and cur["status"] == bad and c.changed(type_)
         ]
+        # What the cluster says stops the pods, told once per change of its message.
+        out += [
+            cur
+            for type_ in ("EngineReady", "Available")
+            if (cur := c.new.get(type_)) is not None
+            and cur["reason"] in blockers.REASONS
+            and c.changed(type_)
+        ]
+        return out
 
     def _transition_events(self, phase: Phase, passed: list[str]) -> list[tuple[str, str, str]]:
         """One Event per phase transition written and per new or changed error; phases that

@@ -125,6 +125,11 @@ class Scheduler:
             self.ctx.standby = standby
             await asyncio.sleep(every)
 
+    def poke_all(self) -> None:
+        """Every ChatModel, now: something they all depend on changed (an API appeared)."""
+        for namespace, name in list(self.keys() if self.keys else ()):
+            self.poke(namespace, name)
+
     def poke_waiters(self, namespace: str, engine_key: str | None) -> None:
         if engine_key:
             for name in list(self.ctx.waiters.get((namespace, engine_key), ())):

@@ -4,12 +4,6 @@
 - apiGroups:
   - ''
   resources:
-  - events
-  verbs:
-  - create
-- apiGroups:
-  - ''
-  resources:
   - configmaps
   verbs:
   - create
@@ -17,6 +11,13 @@
   - list
   - patch
   - watch
+- apiGroups:
+  - ''
+  resources:
+  - events
+  verbs:
+  - create
+  - list
 - apiGroups:
   - ''
   resources:
@@ -31,6 +32,7 @@
   - ''
   resources:
   - namespaces
+  - pods
   verbs:
   - list
   - watch
@@ -154,12 +156,6 @@
 - apiGroups:
   - ''
   resources:
-  - events
-  verbs:
-  - create
-- apiGroups:
-  - ''
-  resources:
   - configmaps
   verbs:
   - create
@@ -170,12 +166,26 @@
 - apiGroups:
   - ''
   resources:
+  - events
+  verbs:
+  - create
+  - list
+- apiGroups:
+  - ''
+  resources:
   - persistentvolumeclaims
   - services
   verbs:
   - create
   - list
   - patch
+  - watch
+- apiGroups:
+  - ''
+  resources:
+  - pods
+  verbs:
+  - list
   - watch
 - apiGroups:
   - apps

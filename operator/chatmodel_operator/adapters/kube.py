@@ -78,6 +78,7 @@ PVC: Final = Kind("PersistentVolumeClaim", "", "v1", "persistentvolumeclaims")
 CONFIGMAP: Final = Kind("ConfigMap", "", "v1", "configmaps")
 SERVICE: Final = Kind("Service", "", "v1", "services")
 EVENT: Final = Kind("Event", "", "v1", "events")
+POD: Final = Kind("Pod", "", "v1", "pods")
 NAMESPACE: Final = Kind("Namespace", "", "v1", "namespaces", namespaced=False)
 JOB: Final = Kind("Job", "batch", "v1", "jobs")
 DEPLOYMENT: Final = Kind("Deployment", "apps", "v1", "deployments")
@@ -109,9 +110,13 @@ CHILD_KINDS: Final[tuple[Kind, ...]] = (
     SCALED_OBJECT,
     SERVICE_MONITOR,
 )
+# Read, never written: the pods of our Jobs and Deployments, for why they do not run.
+WATCHED_KINDS: Final[tuple[Kind, ...]] = (POD,)
 # Optional CRDs: absent from many clusters, so the operator must run without them.
 OPTIONAL_KINDS: Final[frozenset[Kind]] = frozenset({SERVICE_MONITOR, SCALED_OBJECT})
-BY_KIND: Final[dict[str, Kind]] = {k.kind: k for k in (*CHILD_KINDS, CHATMODEL, EVENT)}
+BY_KIND: Final[dict[str, Kind]] = {
+    k.kind: k for k in (*CHILD_KINDS, *WATCHED_KINDS, CHATMODEL, EVENT)
+}
 
 
 def kind_of(obj: Mapping[str, Any]) -> Kind:
@@ -143,6 +148,21 @@ class DeploymentState:
     updated: int = 0
     progress_deadline_exceeded: bool = False
     template_key: str | None = None  # engine key the pod template serves
+    # The ReplicaFailure condition's message: the ReplicaSet could not create pods (admission
+    # refused them, a quota is exhausted, ...). The Deployment controller copies it from the
+    # ReplicaSet's own condition.
+    replica_failure: str | None = None
+
+
+@dataclass(frozen=True)
+class PodState:
+    """Why a pod does not run yet, when the cluster says so."""
+
+    phase: str = "Pending"
+    # The scheduler's PodScheduled=False message ("0/9 nodes are available: ...").
+    unschedulable: str | None = None
+    job: str | None = None  # the Job that owns it (its job-name label)
+    component: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +187,9 @@ class Observed:
     attempt: int = 1
     job: JobState | None = None
     deployment: DeploymentState | None = None
+    pod: PodState | None = None
+    claim_phase: str | None = None  # a PersistentVolumeClaim's status.phase
+    created: str | None = None  # metadata.creationTimestamp
 
     @property
     def digest(self) -> tuple[Any, ...]:
@@ -174,7 +197,16 @@ class Observed:
         job = self.job
         # A Job matters when it finishes (or vanishes); its progress is not worth a pass.
         job_outcome = (job.complete, job.failed, job.reason) if job is not None else None
-        return (self.resource_version is not None, self.uid, job_outcome, self.deployment)
+        # A pod matters when it cannot be scheduled or stops being so, not for its heartbeat.
+        pod = (self.pod.unschedulable, self.pod.phase) if self.pod is not None else None
+        return (
+            self.resource_version is not None,
+            self.uid,
+            job_outcome,
+            self.deployment,
+            pod,
+            self.claim_phase,
+        )
 
 
 def _conditions(status: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -193,7 +225,8 @@ def summarize(body: Mapping[str, Any]) -> Observed:
     refs = tuple(meta.get("ownerReferences") or ())
     status = body.get("status") or {}
     kind = body.get("kind", "")
-    job = dep = None
+    job = dep = pod = None
+    claim_phase = None
     if kind == "Job":
         conds = _conditions(status)
         done = conds.get("Complete") or conds.get("Failed") or {}
@@ -227,7 +260,12 @@ def summarize(body: Mapping[str, Any]) -> Observed:
                 c.get("reason") == "ProgressDeadlineExceeded" for c in progressing
             ),
             template_key=template_labels.get(ENGINE_KEY_LABEL),
+            replica_failure=_replica_failure(status),
         )
+    elif kind == "Pod":
+        pod = _pod_state(body, labels)
+    elif kind == "PersistentVolumeClaim":
+        claim_phase = status.get("phase")
     try:
         attempt = int(annotations.get(BUILD_ATTEMPT) or 1)
     except ValueError:
@@ -247,6 +285,37 @@ def summarize(body: Mapping[str, Any]) -> Observed:
         attempt=attempt,
         job=job,
         deployment=dep,
+        pod=pod,
+        claim_phase=claim_phase,
+        created=meta.get("creationTimestamp"),
+    )
+
+
+def _replica_failure(status: Mapping[str, Any]) -> str | None:
+    for c in status.get("conditions") or ():
+        if not isinstance(c, Mapping):
+            continue
+        if c.get("type") == "ReplicaFailure" and c.get("status") == "True":
+            return str(c.get("message") or c.get("reason") or "ReplicaFailure")
+    return None
+
+
+def _pod_state(body: Mapping[str, Any], labels: Mapping[str, str]) -> PodState:
+    status = body.get("status") or {}
+    unschedulable = None
+    for c in status.get("conditions") or ():
+        if (
+            isinstance(c, Mapping)
+            and c.get("type") == "PodScheduled"
+            and c.get("status") == "False"
+            and c.get("reason") == "Unschedulable"
+        ):
+            unschedulable = str(c.get("message") or "Unschedulable")
+    return PodState(
+        phase=str(status.get("phase") or "Pending"),
+        unschedulable=unschedulable,
+        job=labels.get("batch.kubernetes.io/job-name") or labels.get("job-name"),
+        component=labels.get("app.kubernetes.io/component"),
     )
 
 
@@ -270,6 +339,22 @@ def with_hash(obj: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
 
 
 # --- the client ---------------------------------------------------------------------------
+
+
+def _decode(raw: bytes) -> Any:
+    """An answer's body: JSON when it is JSON, else its text as a Status-like message.
+
+    A real API server answers some requests in plain text: discovery of a group it does not
+    serve is ``404 page not found``, and an aggregated API that is down answers its proxy's
+    text. Parsing those as JSON is how the operator once never started on a cluster without
+    KEDA.
+    """
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return {"reason": "NotJSON", "message": raw.decode("utf-8", "replace").strip()[:300]}
 
 
 class KubeApiError(ChatModelError):
@@ -394,9 +479,7 @@ class KubeClient:
                     method, self.connection.server + path, data=data, headers=headers, params=params
                 ) as resp:
                     status = resp.status
-                    payload = (
-                        await resp.json(content_type=None) if resp.content_length != 0 else None
-                    )
+                    payload = _decode(await resp.read())
             except (aiohttp.ClientError, TimeoutError) as exc:
                 status, payload = (
                     0,
@@ -557,6 +640,24 @@ class KubeClient:
             ok_statuses=frozenset({404}),
         )
         return None if status == 404 else dict(result or {})
+
+    async def events_about(
+        self, namespace: str, uid: str, *, reason: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Events the cluster posted about one object (the Job controller's FailedCreate, ...),
+        newest last. Read only while a child is stuck without pods, so it stays rare."""
+        selector = f"involvedObject.uid={uid}" + (f",reason={reason}" if reason else "")
+        status, result = await self._request(
+            "GET",
+            EVENT.path(namespace),
+            what=f"events of {uid}",
+            params={"fieldSelector": selector},
+            ok_statuses=frozenset({403, 404}),
+        )
+        if status >= 300 or not isinstance(result, dict):
+            return []
+        items = [e for e in result.get("items") or () if isinstance(e, dict)]
+        return sorted(items, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
 
     async def served(self, group_version: str, plural: str) -> bool:
         """Whether the API server serves a resource (discovery; used to pick the peering mode)."""

@@ -415,7 +415,14 @@ class ChatModelStatus(_Model):
     """Observed state, written by the operator once per reconcile."""
 
     phase: Literal[
-        "Pending", "Planning", "BuildingEngine", "Deploying", "Ready", "Degraded", "Failed"
+        "Pending",
+        "Planning",
+        "BuildingEngine",
+        "Deploying",
+        "Blocked",
+        "Ready",
+        "Degraded",
+        "Failed",
     ] = "Pending"
     """Short summary for kubectl get."""
     observed_generation: int | None = Field(default=None, ge=0)
