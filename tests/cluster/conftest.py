@@ -1,52 +1,51 @@
-"""Fixtures for the emulated-cluster tier: the API server, the operator in-process, and the
-controllers the tests play (Job controller, Deployment controller and kubelet)."""
+"""Fixtures for the cluster tier: one real control plane per test run (kube-apiserver with
+admission and RBAC, kube-controller-manager, kube-scheduler, etcd, kwok's GPU nodes; see
+controlplane/), the chart installed by the real helm, and the real kopf operator logged in with
+the token of the ServiceAccount the chart made, so a missing RBAC rule is a 403.
+
+Each test gets a namespace of its own and an operator that watches only it."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import logging
-import re
+import itertools
+import json
+import os
+import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import kmock
 import kopf
 import pytest
-import pytest_asyncio
 import yaml
-from emulator import KEDA, MONITORING, PEERING, ApiServer, Call, Controllers
-from validation import Validator
+from admin import CM, NAMESPACES, Admin, Audit, Call, conditions, iter_events, wait_until
 
 from chatmodel_operator import metrics
-from chatmodel_operator.api.spec import API_VERSION, GROUP, PLURAL, VERSION
+from chatmodel_operator.adapters.kube import RetryPolicy
+from chatmodel_operator.api.spec import API_VERSION
 from chatmodel_operator.handlers import OperatorConfig, build_registry
 from chatmodel_operator.reconcile import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "controlplane"))
+from cluster import Cluster, build  # noqa: E402
+
+CHART = ROOT / "charts" / "chatmodel-operator"
+RELEASE = "chatmodel-operator"
+SYSTEM_NS = "chatmodel-system"
+OPERATOR_USER = f"system:serviceaccount:{SYSTEM_NS}:{RELEASE}"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "operator_config(**kw): OperatorConfig fields for the operator fixture"
     )
-    config.addinivalue_line("markers", "crds(*resources): the optional APIs the emulator serves")
-
-
-NS = "models"
-CM = (GROUP, VERSION, PLURAL)
-OPERATOR_AGENT = "chatmodel-operator"
-
-
-def chatmodel(name: str, spec: dict[str, Any] | Any, *, namespace: str = NS) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "ChatModel",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
+    config.addinivalue_line("markers", "namespace_labels(**kw): labels of the test's namespace")
 
 
 SMALL_SPEC: dict[str, Any] = {
@@ -56,26 +55,163 @@ SMALL_SPEC: dict[str, Any] = {
 }
 
 
+def chatmodel(name: str, spec: dict[str, Any], namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ChatModel",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": copy.deepcopy(spec),
+    }
+
+
+# --- the control plane, once per run -------------------------------------------------------
+
+
+@dataclass
+class ControlPlane:
+    cluster: Cluster
+    admin: Admin
+    audit_log: Path
+    operator_kubeconfig: Path
+    helm: Path
+
+    def helm_cmd(self, *args: str) -> list[str]:
+        return [str(self.helm), "--kubeconfig", str(self.cluster.admin_kubeconfig), *args]
+
+
+def _operator_kubeconfig(admin_kubeconfig: Path, token: str, out: Path) -> Path:
+    """The admin's kubeconfig with the chart's ServiceAccount token instead of the admin."""
+    cfg = yaml.safe_load(admin_kubeconfig.read_text())
+    ctx_name = cfg["current-context"]
+    ctx = next(c for c in cfg["contexts"] if c["name"] == ctx_name)["context"]
+    cluster = next(c for c in cfg["clusters"] if c["name"] == ctx["cluster"])
+    out.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "operator",
+                "clusters": [{"name": "kwok", "cluster": cluster["cluster"]}],
+                "users": [{"name": "operator", "user": {"token": token}}],
+                "contexts": [
+                    {"name": "operator", "context": {"cluster": "kwok", "user": "operator"}}
+                ],
+            }
+        )
+    )
+    return out
+
+
+def install_chart(cp_cluster: Cluster, helm: Path, *args: str) -> None:
+    import subprocess
+
+    proc = subprocess.run(
+        [
+            str(helm),
+            "--kubeconfig",
+            str(cp_cluster.admin_kubeconfig),
+            "install",
+            RELEASE,
+            str(CHART),
+            "-n",
+            SYSTEM_NS,
+            "--create-namespace",
+            *args,
+        ],
+        text=True,
+        capture_output=True,
+        env=cp_cluster.env(),
+        timeout=180,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"helm install failed: {proc.stderr}")
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    started = time.monotonic()
+    bin_dir = build(quiet=True)
+    work = Path(tmp_path_factory.mktemp("kwok"))
+    cluster = Cluster(name=f"chm-test-{os.getpid()}", workdir=work, bin=bin_dir)
+    try:
+        cluster.up(timeout=180)
+        admin = Admin(cluster.admin_kubeconfig, bin_dir / "kubectl")
+        install_chart(cluster, bin_dir / "helm")
+        token = admin.kubectl(
+            "create", "token", RELEASE, "-n", SYSTEM_NS, "--duration", "12h"
+        ).stdout.strip()
+        kubeconfig = _operator_kubeconfig(
+            cluster.admin_kubeconfig, token, work / "operator.kubeconfig"
+        )
+        print(f"\ncontrol plane up in {time.monotonic() - started:.1f}s", file=sys.stderr)
+        yield ControlPlane(cluster, admin, cluster.audit_log, kubeconfig, bin_dir / "helm")
+    finally:
+        cluster.down()
+
+
+@pytest.fixture(scope="session")
+def admin(control_plane: ControlPlane) -> Admin:
+    return control_plane.admin
+
+
+_counter = itertools.count(1)
+
+
+@pytest.fixture
+def ns(admin: Admin, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace for this test alone, deleted (with everything in it) afterwards."""
+    marker = request.node.get_closest_marker("namespace_labels")
+    name = f"t{next(_counter):03d}-{request.node.name.lower()[:40]}"
+    name = "".join(ch if ch.isalnum() else "-" for ch in name).strip("-")[:60].rstrip("-")
+    labels = dict(marker.kwargs) if marker else {}
+    admin.create(NAMESPACES, None, {"metadata": {"name": name, "labels": labels}})
+    wait_until(
+        lambda: any(
+            sa["metadata"]["name"] == "default"
+            for sa in admin.items(("", "v1", "serviceaccounts"), name)
+        ),
+        what=f"the default ServiceAccount of {name}",
+    )
+    yield name
+    admin.delete(NAMESPACES, None, name)
+
+
+# --- the operator ----------------------------------------------------------------------------
+
+# Steps that pass within 0.3 s share one status write (production: 5 s).
+FAST = Settings(
+    build_backoff_s=0.5, build_backoff_max_s=1.0, retry_delay_s=0.5, status_settle_s=0.3
+)
+
+
+def fast_config(**kw: Any) -> OperatorConfig:
+    kw.setdefault("login", kopf.login_with_kubeconfig)
+    kw.setdefault("settings", FAST)
+    kw.setdefault("retry", RetryPolicy(attempts=6, first_delay=0.1, max_delay=1.0, timeout=10.0))
+    kw.setdefault("resync_seconds", 3600)
+    kw.setdefault("peering_poll_seconds", 0.5)
+    kw.setdefault("clusterwide", False)
+    return OperatorConfig(**kw)
+
+
 @dataclass
 class Operator:
-    """The real kopf operator against the emulator, in a thread with its own event loop.
-
-    A thread, not a task in the test's loop: on exit kopf cancels every task created after it
-    started, which in a shared loop would include the emulator's own request handlers.
-    """
+    """The real kopf operator in a thread with its own event loop, as the chart's identity."""
 
     config: OperatorConfig
+    audit: Audit
     namespaces: tuple[str, ...] = ()
     thread: threading.Thread | None = None
     stop_flag: threading.Event = field(default_factory=threading.Event)
     memo: kopf.Memo = field(default_factory=kopf.Memo)
     error: BaseException | None = None
 
-    async def start(self, api: ApiServer, *, watching: bool = True) -> None:
+    def start(self, *, watching: bool = True) -> None:
         self.stop_flag = threading.Event()
         ready = threading.Event()
         self.memo = kopf.Memo()
         registry = build_registry(self.config)
+        since = self.audit.log.stat().st_size if self.audit.log.exists() else 0
 
         def main() -> None:
             try:
@@ -92,26 +228,27 @@ class Operator:
             except BaseException as exc:  # reported by stop()
                 self.error = exc
 
-        calls_before = len(api.calls)
         self.thread = threading.Thread(target=main, name="kopf-operator", daemon=True)
         self.thread.start()
-        await wait_for(ready.is_set, 20)
-        # Ready means started; wait until the ChatModel watch is really open (a standby
-        # replica never opens it).
+        wait_until(ready.is_set, 60, what="the operator to start")
         if watching:
-            await wait_for(
+            wait_until(
                 lambda: any(
-                    c.verb == "watch" and c.plural == PLURAL for c in api.calls[calls_before:]
+                    c.verb == "watch" and c.resource == CM[2]
+                    for c in self.audit.calls(since=since, user=OPERATOR_USER)
                 ),
-                20,
+                60,
+                what="the operator's ChatModel watch",
             )
 
-    async def stop(self) -> None:
+    def stop(self) -> None:
         if self.thread is None:
             return
         self.stop_flag.set()
-        await asyncio.to_thread(self.thread.join, 30)
+        self.thread.join(60)
+        alive = self.thread.is_alive()
         self.thread = None
+        assert not alive, "the operator did not stop within 60s"
         assert self.error is None, self.error
 
     @property
@@ -119,194 +256,100 @@ class Operator:
         return self.memo.ctx
 
 
-async def wait_for(
-    predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {getattr(predicate, '__name__', predicate)}"
-            )
-        await asyncio.sleep(interval)
-
-
-def _kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "emulator",
-                "clusters": [{"name": "emulator", "cluster": {"server": server}}],
-                "users": [{"name": "operator", "user": {"token": "test-token"}}],
-                "contexts": [
-                    {
-                        "name": "emulator",
-                        "context": {"cluster": "emulator", "user": "operator", "namespace": NS},
-                    }
-                ],
-            }
-        )
-    )
-    return path
-
-
-# Every request of every test of this tier, for the RBAC check (test_zz_rbac.py runs last).
-ALL_CALLS: list[Call] = []
-
-
-@pytest_asyncio.fixture
-async def api(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> AsyncIterator[ApiServer]:
-    marker = request.node.get_closest_marker("crds")
-    extra = marker.args if marker else (MONITORING, KEDA)
-    async with ApiServer() as server, kmock.Server(server) as srv:
-        server.register(*extra)
-        monkeypatch.setenv(
-            "KUBECONFIG", str(_kubeconfig(tmp_path / "kubeconfig", str(srv.url).rstrip("/")))
-        )
-        yield server
-    ALL_CALLS.extend(server.calls)
-    validate_writes(server)
-
-
-def validate_writes(api: ApiServer, validator: Validator | None = None) -> Validator:
-    """Every object the operator wrote passes the Kubernetes 1.37 schemas (strict), and every
-    ChatModel status it wrote passes the CRD's schema."""
-    v = validator or Validator()
-    for c in api.calls:
-        if not c.user_agent.startswith(OPERATOR_AGENT) or c.status >= 300:
-            continue
-        if c.resource == f"{PLURAL}/status" and c.result is not None:
-            v.chatmodel_status(c.result.get("status") or {})
-        elif c.verb == "create" and isinstance(c.body, dict):
-            v.object(c.body)
-        elif c.verb == "patch" and isinstance(c.result, dict) and c.plural != PLURAL:
-            v.object(c.result)  # server-side apply bodies are whole objects; so is the result
-    return v
-
-
-@pytest_asyncio.fixture
-async def controllers(api: ApiServer) -> AsyncIterator[Controllers]:
-    c = Controllers(api)
-    c.start()
-    yield c
-    await c.stop()
-
-
-def _repository_builder() -> Callable[..., Any] | None:
-    """The data plane's builder (None: the operator imports it itself) when it works here;
-    else a one-file stand-in, so this tier tests the operator while the data plane changes."""
-    from pathlib import PurePosixPath
-
-    from chatmodel_operator.api import parse_spec
-    from chatmodel_operator.plan import plan_model
-
-    try:
-        from chatmodel_operator.triton import build_repository_for
-
-        spec = parse_spec(SMALL_SPEC)
-        model, plan = plan_model(spec)
-        build_repository_for(spec=spec, plan=plan, model=model)
-        return None
-    except Exception as exc:
-        logging.getLogger(__name__).warning("model repository builder unusable (%s): stand-in", exc)
-
-    def stand_in(*, spec: Any, plan: Any, model: Any) -> dict[Any, str]:
-        return {PurePosixPath("ensemble/config.pbtxt"): f'name: "ensemble"\n# {plan.engine_key}\n'}
-
-    return stand_in
-
-
-# Steps that pass within 0.3 s share one status write (production: 5 s); test_settle.py
-# checks the window itself.
-FAST = Settings(
-    build_backoff_s=0.3, build_backoff_max_s=1.0, retry_delay_s=0.5, status_settle_s=0.3
-)
-
-
-def fast_config(**kw: Any) -> OperatorConfig:
-    from chatmodel_operator.adapters.kube import RetryPolicy
-
-    kw.setdefault("build_repository", _repository_builder())
-    kw.setdefault("login", kopf.login_with_kubeconfig)
-    kw.setdefault("settings", FAST)
-    kw.setdefault("retry", RetryPolicy(attempts=5, first_delay=0.05, max_delay=0.2, timeout=2.0))
-    kw.setdefault("resync_seconds", 3600)
-    kw.setdefault("peering_poll_seconds", 0.3)
-    return OperatorConfig(**kw)
-
-
-@pytest_asyncio.fixture
-async def operator(api: ApiServer, request: pytest.FixtureRequest) -> AsyncIterator[Operator]:
-    metrics.reset_for_tests()
-    marker = request.node.get_closest_marker("operator_config")
-    op = Operator(fast_config(**(marker.kwargs if marker else {})))
-    await op.start(api)
-    yield op
-    await op.stop()
+@pytest.fixture
+def audit(control_plane: ControlPlane) -> Audit:
+    a = Audit(control_plane.audit_log)
+    a.mark()
+    return a
 
 
 @pytest.fixture
-def validator() -> Iterator[Validator]:
-    yield Validator()
+def operator(
+    control_plane: ControlPlane,
+    ns: str,
+    audit: Audit,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Operator]:
+    metrics.reset_for_tests()
+    monkeypatch.setenv("KUBECONFIG", str(control_plane.operator_kubeconfig))
+    marker = request.node.get_closest_marker("operator_config")
+    op = Operator(fast_config(**(marker.kwargs if marker else {})), audit, namespaces=(ns,))
+    op.start()
+    yield op
+    op.stop()
+    ALL_CALLS.extend(audit.calls(user=OPERATOR_USER))
 
 
-def status_of(api: ApiServer, name: str, namespace: str = NS) -> dict[str, Any]:
-    obj = api.get(*CM, namespace, name) or {}
-    return copy.deepcopy(obj.get("status") or {})
+# Every request the operator made in this run, for the RBAC check (test_zz_rbac.py runs last).
+ALL_CALLS: list[Call] = []
 
 
-def phase_of(api: ApiServer, name: str, namespace: str = NS) -> str | None:
-    return status_of(api, name, namespace).get("phase")
+# --- what tests read -------------------------------------------------------------------------
 
 
-def condition(api: ApiServer, name: str, type_: str, namespace: str = NS) -> dict[str, Any]:
-    for c in status_of(api, name, namespace).get("conditions", []):
-        if c["type"] == type_:
-            return c
-    return {}
+@dataclass
+class Models:
+    """ChatModels in one test's namespace, read and written as the admin."""
+
+    admin: Admin
+    ns: str
+
+    def create(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return self.admin.create(CM, self.ns, chatmodel(name, spec, self.ns))
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self.admin.get(CM, self.ns, name) or {}
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.get(name).get("status") or {}
+
+    def phase(self, name: str) -> str | None:
+        return self.status(name).get("phase")
+
+    def condition(self, name: str, type_: str) -> dict[str, Any]:
+        return conditions(self.get(name)).get(type_, {})
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return sorted(
+            iter_events(self.admin, self.ns, name, "ChatModel"),
+            key=lambda e: (
+                e.get("firstTimestamp") or "",
+                e["metadata"].get("creationTimestamp") or "",
+            ),
+        )
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 90) -> dict[str, Any]:
+        wait_until(
+            lambda: self.phase(name) == phase,
+            timeout,
+            what=f"{name} to be {phase} (is {self.phase(name)})",
+        )
+        return self.status(name)
+
+    def replace_spec(self, name: str, spec: dict[str, Any]) -> None:
+        """As `kubectl apply` of an edited file: the whole spec replaced in one write."""
+        self.admin.json_patch(
+            CM, self.ns, name, [{"op": "replace", "path": "/spec", "value": spec}]
+        )
 
 
-def events_for(api: ApiServer, name: str, namespace: str = NS) -> list[dict[str, Any]]:
-    return [
-        e
-        for e in api.items("", "v1", "events")
-        if e["involvedObject"].get("name") == name and e["metadata"]["namespace"] == namespace
-    ]
+@pytest.fixture
+def models(admin: Admin, ns: str) -> Models:
+    return Models(admin, ns)
 
 
-__all__ = [
-    "CM",
-    "NS",
-    "OPERATOR_AGENT",
-    "PEERING",
-    "SMALL_SPEC",
-    "Controllers",
-    "Operator",
-    "chatmodel",
-    "condition",
-    "events_for",
-    "phase_of",
-    "phase_steps",
-    "status_of",
-    "wait_for",
-]
+def spec_with(**changes: Any) -> dict[str, Any]:
+    """SMALL_SPEC with changes given as a__b=value for spec.a.b."""
+    spec = copy.deepcopy(SMALL_SPEC)
+    for dotted, value in changes.items():
+        node = spec
+        *parents, leaf = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return spec
 
 
-def phase_steps(events: list[dict[str, Any]]) -> list[str]:
-    """The phases the transition Events tell, in order: "New -> Deploying (through
-    BuildingEngine): ..." tells BuildingEngine, then Deploying."""
-    steps: list[str] = []
-    for e in events:
-        head = e["message"].split(":", 1)[0]
-        through = re.search(r"\(through ([^)]*)\)", head)
-        if through:
-            steps += through.group(1).split(", ")
-        steps.append(e["reason"])
-    return steps
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=1, sort_keys=True)[:4000]

@@ -1,0 +1,432 @@
+"""A real Kubernetes control plane on this machine, for the tests, `make cluster` and `make demo`.
+
+kube-apiserver (admission and RBAC on, Pod Security included), kube-controller-manager,
+kube-scheduler and etcd, built from their own Go modules by ``build.sh``, started by kwokctl's
+binary runtime. kwok plays the kubelets: fake GPU nodes whose pods go Running and Ready, and
+whose Job pods complete. Every component listens on 127.0.0.1 (``bindAddress``), or on the
+address of a network namespace the caller made (``bind``), never on every interface.
+
+Standard library only, so it runs before the project's virtualenv exists.
+
+    python3 controlplane/cluster.py up     # build what is missing, start, nodes and volumes
+    python3 controlplane/cluster.py env    # `export KUBECONFIG=...` and `export PATH=...`
+    python3 controlplane/cluster.py down   # stop everything it started
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_NAME = "chatmodel"
+
+# The GPU products the examples plan for (examples/*.yaml), eight GPUs a node, with the labels
+# NVIDIA's GPU Feature Discovery puts on real nodes: every example can become Ready.
+GPU_NODES: tuple[tuple[str, int, int], ...] = (
+    # (nvidia.com/gpu.product, nvidia.com/gpu.memory in MiB, nodes)
+    ("NVIDIA-A100-SXM4-80GB", 81920, 2),
+    ("NVIDIA-A100-SXM4-40GB", 40960, 2),
+    ("NVIDIA-L4", 23034, 1),
+    ("NVIDIA-A10", 23028, 1),
+    ("NVIDIA-GeForce-RTX-4090", 24564, 1),
+)
+GPUS_PER_NODE = 8
+# Volumes the cache claims bind to: no provisioner runs here, so the claims of the default
+# (empty) StorageClass bind to these, as on a cluster with pre-provisioned storage.
+CACHE_VOLUMES = 12
+CACHE_VOLUME_SIZE = "4Ti"
+
+# Every request, for the tests: who did what, and what the API server answered.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: None
+    nonResourceURLs: ["/healthz*", "/readyz*", "/livez*", "/version", "/openapi*"]
+  - level: None
+    users: ["system:apiserver"]
+  - level: Metadata
+"""
+
+
+def build(*, keda: bool = False, quiet: bool = False) -> Path:
+    """Build the binaries that are missing (a no-op when all are there); returns their folder."""
+    args = [str(HERE / "build.sh"), *(["--keda"] if keda else [])]
+    out = subprocess.run(
+        args,
+        check=True,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=None if not quiet else subprocess.DEVNULL,
+    ).stdout
+    lines = out.strip().splitlines()
+    if not quiet:
+        for line in lines[:-1]:
+            print(line, flush=True)
+    return Path(lines[-1])
+
+
+def bin_dir() -> Path:
+    out = subprocess.run(
+        [str(HERE / "build.sh"), "--print-bin"], check=True, text=True, stdout=subprocess.PIPE
+    ).stdout
+    return Path(out.strip())
+
+
+def default_workdir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "chatmodel-operator" / "clusters"
+
+
+@dataclass
+class Cluster:
+    """One kwokctl cluster: its name, its working folder and the binaries it runs."""
+
+    name: str = DEFAULT_NAME
+    workdir: Path = field(default_factory=default_workdir)
+    bin: Path = field(default_factory=bin_dir)
+    bind: str = "127.0.0.1"
+    apiserver_args: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def home(self) -> Path:
+        return self.workdir / "clusters" / self.name
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.home / "kubeconfig.yaml"
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        """The admin's kubeconfig kwokctl writes for users (its own copy stays untouched)."""
+        return self.workdir / f"{self.name}.kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.home / "logs" / "audit.log"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KWOK_WORKDIR": str(self.workdir),
+            "KUBECONFIG": str(self.admin_kubeconfig),
+            "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+    def _config(self) -> Path:
+        """kwokctl's configuration: our binaries, loopback, audit, the API server's flags."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        policy = self.workdir / f"{self.name}.audit-policy.yaml"
+        policy.write_text(AUDIT_POLICY)
+        b = self.bin
+        options = {
+            "runtime": "binary",
+            "bindAddress": self.bind,
+            "kubeApiserverBinary": str(b / "kube-apiserver"),
+            "kubeControllerManagerBinary": str(b / "kube-controller-manager"),
+            "kubeSchedulerBinary": str(b / "kube-scheduler"),
+            "kubectlBinary": str(b / "kubectl"),
+            "etcdBinary": str(b / "etcd"),
+            "kwokControllerBinary": str(b / "kwok"),
+            "kubeAuthorization": True,
+            "kubeAdmission": True,
+            "kubeAuditPolicy": str(policy),
+            # Stages as objects in the cluster (stages.yaml), so a test can change them.
+            "enableCRDs": ["Stage"],
+        }
+        patches = []
+        if self.apiserver_args:
+            patches.append(
+                {
+                    "name": "kube-apiserver",
+                    "extraArgs": [
+                        {"key": k, "value": v, "override": True}
+                        for k, v in self.apiserver_args.items()
+                    ],
+                }
+            )
+        doc: dict[str, Any] = {
+            "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+            "kind": "KwokctlConfiguration",
+            "options": options,
+        }
+        if patches:
+            doc["componentsPatches"] = patches
+        path = self.workdir / f"{self.name}.kwokctl.json"
+        path.write_text(json.dumps(doc, indent=2))
+        return path
+
+    def kwokctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.bin / "kwokctl"), "--name", self.name, *args],
+            env=self.env(),
+            check=check,
+            text=True,
+            capture_output=True,
+        )
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [
+                str(self.bin / "kubectl"),
+                "--kubeconfig",
+                str(kubeconfig or self.admin_kubeconfig),
+                *args,
+            ],
+            env=self.env(),
+            input=input,
+            text=True,
+            capture_output=True,
+        )
+        if check and proc.returncode != 0:
+            raise RuntimeError(
+                f"kubectl {' '.join(args)}: {proc.stderr.strip() or proc.stdout.strip()}"
+            )
+        return proc
+
+    def apply(self, objects: Iterable[Mapping[str, Any]]) -> None:
+        items = list(objects)
+        if items:
+            self.kubectl(
+                "apply",
+                "--server-side",
+                "--field-manager=controlplane",
+                "-f",
+                "-",
+                input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+            )
+
+    def running(self) -> bool:
+        return (
+            self.kubeconfig.exists()
+            and self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0
+        )
+
+    def up(self, *, timeout: float = 120.0) -> None:
+        """Start the control plane and wait until it serves; then the nodes and volumes."""
+        if self.running():
+            return
+        if self.home.exists():  # a cluster left half-made by a killed run
+            self.kwokctl("delete", "cluster", check=False)
+        proc = self.kwokctl(
+            "create",
+            "cluster",
+            "--config",
+            str(self._config()),
+            "--kubeconfig",
+            str(self.admin_kubeconfig),
+            "--wait",
+            f"{int(timeout)}s",
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"kwokctl create cluster failed:\n{proc.stderr[-3000:]}")
+        self.wait_ready(timeout)
+        self.wait_established("stages.kwok.x-k8s.io", timeout)
+        self.kubectl(
+            "apply",
+            "--server-side",
+            "--field-manager=controlplane",
+            "-f",
+            str(HERE / "stages.yaml"),
+        )
+        self.apply(gpu_nodes())
+        self.apply(cache_volumes())
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            proc = self.kubectl("get", "--raw", "/readyz", check=False)
+            if proc.returncode == 0:
+                # The default namespace's ServiceAccount is made by a controller: wait for it
+                # too, or the first pod of a test is refused.
+                sa = self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False)
+                if sa.returncode == 0:
+                    return
+            last = proc.stderr.strip()
+            time.sleep(0.5)
+        raise RuntimeError(f"the API server was not ready within {timeout:.0f}s: {last}")
+
+    def wait_established(self, crd: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.kubectl(
+                "get",
+                "crd",
+                crd,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+                check=False,
+            )
+            if proc.stdout.strip() == "True":
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"CRD {crd} was not Established within {timeout:.0f}s")
+
+    def set_builds(self, *, hold: Iterable[str] = (), fail: Iterable[str] = ()) -> None:
+        """Job pods in `hold` namespaces stay Running, in `fail` ones they fail; elsewhere they
+        complete (the Stages in stages.yaml)."""
+        held, failing = sorted(set(hold) | set(fail)) or ["-"], sorted(set(fail)) or ["-"]
+        for stage, values in (("pod-complete", held), ("build-fail", failing)):
+            self.kubectl(
+                "patch",
+                "stages.kwok.x-k8s.io",
+                stage,
+                "--type=json",
+                "-p",
+                json.dumps(
+                    [
+                        {
+                            "op": "replace",
+                            "path": "/spec/selector/matchExpressions/3/values",
+                            "value": values,
+                        }
+                    ]
+                ),
+            )
+
+    def down(self) -> None:
+        if self.home.exists():
+            self.kwokctl("delete", "cluster", check=False)
+        for leftover in (self.admin_kubeconfig,):
+            leftover.unlink(missing_ok=True)
+
+    def server(self) -> str:
+        out = self.kubectl(
+            "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"
+        )
+        return out.stdout.strip()
+
+
+def gpu_nodes() -> list[dict[str, Any]]:
+    nodes = []
+    for product, memory, count in GPU_NODES:
+        for i in range(count):
+            slug = product.lower().replace("nvidia-", "").replace("geforce-", "")
+            name = f"gpu-{slug}-{i}"
+            capacity = {
+                "cpu": "96",
+                "memory": "1Ti",
+                "pods": "110",
+                "ephemeral-storage": "2Ti",
+                "nvidia.com/gpu": str(GPUS_PER_NODE),
+            }
+            nodes.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {
+                        "name": name,
+                        "annotations": {
+                            "kwok.x-k8s.io/node": "fake",
+                            "node.alpha.kubernetes.io/ttl": "0",
+                        },
+                        "labels": {
+                            "kubernetes.io/hostname": name,
+                            "kubernetes.io/os": "linux",
+                            "kubernetes.io/arch": "amd64",
+                            "type": "kwok",
+                            "nvidia.com/gpu.present": "true",
+                            "nvidia.com/gpu.product": product,
+                            "nvidia.com/gpu.memory": str(memory),
+                            "nvidia.com/gpu.count": str(GPUS_PER_NODE),
+                        },
+                    },
+                    "spec": {
+                        "taints": [
+                            {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+                        ]
+                    },
+                    "status": {"allocatable": capacity, "capacity": capacity},
+                }
+            )
+    # One plain node for pods that ask for no GPU (the chart's operator Deployment).
+    plain = {"cpu": "32", "memory": "128Gi", "pods": "110"}
+    nodes.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": "cpu-0",
+                "annotations": {"kwok.x-k8s.io/node": "fake"},
+                "labels": {
+                    "kubernetes.io/hostname": "cpu-0",
+                    "kubernetes.io/os": "linux",
+                    "type": "kwok",
+                },
+            },
+            "status": {"allocatable": plain, "capacity": plain},
+        }
+    )
+    return nodes
+
+
+def cache_volumes() -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": f"cache-{i:02d}", "labels": {"chatmodel.io/test-volume": "cache"}},
+            "spec": {
+                "capacity": {"storage": CACHE_VOLUME_SIZE},
+                "accessModes": ["ReadWriteMany", "ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete",
+                "storageClassName": "",
+                "hostPath": {"path": f"/var/lib/chatmodel-test/cache-{i:02d}"},
+            },
+        }
+        for i in range(CACHE_VOLUMES)
+    ]
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="controlplane/cluster.py", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("command", choices=("build", "up", "down", "env", "status"))
+    parser.add_argument("--name", default=DEFAULT_NAME)
+    parser.add_argument("--keda", action="store_true", help="build KEDA's operator and adapter too")
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        build(keda=args.keda)
+        return 0
+    cluster = Cluster(name=args.name)
+    if args.command == "up":
+        cluster.bin = build(keda=args.keda)
+        started = time.monotonic()
+        cluster.up()
+        print(
+            f"control plane {args.name} ready in {time.monotonic() - started:.1f}s", file=sys.stderr
+        )
+    elif args.command == "down":
+        cluster.down()
+    elif args.command == "env":
+        print(f"export KUBECONFIG={cluster.admin_kubeconfig}")
+        print(f"export PATH={cluster.bin}:$PATH")
+    elif args.command == "status":
+        return 0 if cluster.running() else 1
+    return 0
+
+
+if __name__ == "__main__":
+    if shutil.which("go") is None and not (bin_dir() / "kube-apiserver").exists():
+        print("controlplane: Go >= 1.26 is needed to build the control plane", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(_main())
