@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from chatmodel_operator.catalog.triton_releases import find_release
+from chatmodel_operator.catalog.triton_releases import RELEASES, find_release
 from chatmodel_operator.errors import Unsupported
 
 __all__ = [
@@ -31,7 +31,8 @@ FRONTEND_SHIPPED = (24, 12)
 # The flags the operator passes. Which release's frontend takes them is in the table of
 # releases (catalog.triton_releases): --chat-template from 25.05, --default-max-tokens from 25.08.
 REQUIRED_FLAGS = ("--chat-template", "--default-max-tokens")
-FRONTEND_FLAGS = (25, 8)  # the first release whose frontend takes both (see the table)
+# The first release whose frontend takes both (25.08).
+FRONTEND_FLAGS = next(r.release for r in RELEASES if r.takes_flags(*REQUIRED_FLAGS))
 # NGC release tags: YY.MM, then the flavour (-py3, -trtllm-python-py3, -vllm-python-py3 ...).
 _RELEASE_TAG = re.compile(r"^(\d{2})\.(\d{2})(?:-[A-Za-z0-9._-]+)?$")
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 import shlex
 
 from chatmodel_operator.catalog.source import Source
+from chatmodel_operator.plan.image import default_release
 from chatmodel_operator.render.paths import CachePaths
 
+# Named when an image turns out to lack the engine tools.
+_LAST_ENGINE_RELEASE = default_release("tensorrt-llm/engine").name
 # Where the Triton TensorRT-LLM image keeps TensorRT-LLM's examples; overridable by env.
 DEFAULT_EXAMPLES_DIR = "/app/examples"
 
@@ -99,7 +102,9 @@ def engine_build_script(
         '[ -f "$d/convert_checkpoint.py" ] && CONVERT="$d/convert_checkpoint.py" && break; done',
         '[ -n "$CONVERT" ] || { echo "convert_checkpoint.py not found under $EXAMPLES: '
         "this image has no TensorRT-LLM engine tools "
-        '(Triton 26.07 is the last with them)"; exit 3; }',
+        f"({_LAST_ENGINE_RELEASE} is the newest Triton release documented with them: "
+        'chatmodel releases)"; '
+        "exit 3; }",
         f"rm -rf {_q(tmp)} && mkdir -p {_q(tmp)}",
     ]
     if calibrate:
