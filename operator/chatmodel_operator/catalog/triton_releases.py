@@ -134,15 +134,22 @@ def _row(
 # Newest last. TensorRT-LLM and vLLM versions: CM. Flags: FE on branch r<release>. Engine path:
 # RM. LLM-API model: TB (before 25.05 the backend had no all_models/llmapi).
 RELEASES: tuple[TritonRelease, ...] = (
+    # 24.12-25.04: CM; FE r24.12-r25.04 (no --chat-template yet); TB r25.02-r25.04 have no
+    # all_models/llmapi (added 2025-04-23), and r24.12 and r25.01 were cut before that.
     _row((24, 12), "2.53.0", "0.16.0", FRONTEND_FLAGS_2412, "0.5.5", llmapi=False),
     _row((25, 1), "2.54.0", "0.17.0", FRONTEND_FLAGS_2412, "0.6.3.post1", llmapi=False),
     _row((25, 2), "2.55.0", "0.17.0.post1", FRONTEND_FLAGS_2412, "0.7.0", llmapi=False),
     _row((25, 3), "2.56.0", "0.18.0", FRONTEND_FLAGS_2412, "0.7.3", llmapi=False),
     _row((25, 4), "2.57.0", "0.18.2", FRONTEND_FLAGS_2412, "0.8.1", llmapi=False),
+    # 25.05-25.07: FE r25.05 adds --chat-template, --lora-separator, --tool-call-parser; TB
+    # r25.05 has all_models/llmapi. TensorRT-LLM 0.19-0.20 (CM): PyTorch backend, pre-1.0 API.
     _row((25, 5), "2.58.0", "0.19.0", FRONTEND_FLAGS_2505, "0.8.4", llmapi=True),
     _row((25, 6), "2.59.0", "0.20.0", FRONTEND_FLAGS_2505, "0.9.0rc1", llmapi=True),
     _row((25, 7), "2.59.1", "0.20.0", FRONTEND_FLAGS_2505, "0.9.0rc1", llmapi=True),
+    # 25.08: FE r25.08 adds --default-max-tokens; TensorRT-LLM 0.21.0 (CM).
     _row((25, 8), "2.60.0", "0.21.0", FRONTEND_FLAGS_2508, "0.9.2", llmapi=True),
+    # 25.09-26.03: FE r25.09 adds --openai-restricted-api; TensorRT-LLM 1.0-1.2.0 (CM; for 25.11
+    # CM says 1.0.3.2510 while TB r25.11 pins 1.2.0rc2 for source builds: CM describes the image).
     _row((25, 9), "2.61.0", "1.0.0", FRONTEND_FLAGS_2509, "0.10.1.1", llmapi=True),
     _row((25, 10), "2.62.0", "1.0.0", FRONTEND_FLAGS_2509, "0.10.2", llmapi=True),
     _row((25, 11), "2.63.0", "1.0.3.2510", FRONTEND_FLAGS_2509, "0.11.0", llmapi=True),
@@ -150,6 +157,9 @@ RELEASES: tuple[TritonRelease, ...] = (
     _row((26, 1), "2.65.0", "1.1.0", FRONTEND_FLAGS_2509, "0.13.0", llmapi=True),
     _row((26, 2), "2.66.0", "1.1.0", FRONTEND_FLAGS_2509, "0.15.1", llmapi=True),
     _row((26, 3), "2.67.0", "1.2.0", FRONTEND_FLAGS_2509, "0.17.1", llmapi=True),
+    # 26.04-26.07: FE r26.04 adds --model-control-mode and --load-model, r26.06
+    # --http-max-input-size, r26.07 --max-tool-call-parse-bytes; TB r26.04-r26.07 pin
+    # TENSORRTLLM_VER=1.2.1 (CM agrees).
     _row((26, 4), "2.68.0", "1.2.1", FRONTEND_FLAGS_2604, "0.19.0", llmapi=True),
     _row((26, 5), "2.69.0", "1.2.1", FRONTEND_FLAGS_2604, "0.19.0", llmapi=True),
     _row((26, 6), "2.70.0", "1.2.1", FRONTEND_FLAGS_2606, "0.22.1", llmapi=True),
