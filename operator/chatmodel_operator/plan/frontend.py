@@ -10,11 +10,12 @@ but /v1.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from chatmodel_operator.catalog.triton_releases import RELEASES, find_release
+from chatmodel_operator.catalog.triton_releases import release_text as _release
 from chatmodel_operator.errors import Unsupported
+from chatmodel_operator.plan.image import image_facts
 
 __all__ = [
     "FRONTEND_FLAGS",
@@ -33,8 +34,6 @@ FRONTEND_SHIPPED = (24, 12)
 REQUIRED_FLAGS = ("--chat-template", "--default-max-tokens")
 # The first release whose frontend takes both (25.08).
 FRONTEND_FLAGS = next(r.release for r in RELEASES if r.takes_flags(*REQUIRED_FLAGS))
-# NGC release tags: YY.MM, then the flavour (-py3, -trtllm-python-py3, -vllm-python-py3 ...).
-_RELEASE_TAG = re.compile(r"^(\d{2})\.(\d{2})(?:-[A-Za-z0-9._-]+)?$")
 
 
 @dataclass(frozen=True)
@@ -48,18 +47,7 @@ def triton_release(image: str) -> tuple[int, int] | None:
     """(year, month) of a tritonserver image tagged like NGC's (``.../tritonserver:25.08-...``,
     from any registry or mirror, digest allowed); None for anything else, which could be any
     build."""
-    reference = image.split("@", 1)[0]
-    name, colon, tag = reference.rpartition(":")
-    if not colon or "/" in tag:  # no tag: the colon, if any, was a registry's port
-        return None
-    if name.rsplit("/", 1)[-1] != "tritonserver":
-        return None
-    m = _RELEASE_TAG.match(tag)
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-def _release(r: tuple[int, int]) -> str:
-    return f"{r[0]:02d}.{r[1]:02d}"
+    return image_facts(image).release
 
 
 def decide_openai_frontend(

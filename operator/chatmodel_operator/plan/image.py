@@ -42,6 +42,7 @@ FLAVOUR_BY_ROUTE = {
     "python": TRTLLM_FLAVOUR,
 }
 _MODE_NAME = {"tensorrt-llm/engine": "engine mode", "tensorrt-llm/llmapi": "llmapi mode"}
+# NGC release tags: YY.MM, then the flavour (-py3, -trtllm-python-py3, -vllm-python-py3 ...).
 _RELEASE_TAG = re.compile(r"^(\d{2})\.(\d{2})(?:-([A-Za-z0-9._-]+))?$")
 
 
@@ -74,6 +75,7 @@ def image_facts(image: str, releases: Sequence[TritonRelease] = RELEASES) -> Ima
     """Parse an image reference (any registry or mirror, digest allowed) against the table."""
     reference = image.split("@", 1)[0]
     name, colon, tag = reference.rpartition(":")
+    # No tag (the colon, if any, was a registry's port), or another repository: a custom build.
     if not colon or "/" in tag or name.rsplit("/", 1)[-1] != "tritonserver":
         return ImageFacts(image, None, None, None)
     m = _RELEASE_TAG.match(tag)

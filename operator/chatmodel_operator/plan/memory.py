@@ -115,10 +115,7 @@ def cuda_graph_pool_bytes(arch: Architecture, dtype: str, tp: int, max_graph_bat
     as memory "used outside torch (e.g., NCCL and CUDA graphs)" before it sizes the KV cache
     (KvCacheCreator.estimate_max_tokens, tensorrt_llm/_torch/pyexecutor/_util.py).
     """
-    per_token = 3 * arch.hidden_size + 2 * arch.intermediate_size // tp
-    activations = max_graph_batch * per_token * DTYPE_BYTES[dtype]
-    logits = max_graph_batch * (arch.vocab_size // tp) * 4
-    return int(activations + logits)
+    return workspace_bytes(arch, dtype, tp, max_graph_batch, max_graph_batch)
 
 
 def pytorch_backend_reserve_bytes(
