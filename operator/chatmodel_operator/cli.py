@@ -85,6 +85,7 @@ def _plan_table(name: str, source: str, plan: Plan) -> str:
     rows = [
         ("fits", "yes" if plan.fits else "NO"),
         ("backend", plan.backend + (f" ({plan.mode})" if plan.mode else "")),
+        ("image", plan.image),
         ("family", st["family"] or "-"),
         ("precision", f"{plan.dtype}, weights {plan.quantization}, KV {plan.kv_cache_dtype}"),
         (
@@ -110,6 +111,8 @@ def _plan_table(name: str, source: str, plan: Plan) -> str:
         ),
         ("reason", plan.reason),
     ]
+    if plan.mode_reason:
+        rows.insert(2, ("mode", plan.mode_reason))
     rows += [("warning", w) for w in plan.warnings]
     width = max(len(k) for k, _ in rows)
     lines = [f"{name} ({source})"] + [f"  {k.ljust(width)}  {v}" for k, v in rows]
@@ -161,6 +164,70 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _yes_no(value: bool | None) -> str:
+    return "?" if value is None else ("yes" if value else "no")
+
+
+def cmd_releases(args: argparse.Namespace) -> int:
+    """The table of NGC releases the planner judges images by (catalog.triton_releases)."""
+    from chatmodel_operator.catalog.triton_releases import RELEASES
+    from chatmodel_operator.plan.frontend import REQUIRED_FLAGS
+    from chatmodel_operator.plan.image import default_release
+
+    rows = [
+        {
+            "release": r.name,
+            "server": r.server,
+            "tensorrtLlm": r.trtllm,
+            "enginePath": r.engine_path,
+            "llmapiModel": r.llmapi_model,
+            "llmapiMode": r.llmapi_mode,
+            "openaiFrontend": r.openai_frontend,
+            "frontendFlags": sorted(r.frontend_flags) if r.frontend_flags is not None else None,
+            "vllm": r.vllm,
+            "note": r.note or None,
+        }
+        for r in RELEASES
+    ]
+    if args.output == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    head = (
+        "release",
+        "server",
+        "TensorRT-LLM",
+        "engine path",
+        "LLM-API model",
+        "llmapi mode",
+        "OpenAI frontend",
+        "vLLM",
+    )
+    table = [head] + [
+        (
+            r.name,
+            r.server or "?",
+            r.trtllm or "?",
+            _yes_no(r.engine_path),
+            _yes_no(r.llmapi_model),
+            _yes_no(r.llmapi_mode),
+            "?"
+            if r.frontend_flags is None
+            else ("with " + ", ".join(REQUIRED_FLAGS) if r.takes_flags(*REQUIRED_FLAGS) else "yes"),
+            r.vllm or "?",
+        )
+        for r in RELEASES
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    default = default_release("tensorrt-llm/engine")
+    print(
+        f"\n? = not documented by NVIDIA. Default image: {default.name} (the newest release whose "
+        "TensorRT-LLM is documented). `chatmodel releases -o json` lists every frontend flag."
+    )
+    return 0
+
+
 def cmd_crd(args: argparse.Namespace) -> int:
     crd = build_crd()
     print(json.dumps(crd, indent=2) if args.output == "json" else crd_yaml(crd), end="")
@@ -195,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     r.add_argument("-n", "--namespace", default="default")
     r.set_defaults(func=cmd_render)
+    rel = sub.add_parser(
+        "releases", help="list the NGC Triton releases and what their images carry"
+    )
+    rel.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    rel.set_defaults(func=cmd_releases)
     c = sub.add_parser("crd", help="print the ChatModel CustomResourceDefinition")
     c.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     c.set_defaults(func=cmd_crd)

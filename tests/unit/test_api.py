@@ -17,7 +17,7 @@ BASE: dict[str, Any] = {"model": {"source": "hf://01-ai/Yi-34B-Chat"}}
 def test_defaults_fill_every_section() -> None:
     spec = parse_spec(BASE)
     assert spec.engine.backend == "auto"
-    assert spec.engine.mode == "engine"
+    assert spec.engine.mode == "auto"
     assert spec.engine.tensor_parallelism == "auto"
     assert spec.serving.replicas == 1 and spec.serving.streaming is True
     assert spec.autoscaling.metric == "pending-requests"

@@ -1,17 +1,22 @@
-"""The planner: the authors' stated deployments, Yi's measured memory, no-fit reasons, backends."""
+"""The planner: the authors' stated deployments (on the default and on the newest NGC release),
+Yi's measured memory, no-fit reasons, backends, and the mode each NGC release in the table gets."""
 
 from __future__ import annotations
 
+import itertools
+import json
 from typing import Any
 
 import pytest
 
 from chatmodel_operator.api import parse_spec
 from chatmodel_operator.catalog import resolve_model
+from chatmodel_operator.catalog.triton_releases import RELEASES, TritonRelease
 from chatmodel_operator.errors import SpecError, Unsupported
 from chatmodel_operator.plan import Plan, plan_spec
 from chatmodel_operator.plan import memory as mem
-from chatmodel_operator.plan.frontend import decide_openai_frontend, triton_release
+from chatmodel_operator.plan.frontend import REQUIRED_FLAGS, decide_openai_frontend, triton_release
+from chatmodel_operator.plan.image import default_image, ngc_image
 
 
 def plan_for(source: str, gpu: dict[str, Any] | None = None, **sections: Any) -> Plan:
@@ -25,7 +30,8 @@ def plan_for(source: str, gpu: dict[str, Any] | None = None, **sections: Any) ->
     return plan_spec(spec, resolve_model(spec.model))
 
 
-# shared/seed-models.md, "Deployments the authors state: the planner must reproduce them".
+# shared/seed-models.md, "Deployments the authors state: the planner must reproduce them", each
+# with the image flavour its backend runs on (XVERSE goes to vLLM, the rest to the LLM image).
 AUTHORS = [
     pytest.param(
         "Tele-AI/TeleChat-52B",
@@ -35,28 +41,44 @@ AUTHORS = [
             "model": {"source": "hf://Tele-AI/TeleChat-52B", "trustRemoteCode": True},
             "engine": {"dtype": "float16"},
         },
+        "trtllm-python-py3",
         id="telechat-52b-fp16-40g",
     ),
-    pytest.param("01-ai/Yi-34B-Chat", 80, 1, {}, id="yi-34b-bf16-80g"),
-    pytest.param("01-ai/Yi-34B-Chat", 24, 4, {}, id="yi-34b-bf16-24g"),
-    pytest.param("01-ai/Yi-34B-Chat-4bits", 24, 1, {}, id="yi-34b-4bits-24g"),
-    pytest.param("01-ai/Yi-34B-Chat-8bits", 24, 2, {}, id="yi-34b-8bits-24g"),
-    pytest.param("01-ai/Yi-34B-Chat-8bits", 40, 1, {}, id="yi-34b-8bits-40g"),
-    pytest.param("xverse/XVERSE-7B-Chat", 24, 1, {}, id="xverse-7b-bf16-24g"),
-    pytest.param("SUSTech/SUS-Chat-34B", 80, 1, {}, id="sus-chat-34b-bf16-80g"),
+    pytest.param("01-ai/Yi-34B-Chat", 80, 1, {}, "trtllm-python-py3", id="yi-34b-bf16-80g"),
+    pytest.param("01-ai/Yi-34B-Chat", 24, 4, {}, "trtllm-python-py3", id="yi-34b-bf16-24g"),
+    pytest.param("01-ai/Yi-34B-Chat-4bits", 24, 1, {}, "trtllm-python-py3", id="yi-34b-4bits-24g"),
+    pytest.param("01-ai/Yi-34B-Chat-8bits", 24, 2, {}, "vllm-python-py3", id="yi-34b-8bits-24g"),
+    pytest.param("01-ai/Yi-34B-Chat-8bits", 40, 1, {}, "vllm-python-py3", id="yi-34b-8bits-40g"),
+    pytest.param("xverse/XVERSE-7B-Chat", 24, 1, {}, "vllm-python-py3", id="xverse-7b-bf16-24g"),
+    pytest.param(
+        "SUSTech/SUS-Chat-34B", 80, 1, {}, "trtllm-python-py3", id="sus-chat-34b-bf16-80g"
+    ),
 ]
+# The image column: the default image (the newest release whose TensorRT-LLM is documented),
+# and the newest release NVIDIA documents at all, whose TensorRT-LLM is not documented.
+NEWEST = RELEASES[-1].release
 
 
-@pytest.mark.parametrize(("source", "memory", "gpus", "extra"), AUTHORS)
+@pytest.mark.parametrize("image", ["default", "newest"])
+@pytest.mark.parametrize(("source", "memory", "gpus", "extra", "flavour"), AUTHORS)
 def test_reproduces_the_authors_deployments(
-    source: str, memory: int, gpus: int, extra: dict[str, Any]
+    source: str, memory: int, gpus: int, extra: dict[str, Any], flavour: str, image: str
 ) -> None:
+    if image == "newest":
+        extra = {
+            **extra,
+            "engine": {**extra.get("engine", {}), "image": ngc_image(NEWEST, flavour)},
+        }
     plan = plan_for(source, {"memoryGiB": memory}, **extra)
     assert plan.fits, plan.reason
     assert plan.gpus_per_replica == gpus, plan.reason
     assert plan.tensor_parallelism == gpus
     assert plan.max_concurrent_sequences >= 1
     assert f"fits {gpus} x {memory} GiB" in plan.reason
+    if image == "newest":
+        assert plan.image == ngc_image(NEWEST, flavour)
+        # Nothing documents the engine tools in the newest release: never engine mode there.
+        assert plan.mode != "engine"
 
 
 def test_sus_chat_8k_context_doubles_kv_per_sequence() -> None:
@@ -421,3 +443,184 @@ def test_frontend_choice_never_changes_the_engine() -> None:
     off = plan_for("01-ai/Yi-34B-Chat", serving={"openai": "Disabled"})
     assert on.openai_frontend and not off.openai_frontend
     assert on.engine_key == off.engine_key
+
+
+# --- the table of NGC releases (catalog.triton_releases) and what each one gets ---------------
+
+
+def test_the_table_runs_month_by_month_from_24_12_and_says_what_it_does_not_know() -> None:
+    releases = [r.release for r in RELEASES]
+    assert releases[0] == (24, 12)
+    for (y0, m0), (y1, m1) in itertools.pairwise(releases):
+        assert (y1, m1) == ((y0, m0 + 1) if m0 < 12 else (y0 + 1, 1))
+    for row in RELEASES:
+        unknown = None in (row.trtllm, row.engine_path, row.llmapi_model, row.frontend_flags)
+        assert bool(row.note) == unknown, row.name
+        if row.frontend_flags is not None:
+            assert "--model-repository" in row.frontend_flags
+    # Flags only accumulate from one release to the next.
+    flags = [r.frontend_flags for r in RELEASES if r.frontend_flags is not None]
+    assert all(a <= b for a, b in itertools.pairwise(flags))
+
+
+def _yi_on(release: tuple[int, int], mode: str | None = None) -> Plan:
+    engine: dict[str, Any] = {"image": ngc_image(release, "trtllm-python-py3")}
+    if mode:
+        engine["mode"] = mode
+    return plan_for("01-ai/Yi-34B-Chat", {"product": "NVIDIA-H100-80GB-HBM3"}, engine=engine)
+
+
+def _expected_mode(row: TritonRelease) -> str:
+    return "engine" if row.engine_path else "llmapi"
+
+
+@pytest.mark.parametrize("row", RELEASES, ids=lambda r: r.name)
+def test_chatmodel_plan_is_right_for_every_release(
+    row: TritonRelease, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chatmodel_operator.cli import main
+
+    doc = (
+        "apiVersion: serving.chatmodel.io/v1alpha1\nkind: ChatModel\nmetadata: {name: yi}\n"
+        "spec:\n  model: {source: hf://01-ai/Yi-34B-Chat}\n"
+        "  resources: {gpu: {product: NVIDIA-H100-80GB-HBM3}}\n"
+        f"  engine: {{image: '{ngc_image(row.release, 'trtllm-python-py3')}'}}\n"
+    )
+    path = tmp_path / "yi.yaml"
+    path.write_text(doc)
+    assert main(["plan", str(path), "-o", "json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert (status["backend"], status["mode"]) == ("tensorrt-llm", _expected_mode(row))
+    assert row.name in status["modeReason"]
+    assert status["image"].endswith(f":{row.name}-trtllm-python-py3")
+    assert status["openaiFrontend"] is (row.takes_flags(*REQUIRED_FLAGS) is True)
+    assert row.name in status["openaiFrontendReason"]
+    if row.engine_path is None:
+        assert "no TensorRT-LLM version is documented" in status["modeReason"]
+
+
+@pytest.mark.parametrize("row", RELEASES, ids=lambda r: r.name)
+def test_an_explicit_mode_the_release_lacks_fails_at_planning(row: TritonRelease) -> None:
+    for mode, runs in (("engine", row.engine_path), ("llmapi", row.llmapi_mode)):
+        if runs is False or (mode == "engine" and runs is None):
+            with pytest.raises(Unsupported, match=r"^spec\.engine\.mode: ") as err:
+                _yi_on(row.release, mode)
+            assert row.name in str(err.value)
+            assert "fix: set engine.mode to auto" in str(err.value)
+        else:
+            assert _yi_on(row.release, mode).mode == mode
+
+
+def test_releases_outside_the_table() -> None:
+    old = _yi_on((24, 6))  # TensorRT-LLM 0.10: the engine path only
+    assert old.mode == "engine" and "0.15 or older" in (old.mode_reason or "")
+    with pytest.raises(Unsupported, match="without the PyTorch backend"):
+        _yi_on((24, 6), "llmapi")
+    future = _yi_on((27, 3))
+    assert future.mode == "llmapi" and "newer than the newest release documented" in (
+        future.mode_reason or ""
+    )
+    with pytest.raises(Unsupported, match=r"spec\.engine\.mode: engine mode cannot run"):
+        _yi_on((27, 3), "engine")
+
+
+def test_a_custom_image_is_trusted_as_the_spec_states_it() -> None:
+    custom = "registry.example.com/triton-trtllm:1.2.1-ours"
+    auto = plan_for("01-ai/Yi-34B-Chat", engine={"image": custom})
+    assert auto.mode == "llmapi" and "engine.mode to engine" in (auto.mode_reason or "")
+    engine = plan_for("01-ai/Yi-34B-Chat", engine={"image": custom, "mode": "engine"})
+    assert engine.mode == "engine" and engine.image == custom
+    assert "spec.engine.mode is engine" in (engine.mode_reason or "")
+
+
+def test_an_image_of_the_wrong_flavour_is_refused_or_skipped() -> None:
+    vllm_image = ngc_image((26, 7), "vllm-python-py3")
+    with pytest.raises(Unsupported, match=r"spec\.engine\.mode: .*not the trtllm-python-py3"):
+        plan_for("01-ai/Yi-34B-Chat", engine={"image": vllm_image, "mode": "engine"})
+    # auto: TensorRT-LLM is not in a vLLM image, so vLLM serves Yi there.
+    assert plan_for("01-ai/Yi-34B-Chat", engine={"image": vllm_image}).backend == "vllm"
+    with pytest.raises(Unsupported, match=r"spec\.engine\.image: engine\.backend vllm"):
+        plan_for(
+            "01-ai/Yi-34B-Chat",
+            engine={"backend": "vllm", "image": ngc_image((26, 7), "trtllm-python-py3")},
+        )
+
+
+def test_default_image_is_the_newest_release_with_documented_tensorrt_llm() -> None:
+    newest_known = [r for r in RELEASES if r.trtllm is not None][-1]
+    plan = plan_for("01-ai/Yi-34B-Chat")
+    assert plan.image == ngc_image(newest_known.release, "trtllm-python-py3")
+    assert plan.mode == "engine" and newest_known.name in (plan.mode_reason or "")
+    assert plan_for("xverse/XVERSE-7B-Chat").image == ngc_image(
+        newest_known.release, "vllm-python-py3"
+    )
+
+
+# A release after 26.07 documented to have dropped the engine path, to check the rule "default
+# to the newest release, unless that loses what the model needs".
+FUTURE = (
+    *RELEASES[: [r.release for r in RELEASES].index((26, 7)) + 1],
+    TritonRelease((26, 8), "2.72.0", "1.3.0", False, True, RELEASES[-4].frontend_flags, None),
+)
+
+
+def test_newest_release_without_the_engine_path_becomes_the_default_for_llmapi() -> None:
+    spec = parse_spec(
+        {"model": {"source": "hf://01-ai/Yi-34B-Chat"}, "resources": {"gpu": {"memoryGiB": 80}}}
+    )
+    plan = plan_spec(spec, resolve_model(spec.model), releases=FUTURE)
+    assert plan.mode == "llmapi" and plan.image.endswith(":26.08-trtllm-python-py3")
+    assert default_image("tensorrt-llm/engine", FUTURE).endswith(":26.07-trtllm-python-py3")
+
+
+def test_what_only_engine_mode_serves_keeps_the_older_release_and_says_so() -> None:
+    spec = parse_spec(
+        {
+            "model": {"source": "hf://01-ai/Yi-34B-Chat"},
+            "resources": {"gpu": {"memoryGiB": 80}},
+            "engine": {"quantization": "int8-weight-only"},
+        }
+    )
+    plan = plan_spec(spec, resolve_model(spec.model), releases=FUTURE)
+    assert plan.mode == "engine" and plan.image.endswith(":26.07-trtllm-python-py3")
+    assert any("kept" in w and "26.08" in w for w in plan.warnings), plan.warnings
+    assert "int8-weight-only" in (plan.backend_reason or "")
+
+
+# --- llmapi mode gets what engine mode has ----------------------------------------------------
+
+
+def test_llmapi_plan_counts_cuda_graphs_and_sizes_them_from_the_batch() -> None:
+    engine = plan_for("01-ai/Yi-34B-Chat")
+    llmapi = plan_for("01-ai/Yi-34B-Chat", engine={"mode": "llmapi"})
+    assert llmapi.cuda_graph_batch_sizes == (1, 2, 4, 8, 16, 32, 64) and llmapi.chunked_prefill
+    assert engine.cuda_graph_batch_sizes == () and not engine.chunked_prefill
+    arch = resolve_model(parse_spec({"model": {"source": "hf://01-ai/Yi-34B-Chat"}}).model).arch
+    graphs = mem.cuda_graph_pool_bytes(arch, "bfloat16", 1, 64)
+    assert graphs > 0
+    assert llmapi.reserve_per_gpu_gib == pytest.approx(
+        engine.reserve_per_gpu_gib + graphs / mem.GIB, abs=0.1
+    )
+    assert llmapi.kv_cache_tokens < engine.kv_cache_tokens + 5000
+    assert mem.cuda_graph_batch_sizes(48) == (1, 2, 4, 8, 16, 32, 48)
+
+
+@pytest.mark.parametrize(
+    ("source", "engine", "quant", "kv"),
+    [
+        pytest.param("01-ai/Yi-34B-Chat-4bits", {}, "int4-awq", "float16", id="awq-checkpoint"),
+        pytest.param(
+            "01-ai/Yi-34B-Chat", {"quantization": "fp8"}, "fp8", "bfloat16", id="fp8-weights"
+        ),
+        pytest.param(
+            "01-ai/Yi-34B-Chat", {"kvCacheDtype": "fp8"}, "none", "fp8", id="fp8-kv-cache"
+        ),
+    ],
+)
+def test_llmapi_mode_serves_quantized_weights_and_an_fp8_kv_cache(
+    source: str, engine: dict[str, Any], quant: str, kv: str
+) -> None:
+    plan = plan_for(
+        source, {"product": "NVIDIA-H100-80GB-HBM3"}, engine={**engine, "mode": "llmapi"}
+    )
+    assert (plan.mode, plan.quantization, plan.kv_cache_dtype) == ("llmapi", quant, kv)

@@ -563,3 +563,174 @@ def test_telechat_keeps_tritonserver_because_its_tokenizer_is_code() -> None:
     assert not plan.openai_frontend and "own code" in plan.openai_frontend_reason
     dep = serving(children)["Deployment"]
     assert dep["spec"]["template"]["spec"]["containers"][0]["command"] == ["tritonserver"]
+
+
+# --- llmapi mode: start-up caches on the volume, the checkpoint verified by the Job ----------
+
+
+def test_llmapi_pods_persist_start_up_caches_under_the_runtime_key() -> None:
+    plan, children = children_for(yi(engine={"mode": "llmapi"}))
+    assert plan.mode == "llmapi" and plan.runtime_cache_key
+    pod = serving(children)["Deployment"]["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "runtime-cache")
+    assert mount == {
+        "name": "runtime-cache",
+        "mountPath": "/runtime-cache",
+        "subPath": f"runtime/{plan.runtime_cache_key}",
+    }
+    # Writable, unlike the rest of the cache volume, which the pods only read.
+    volume = next(v for v in pod["volumes"] if v["name"] == "runtime-cache")
+    cache = next(v for v in pod["volumes"] if v["name"] == "cache")
+    assert (
+        volume["persistentVolumeClaim"]["claimName"] == cache["persistentVolumeClaim"]["claimName"]
+    )
+    assert "readOnly" not in volume["persistentVolumeClaim"]
+    assert cache["persistentVolumeClaim"]["readOnly"] is True
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["TLLM_AUTOTUNER_CACHE_PATH"] == "/runtime-cache/autotuner.cache"
+    assert env["TORCHINDUCTOR_CACHE_DIR"].startswith("/runtime-cache/")
+    # Engine mode compiles nothing at start-up: no such mount.
+    engine_plan, engine_children = children_for(yi())
+    assert engine_plan.mode == "engine" and engine_plan.runtime_cache_key is None
+    engine_pod = serving(engine_children)["Deployment"]["spec"]["template"]["spec"]
+    assert all(v["name"] != "runtime-cache" for v in engine_pod["volumes"])
+
+
+def test_runtime_key_follows_what_start_up_compiles_for() -> None:
+    base = children_for(yi(engine={"mode": "llmapi"}))[0]
+    same = children_for(yi(engine={"mode": "llmapi"}, serving={"replicas": 3}))[0]
+    batch = children_for(yi(engine={"mode": "llmapi", "maxBatchSize": 8}))[0]
+    gpu = children_for(
+        yi(engine={"mode": "llmapi"}, resources={"gpu": {"product": "NVIDIA-H100-80GB-HBM3"}})
+    )[0]
+    assert base.runtime_cache_key == same.runtime_cache_key
+    assert len({base.runtime_cache_key, batch.runtime_cache_key, gpu.runtime_cache_key}) == 3
+    assert batch.cuda_graph_batch_sizes == (1, 2, 4, 8)
+
+
+def _checkpoint(root: Path, *, config: dict[str, Any], files: tuple[str, ...]) -> Path:
+    root.mkdir()
+    (root / "config.json").write_text(json.dumps(config))
+    for name in files:
+        (root / name).write_text("x")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("config", "files", "quantized", "error"),
+    [
+        pytest.param(
+            {"architectures": ["LlamaForCausalLM"]},
+            ("model.safetensors", "tokenizer.json"),
+            False,
+            None,
+            id="hf-checkpoint",
+        ),
+        pytest.param(
+            {"architectures": ["LlamaForCausalLM"], "quantization_config": {"quant_method": "awq"}},
+            ("model.safetensors", "tokenizer.model"),
+            True,
+            None,
+            id="awq-checkpoint",
+        ),
+        pytest.param(
+            {"architectures": ["LlamaForCausalLM"]},
+            ("model.safetensors", "tokenizer.json"),
+            True,
+            "no quantization_config",
+            id="quantized-without-config",
+        ),
+        pytest.param(
+            {"architecture": "LlamaForCausalLM", "quantization": {}},
+            ("rank0.safetensors", "tokenizer.json"),
+            False,
+            "names no architectures",
+            id="tensorrt-llm-checkpoint",
+        ),
+        pytest.param(
+            {"architectures": ["LlamaForCausalLM"]},
+            ("tokenizer.json",),
+            False,
+            "no weights",
+            id="no-weights",
+        ),
+    ],
+)
+def test_job_verifies_the_checkpoint_the_llm_api_loads(
+    tmp_path: Path,
+    config: dict[str, Any],
+    files: tuple[str, ...],
+    quantized: bool,
+    error: str | None,
+) -> None:
+    import subprocess
+    import sys
+
+    from chatmodel_operator.render.build_commands import verify_script
+
+    root = _checkpoint(tmp_path / "ckpt", config=config, files=files)
+    line = verify_script(str(root), quantized=quantized, tokenizer=True)
+    assert line.startswith("python3 ")
+    run = subprocess.run(
+        ["bash", "-c", sys.executable + line.removeprefix("python3")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if error is None:
+        assert run.returncode == 0 and "verified" in run.stdout, run.stdout + run.stderr
+    else:
+        assert run.returncode == 4 and error in run.stdout, run.stdout + run.stderr
+
+
+def test_llmapi_job_verifies_before_marking_the_key_complete() -> None:
+    script = build_script(
+        {"model": {"source": "hf://01-ai/Yi-34B-Chat-4bits"}, "engine": {"mode": "llmapi"}}
+    )
+    verify, complete = script.index("cannot be served"), script.index("/.complete")
+    assert verify < complete
+
+
+SEEDS_ON_NEWEST = [
+    pytest.param("SUSTech/SUS-Chat-34B", "trtllm-python-py3", {}, id="sus-chat"),
+    pytest.param("01-ai/Yi-34B-Chat", "trtllm-python-py3", {}, id="yi"),
+    pytest.param(
+        "Tele-AI/TeleChat-52B", "trtllm-python-py3", {"trustRemoteCode": True}, id="telechat"
+    ),
+    pytest.param("xverse/XVERSE-7B-Chat", "vllm-python-py3", {}, id="xverse"),
+]
+
+
+@pytest.mark.parametrize(("source", "flavour", "model"), SEEDS_ON_NEWEST)
+def test_seed_models_render_on_the_newest_release(
+    source: str, flavour: str, model: dict[str, Any]
+) -> None:
+    from chatmodel_operator.catalog.triton_releases import RELEASES
+    from chatmodel_operator.plan.image import ngc_image
+    from chatmodel_operator.triton import build_repository_for
+
+    image = ngc_image(RELEASES[-1].release, flavour)
+    spec = parse_spec(
+        {
+            "model": {"source": f"hf://{source}", **model},
+            "resources": {"gpu": {"product": "NVIDIA-H100-80GB-HBM3", "count": 4}},
+            "engine": {"image": image},
+        }
+    )
+    info = resolve_model(spec.model)
+    plan = plan_spec(spec, info)
+    assert plan.fits and plan.image == image and plan.mode != "engine", plan.reason
+    repo = build_repository_for(spec=spec, plan=plan, model=info)
+    children = render_children(
+        name="seed", namespace="ns", uid="u", spec=spec, plan=plan, repository=repo
+    )
+    for obj in children.all():
+        validate(obj)
+    assert all(
+        c["image"] == image
+        for o in children.all()
+        if o["kind"] in ("Deployment", "Job")
+        for c in o["spec"]["template"]["spec"]["containers"]
+    )

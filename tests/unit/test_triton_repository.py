@@ -48,6 +48,9 @@ SETTINGS = Settings(
     dtype="bfloat16",
     engine_key="0123abcd",
     preprocessing_instances=4,
+    kv_cache_dtype="fp8",
+    cuda_graph_batch_sizes=(1, 2, 4, 8, 16, 32, 64),
+    chunked_prefill=True,
 )
 
 
@@ -161,6 +164,12 @@ def test_llmapi_yaml_and_vllm_json_come_from_the_plan() -> None:
         "free_gpu_memory_fraction": 0.85,
         "enable_block_reuse": True,
         "max_tokens": 20480,
+        "dtype": "fp8",
+    }
+    assert llm["enable_chunked_prefill"] is True
+    assert llm["cuda_graph_config"] == {
+        "batch_sizes": [1, 2, 4, 8, 16, 32, 64],
+        "enable_padding": True,
     }
     assert llm["triton_config"] == {"max_batch_size": 64, "decoupled": True}
     vllm = json.loads(_repo("vllm")[PurePosixPath("vllm_model/1/model.json")])

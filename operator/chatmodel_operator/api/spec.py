@@ -25,7 +25,7 @@ SHORT_NAME = "chm"
 
 Family = Literal["auto", "sus-chat", "yi-chat", "telechat", "xverse", "llama", "chatml"]
 Backend = Literal["auto", "tensorrt-llm", "vllm", "python"]
-EngineMode = Literal["engine", "llmapi"]
+EngineMode = Literal["auto", "engine", "llmapi"]
 DType = Literal["auto", "bfloat16", "float16"]
 Quantization = Literal[
     "auto",
@@ -97,9 +97,11 @@ class EngineSpec(_Model):
     """Triton backend: tensorrt-llm, vllm or python; auto picks the best one that supports the
     architecture.
     """
-    mode: EngineMode = "engine"
+    mode: EngineMode = "auto"
     """For tensorrt-llm: engine converts the checkpoint and builds a TensorRT engine (TensorRT-LLM
-    1.2); llmapi loads the checkpoint with the PyTorch-backend LLM API, no engine build.
+    1.2 and older); llmapi loads the checkpoint with the PyTorch-backend LLM API, no engine
+    build. auto picks engine only where the image's release ships the engine tools, llmapi
+    otherwise; on an image that is not an NGC release tag, state the mode it carries.
     """
     dtype: DType = "auto"
     """Activation and weight dtype; auto takes the checkpoint's torch_dtype."""
@@ -118,7 +120,9 @@ class EngineSpec(_Model):
     tensor_parallelism: Literal["auto", 1, 2, 4, 8] = "auto"
     """Tensor-parallel size (GPUs one copy of the model spans); auto picks the fewest that fit."""
     image: str | None = Field(default=None, max_length=512)
-    """Triton image; defaults to the NGC image that pairs with the backend and mode."""
+    """Triton image; defaults to the newest NGC release whose contents are documented and that
+    runs the backend and mode (`chatmodel releases` lists them).
+    """
 
 
 class GPUSpec(_Model):
@@ -350,6 +354,10 @@ class PlanStatus(_Model):
     """Backend chosen."""
     mode: str | None = None
     """TensorRT-LLM mode (engine or llmapi) when the backend is tensorrt-llm."""
+    mode_reason: str | None = None
+    """Why this mode: what the image's release carries, or the spec's own choice."""
+    image: str | None = None
+    """The Triton image the pods and the build Job run."""
     backend_reason: str | None = None
     """Why this backend, when it is a fallback."""
     family: str | None = None

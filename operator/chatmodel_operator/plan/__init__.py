@@ -8,6 +8,7 @@ status condition and `chatmodel plan`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,20 +20,26 @@ from chatmodel_operator.catalog.support import (
     QUANT_BY_BACKEND,
     architecture_support,
 )
+from chatmodel_operator.catalog.triton_releases import RELEASES, TritonRelease
 from chatmodel_operator.errors import SpecError, Unsupported
 from chatmodel_operator.plan import memory as mem
 from chatmodel_operator.plan.engine_key import engine_key
 from chatmodel_operator.plan.frontend import decide_openai_frontend
+from chatmodel_operator.plan.image import (
+    RouteCheck,
+    check_route,
+    default_image,
+    default_release,
+    image_facts,
+)
 
 __all__ = ["DEFAULT_IMAGES", "GPUTarget", "Plan", "gpu_target", "plan_model", "plan_spec"]
 
-# Triton images per route: engine mode needs an image whose TensorRT-LLM (1.2.1) still has
-# trtllm-build and the C++ backend (26.07 is the last); the others follow the newest release.
+# Triton images per route when spec.engine.image is unset: the newest release of the table
+# (catalog.triton_releases) whose TensorRT-LLM is documented and that runs the route.
 DEFAULT_IMAGES = {
-    "tensorrt-llm/engine": "nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3",
-    "tensorrt-llm/llmapi": "nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3",
-    "vllm": "nvcr.io/nvidia/tritonserver:26.07-vllm-python-py3",
-    "python": "nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3",
+    route: default_image(route)
+    for route in ("tensorrt-llm/engine", "tensorrt-llm/llmapi", "vllm", "python")
 }
 TP_CHOICES = (1, 2, 4, 8)
 FP8_MIN_CC = (8, 9)
@@ -59,6 +66,7 @@ class Plan:
     reasons: tuple[str, ...]
     backend: str
     mode: str | None
+    mode_reason: str | None
     backend_reason: str | None
     family: str | None
     architecture: str
@@ -85,6 +93,13 @@ class Plan:
     image: str
     trust_remote_code: bool
     prequantized: bool = False
+    cuda_graph_batch_sizes: tuple[int, ...] = ()
+    """llmapi mode: decode batch sizes captured as CUDA graphs (empty: none)."""
+    chunked_prefill: bool = False
+    """llmapi mode: long prompts are prefilled in chunks of max_num_tokens."""
+    runtime_cache_key: str | None = None
+    """llmapi mode: hash of what the LLM API compiles and tunes at start-up; names the cache
+    directory those caches persist in."""
     openai_frontend: bool = False
     """The pods run Triton's OpenAI frontend (/v1 next to KServe); else plain tritonserver."""
     openai_frontend_reason: str = ""
@@ -106,6 +121,8 @@ class Plan:
             "reason": self.reason,
             "backend": self.backend,
             "mode": self.mode,
+            "modeReason": self.mode_reason,
+            "image": self.image,
             "backendReason": self.backend_reason,
             "family": self.family,
             "architecture": self.architecture,
@@ -237,33 +254,133 @@ def _route_problem(route: str, model: ModelInfo, quant: str, kv_dtype: str) -> s
     return None
 
 
-_ROUTE_FIX = {
-    "tensorrt-llm/engine": "set engine.backend to auto",
-    "tensorrt-llm/llmapi": "set engine.backend to auto",
-    "vllm": "set engine.backend to auto",
-    "python": "set engine.backend to auto",
-}
+@dataclass(frozen=True)
+class _Route:
+    route: str
+    image: str
+    mode_reason: str | None  # why this TensorRT-LLM mode, for tensorrt-llm routes
+    note: str | None = None  # why the default image is not the newest release
+
+
+def _mode_reason(route: str, check: RouteCheck, explicit: bool) -> str:
+    mode = route.split("/")[1]
+    if explicit:
+        trusted = "" if check.ok else " (trusted: " + check.reason + ")"
+        return f"spec.engine.mode is {mode}{trusted}"
+    return f"{check.reason}: {mode} mode"
+
+
+def _explicit_mode_check(spec: ChatModelSpec, releases: Sequence[TritonRelease]) -> None:
+    """An explicit mode the image is documented (or known) not to run fails here."""
+    e = spec.engine
+    if e.mode == "auto" or e.backend not in ("auto", "tensorrt-llm"):
+        return
+    route = f"tensorrt-llm/{e.mode}"
+    image = e.image or default_image(route, releases)
+    check = check_route(route, image_facts(image, releases))
+    if check.ok is False:
+        other = "llmapi" if e.mode == "engine" else "engine"
+        best = default_image(route, releases)
+        raise Unsupported(
+            "spec.engine.mode",
+            f"{e.mode} mode cannot run on spec.engine.image {image}: {check.reason}",
+            f"set engine.mode to auto or {other}, or engine.image to {best} (the newest "
+            f"release documented to run {e.mode} mode)",
+        )
+
+
+def _candidates(spec: ChatModelSpec, releases: Sequence[TritonRelease]) -> list[_Route]:
+    """Routes to try in order, each with the image it would run and why that mode."""
+    e = spec.engine
+    trt: list[_Route] = []
+    skipped: str | None = None  # why auto passed over engine mode on this image
+    if e.backend in ("auto", "tensorrt-llm"):
+        modes = ["engine", "llmapi"] if e.mode == "auto" else [e.mode]
+        if e.mode == "auto" and e.image is None:
+            newest = default_release("tensorrt-llm/llmapi", releases)
+            engine_rel = default_release("tensorrt-llm/engine", releases)
+            if engine_rel.release != newest.release:
+                # The newest release lost the engine path: llmapi there first, engine mode on
+                # the older release only for what llmapi cannot serve.
+                modes = ["llmapi", "engine"]
+        for mode in modes:
+            route = f"tensorrt-llm/{mode}"
+            image = e.image or default_image(route, releases)
+            facts = image_facts(image, releases)
+            check = check_route(route, facts)
+            explicit = e.mode != "auto"
+            if not facts.ngc and not explicit:
+                # A custom build: auto cannot tell whether it has trtllm-build; the LLM API is
+                # TensorRT-LLM's surviving path.
+                if mode == "engine":
+                    continue
+                reason = (
+                    f"{image} is not an NGC release tag, so auto cannot tell whether it has "
+                    "the engine tools: llmapi mode (set spec.engine.mode to engine if it has)"
+                )
+                trt.append(_Route(route, image, reason))
+                continue
+            if check.ok is False and not explicit:
+                skipped = skipped or check.reason
+                continue
+            note = None
+            if e.image is None and mode == "engine" and modes[0] == "llmapi":
+                newest_image = default_image("tensorrt-llm/llmapi", releases)
+                note = (
+                    f"kept {image} for engine mode, which {newest_image} does not carry and "
+                    "this model needs"
+                )
+            reason = _mode_reason(route, check, explicit)
+            if skipped and mode == "llmapi":
+                reason = f"{skipped}: llmapi mode"
+            trt.append(_Route(route, image, reason, note))
+    others: list[str] = []
+    if e.backend == "auto":
+        others = ["vllm", "python"]
+    elif e.backend in ("vllm", "python"):
+        others = [e.backend]
+    for route in others:
+        image = e.image or default_image(route, releases)
+        check = check_route(route, image_facts(image, releases))
+        if check.ok is False:
+            if e.backend == "auto":
+                continue
+            raise Unsupported(
+                "spec.engine.image",
+                f"engine.backend {route} cannot run on {image}: {check.reason}",
+                f"set engine.image to {default_image(route, releases)} or leave it unset",
+            )
+        trt.append(_Route(route, image, None))
+    return trt
 
 
 def _choose_route(
-    spec: ChatModelSpec, model: ModelInfo, quant: str, kv_dtype: str
-) -> tuple[str, str | None]:
+    spec: ChatModelSpec,
+    model: ModelInfo,
+    quant: str,
+    kv_dtype: str,
+    releases: Sequence[TritonRelease] = RELEASES,
+) -> tuple[_Route, str | None]:
     e = spec.engine
-    trt = f"tensorrt-llm/{e.mode}"
-    if e.backend == "auto":
-        candidates = [trt, "vllm", "python"]
-    elif e.backend == "tensorrt-llm":
-        candidates = [trt]
-    else:
-        candidates = [e.backend]
+    _explicit_mode_check(spec, releases)
+    candidates = _candidates(spec, releases)
+    if not candidates:
+        image = e.image or "the default image"
+        raise Unsupported(
+            "spec.engine.image",
+            f"no backend this operator drives runs on {image}",
+            "use an NGC -trtllm-python-py3 or -vllm-python-py3 image, or leave engine.image unset",
+        )
     rejected: list[str] = []
-    for route in candidates:
-        problem = _route_problem(route, model, quant, kv_dtype)
+    for cand in candidates:
+        problem = _route_problem(cand.route, model, quant, kv_dtype)
         if problem is None:
             note = None
             if rejected:
-                note = "; ".join(rejected) + f"; serving with {route.split('/')[0]} instead"
-            return route, note
+                backend = cand.route.split("/")[0]
+                mode = f" ({cand.route.split('/')[1]})" if "/" in cand.route else ""
+                note = "; ".join(rejected) + f"; serving with {backend}{mode} instead"
+            return cand, note
         rejected.append(problem)
     if e.backend == "auto":
         raise Unsupported(
@@ -272,9 +389,10 @@ def _choose_route(
             "use engine.quantization auto or none",
         )
     # Explicit choice: say why, and what auto would pick.
+    tried = {c.route for c in candidates}
     alternative = None
-    for route in (trt, "tensorrt-llm/llmapi", "vllm", "python"):
-        if route not in candidates and _route_problem(route, model, quant, kv_dtype) is None:
+    for route in ("tensorrt-llm/engine", "tensorrt-llm/llmapi", "vllm", "python"):
+        if route not in tried and _route_problem(route, model, quant, kv_dtype) is None:
             alternative = route
             break
     fix = (
@@ -340,7 +458,10 @@ def _size(
     w = mem.weights_per_gpu_bytes(
         a, quant, dtype, tp, replicated_embedding=route == "tensorrt-llm/engine", group_size=group
     )
-    r = mem.reserve_per_gpu_bytes(a, dtype, tp, max_num_tokens, max_batch)
+    if route == "tensorrt-llm/llmapi":
+        r = mem.pytorch_backend_reserve_bytes(a, dtype, tp, max_num_tokens, max_batch)
+    else:
+        r = mem.reserve_per_gpu_bytes(a, dtype, tp, max_num_tokens, max_batch)
     kv_tok = mem.kv_bytes_per_token_per_gpu(a, kv_dtype, tp)
     free = gpu.memory_gib * mem.GIB - w - r
     tokens = int(max(0.0, free) * mem.KV_CACHE_FRACTION // kv_tok)
@@ -371,14 +492,17 @@ def plan_spec(
     *,
     gpu_memory_gib: float | None = None,
     gpu_product: str | None = None,
+    releases: Sequence[TritonRelease] = RELEASES,
 ) -> Plan:
     """Plan one ChatModel. Raises SpecError/Unsupported for impossible explicit choices;
-    returns a Plan with fits=False (and the numbers) when nothing fits."""
+    returns a Plan with fits=False (and the numbers) when nothing fits. ``releases`` is the
+    table of NGC releases the image is judged by (tests pass their own)."""
     gpu = gpu_target(spec, memory_gib=gpu_memory_gib, product=gpu_product)
     quant = _resolve_quantization(spec, model, gpu)
     dtype = _resolve_dtype(spec, model, gpu, quant)
     kv_dtype = _resolve_kv_dtype(spec, dtype, gpu)
-    route, backend_note = _choose_route(spec, model, quant, kv_dtype)
+    chosen_route, backend_note = _choose_route(spec, model, quant, kv_dtype, releases)
+    route, image = chosen_route.route, chosen_route.image
     max_in, max_out = _lengths(spec, model)
     seq = max_in + max_out
     max_batch = spec.engine.max_batch_size
@@ -452,11 +576,32 @@ def plan_spec(
             "maxOutputLength": max_out,
             "maxBatchSize": max_batch,
             "maxNumTokens": max_num_tokens,
-            "image": spec.engine.image or DEFAULT_IMAGES[route],
+            "image": image,
             "gpu": gpu.arch_tag,
         }
     fraction = round(mem.KV_CACHE_FRACTION, 2)
-    image = spec.engine.image or DEFAULT_IMAGES[route]
+    graphs: tuple[int, ...] = ()
+    runtime_key = None
+    if route == "tensorrt-llm/llmapi":
+        graphs = mem.cuda_graph_batch_sizes(max_batch)
+        runtime_key = engine_key(
+            {
+                "route": route,
+                "image": image,
+                "gpu": gpu.arch_tag,
+                "tp": best.tp,
+                "dtype": dtype,
+                "quantization": quant,
+                "kvCacheDtype": kv_dtype,
+                "maxBatchSize": max_batch,
+                "maxNumTokens": max_num_tokens,
+                "maxSequenceLength": seq,
+                "cudaGraphBatchSizes": list(graphs),
+                "source": spec.model.source,
+            }
+        )
+    if chosen_route.note:
+        warnings.append(chosen_route.note)
     openai = decide_openai_frontend(
         mode=spec.serving.openai, image=image, tokenizer_remote_code=model.tokenizer_remote_code
     )
@@ -467,6 +612,7 @@ def plan_spec(
         reasons=tuple(reasons),
         backend=route.split("/")[0],
         mode=route.split("/")[1] if "/" in route else None,
+        mode_reason=chosen_route.mode_reason,
         backend_reason=backend_note,
         family=model.family.name if model.family else None,
         architecture=a.architecture,
@@ -493,6 +639,9 @@ def plan_spec(
         image=image,
         trust_remote_code=spec.model.trust_remote_code,
         prequantized=a.pre_quantization is not None,
+        cuda_graph_batch_sizes=graphs,
+        chunked_prefill=route == "tensorrt-llm/llmapi",
+        runtime_cache_key=runtime_key,
         openai_frontend=openai.enabled,
         openai_frontend_reason=openai.reason,
         warnings=tuple(warnings),

@@ -10,14 +10,17 @@ but /v1.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from chatmodel_operator.catalog.triton_releases import RELEASES, find_release
+from chatmodel_operator.catalog.triton_releases import release_text as _release
 from chatmodel_operator.errors import Unsupported
+from chatmodel_operator.plan.image import image_facts
 
 __all__ = [
     "FRONTEND_FLAGS",
     "FRONTEND_SHIPPED",
+    "REQUIRED_FLAGS",
     "OpenAIDecision",
     "decide_openai_frontend",
     "triton_release",
@@ -26,12 +29,11 @@ __all__ = [
 # NGC tritonserver images ship the frontend from 24.12 (server v2.53: build.py installs
 # python/openai and its requirements into every image it builds).
 FRONTEND_SHIPPED = (24, 12)
-# The frontend of 24.12 takes neither --chat-template (server PR #8134, April 2025) nor
-# --default-max-tokens (later, with max_completion_tokens, PR #8226 of May 2025). Auto starts
-# with the first release we are sure carries both, with a margin for the monthly branch cut.
-FRONTEND_FLAGS = (25, 8)
-# NGC release tags: YY.MM, then the flavour (-py3, -trtllm-python-py3, -vllm-python-py3 ...).
-_RELEASE_TAG = re.compile(r"^(\d{2})\.(\d{2})(?:-[A-Za-z0-9._-]+)?$")
+# The flags the operator passes. Which release's frontend takes them is in the table of
+# releases (catalog.triton_releases): --chat-template from 25.05, --default-max-tokens from 25.08.
+REQUIRED_FLAGS = ("--chat-template", "--default-max-tokens")
+# The first release whose frontend takes both (25.08).
+FRONTEND_FLAGS = next(r.release for r in RELEASES if r.takes_flags(*REQUIRED_FLAGS))
 
 
 @dataclass(frozen=True)
@@ -45,18 +47,7 @@ def triton_release(image: str) -> tuple[int, int] | None:
     """(year, month) of a tritonserver image tagged like NGC's (``.../tritonserver:25.08-...``,
     from any registry or mirror, digest allowed); None for anything else, which could be any
     build."""
-    reference = image.split("@", 1)[0]
-    name, colon, tag = reference.rpartition(":")
-    if not colon or "/" in tag:  # no tag: the colon, if any, was a registry's port
-        return None
-    if name.rsplit("/", 1)[-1] != "tritonserver":
-        return None
-    m = _RELEASE_TAG.match(tag)
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-def _release(r: tuple[int, int]) -> str:
-    return f"{r[0]:02d}.{r[1]:02d}"
+    return image_facts(image).release
 
 
 def decide_openai_frontend(
@@ -70,6 +61,8 @@ def decide_openai_frontend(
     if mode == "Disabled":
         return OpenAIDecision(False, "spec.serving.openai is Disabled: plain tritonserver")
     release = triton_release(image)
+    row = find_release(release) if release else None
+    flags = ", ".join(REQUIRED_FLAGS)
     if mode == "Enabled":
         if release is not None and release < FRONTEND_SHIPPED:
             raise Unsupported(
@@ -88,10 +81,10 @@ def decide_openai_frontend(
                 "serve this model)",
             )
         warning = None
-        if release is not None and release < FRONTEND_FLAGS:
+        if row is not None and row.takes_flags(*REQUIRED_FLAGS) is False:
             warning = (
-                f"spec.serving.openai is Enabled on {image}: frontends before "
-                f"{_release(FRONTEND_FLAGS)} may not take --chat-template or --default-max-tokens"
+                f"spec.serving.openai is Enabled on {image}: the frontend of "
+                f"{_release(row.release)} does not take {flags}, which the pods pass"
             )
         return OpenAIDecision(True, "spec.serving.openai is Enabled", warning)
     if release is None:
@@ -101,11 +94,25 @@ def decide_openai_frontend(
             "OpenAI frontend cannot be told: plain tritonserver (spec.serving.openai: Enabled "
             "runs the frontend)",
         )
-    if release < FRONTEND_FLAGS:
+    if release < FRONTEND_SHIPPED:
         return OpenAIDecision(
             False,
-            f"{image} is older than {_release(FRONTEND_FLAGS)}, whose OpenAI frontend is the "
-            "first to take --chat-template and --default-max-tokens: plain tritonserver",
+            f"{image} is older than {_release(FRONTEND_SHIPPED)}, the first release that ships "
+            "Triton's OpenAI frontend: plain tritonserver",
+        )
+    takes = row.takes_flags(*REQUIRED_FLAGS) if row is not None else None
+    if takes is None:
+        return OpenAIDecision(
+            False,
+            f"the flags of {_release(release)}'s OpenAI frontend are not documented, so whether "
+            f"it takes {flags} cannot be told: plain tritonserver (spec.serving.openai: "
+            "Enabled runs the frontend)",
+        )
+    if not takes:
+        return OpenAIDecision(
+            False,
+            f"the OpenAI frontend of {_release(release)} does not take {flags} ("
+            f"{_release(FRONTEND_FLAGS)} is the first that does): plain tritonserver",
         )
     if tokenizer_remote_code is None:
         return OpenAIDecision(
@@ -120,4 +127,6 @@ def decide_openai_frontend(
             "the tokenizer is the checkpoint's own code, which Triton's OpenAI frontend never "
             "runs: plain tritonserver",
         )
-    return OpenAIDecision(True, f"NGC release {_release(release)} ships Triton's OpenAI frontend")
+    return OpenAIDecision(
+        True, f"NGC release {_release(release)} ships Triton's OpenAI frontend, taking {flags}"
+    )

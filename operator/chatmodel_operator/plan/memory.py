@@ -93,6 +93,42 @@ def reserve_per_gpu_bytes(
     return RUNTIME_RESERVE_BYTES + workspace_bytes(arch, dtype, tp, max_num_tokens, max_batch_size)
 
 
+def cuda_graph_batch_sizes(max_batch_size: int) -> tuple[int, ...]:
+    """Decode batch sizes llmapi mode captures CUDA graphs for: powers of two up to the plan's
+    batch, and the batch itself (with padding on, a batch rounds up to the next size)."""
+    sizes = [1]
+    while sizes[-1] * 2 < max_batch_size:
+        sizes.append(sizes[-1] * 2)
+    if sizes[-1] != max_batch_size:
+        sizes.append(max_batch_size)
+    return tuple(sizes)
+
+
+def cuda_graph_pool_bytes(arch: Architecture, dtype: str, tp: int, max_graph_batch: int) -> int:
+    """GPU memory the PyTorch backend's decode CUDA graphs hold, on one GPU.
+
+    TensorRT-LLM's CUDA graph runner captures every graph into one memory pool, handing the
+    pool of each capture to the next (``torch.cuda.graph(graph, pool=self.memory_pool)``, then
+    ``self.memory_pool = graph.pool()``, tensorrt_llm/_torch/pyexecutor/cuda_graph_runner.py),
+    so the pool is as large as the largest capture: one decode step of ``max_graph_batch``
+    tokens, its activations and its fp32 logits. The backend's start-up profiling counts it
+    as memory "used outside torch (e.g., NCCL and CUDA graphs)" before it sizes the KV cache
+    (KvCacheCreator.estimate_max_tokens, tensorrt_llm/_torch/pyexecutor/_util.py).
+    """
+    return workspace_bytes(arch, dtype, tp, max_graph_batch, max_graph_batch)
+
+
+def pytorch_backend_reserve_bytes(
+    arch: Architecture, dtype: str, tp: int, max_num_tokens: int, max_batch_size: int
+) -> int:
+    """llmapi mode's reserve on one GPU: the runtime reserve, the activations of the backend's
+    profiling step (max_num_tokens of context at once, which is what it measures as its
+    activation peak before sizing the KV cache: KvCacheCreator.estimate_max_tokens) and the
+    CUDA graph pool."""
+    graphs = cuda_graph_pool_bytes(arch, dtype, tp, max(cuda_graph_batch_sizes(max_batch_size)))
+    return reserve_per_gpu_bytes(arch, dtype, tp, max_num_tokens, max_batch_size) + graphs
+
+
 def estimate_total_bytes(
     arch: Architecture,
     *,

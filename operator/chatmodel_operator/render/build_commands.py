@@ -11,8 +11,11 @@ from __future__ import annotations
 import shlex
 
 from chatmodel_operator.catalog.source import Source
+from chatmodel_operator.plan.image import default_release
 from chatmodel_operator.render.paths import CachePaths
 
+# Named when an image turns out to lack the engine tools.
+_LAST_ENGINE_RELEASE = default_release("tensorrt-llm/engine").name
 # Where the Triton TensorRT-LLM image keeps TensorRT-LLM's examples; overridable by env.
 DEFAULT_EXAMPLES_DIR = "/app/examples"
 
@@ -99,7 +102,9 @@ def engine_build_script(
         '[ -f "$d/convert_checkpoint.py" ] && CONVERT="$d/convert_checkpoint.py" && break; done',
         '[ -n "$CONVERT" ] || { echo "convert_checkpoint.py not found under $EXAMPLES: '
         "this image has no TensorRT-LLM engine tools "
-        '(Triton 26.07 is the last with them)"; exit 3; }',
+        f"({_LAST_ENGINE_RELEASE} is the newest Triton release documented with them: "
+        'chatmodel releases)"; '
+        "exit 3; }",
         f"rm -rf {_q(tmp)} && mkdir -p {_q(tmp)}",
     ]
     if calibrate:
@@ -178,11 +183,48 @@ def engine_build_script(
     return "\n".join(lines)
 
 
+# What the LLM API will load, checked before the key is marked complete: a Hugging Face
+# checkpoint (config.json with "architectures"; a TensorRT-LLM checkpoint has "architecture"),
+# weights, the tokenizer, and for quantized weights the quantization config the LLM API reads
+# (quantization_config in config.json, or ModelOpt's hf_quant_config.json).
+VERIFY_CHECKPOINT = """\
+import glob, json, os, sys
+d, want_quant, want_tokenizer = sys.argv[1], sys.argv[2] == "1", sys.argv[3] == "1"
+problems = []
+path = os.path.join(d, "config.json")
+if not os.path.isfile(path):
+    problems.append("no config.json")
+else:
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    if "architectures" not in cfg:
+        problems.append("config.json names no architectures (not a Hugging Face checkpoint)")
+    quant = "quantization_config" in cfg or os.path.isfile(os.path.join(d, "hf_quant_config.json"))
+    if want_quant and not quant:
+        problems.append("no quantization_config in config.json and no hf_quant_config.json")
+if not (glob.glob(os.path.join(d, "*.safetensors")) or glob.glob(os.path.join(d, "*.bin"))):
+    problems.append("no weights (*.safetensors or *.bin)")
+names = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+if want_tokenizer and not any(os.path.isfile(os.path.join(d, n)) for n in names):
+    problems.append("no tokenizer files")
+if problems:
+    print(f"checkpoint {d} cannot be served: " + "; ".join(problems), flush=True)
+    sys.exit(4)
+print(f"checkpoint {d} verified", flush=True)
+"""
+
+
+def verify_script(checkpoint: str, *, quantized: bool, tokenizer: bool) -> str:
+    """One shell line that fails the Job (exit 4) when ``checkpoint`` cannot be served."""
+    return _q("python3", "-c", VERIFY_CHECKPOINT, checkpoint, int(quantized), int(tokenizer))
+
+
 def llmapi_prepare_script(
     *, paths: CachePaths, quantization: str, dtype: str, prequantized: bool
 ) -> str:
     """llmapi mode loads the checkpoint directly; only an FP8 request without an FP8 checkpoint
-    needs ModelOpt to write a quantized Hugging Face checkpoint first."""
+    needs ModelOpt to write a quantized Hugging Face checkpoint first. Whatever the pods will
+    load is verified before the key is marked complete."""
     eng = paths.engine_root
     lines = ["set -eu", f"mkdir -p {_q(eng)}"]
     if quantization == "fp8" and not prequantized:
@@ -209,6 +251,12 @@ def llmapi_prepare_script(
             "  " + _q("touch", paths.quantized + "/.complete"),
             "fi",
         ]
+        lines.append(verify_script(paths.quantized, quantized=True, tokenizer=False))
+    lines.append(
+        verify_script(
+            paths.checkpoint, quantized=prequantized and quantization != "none", tokenizer=True
+        )
+    )
     lines.append(_q("touch", eng + "/.complete"))
     return "\n".join(lines)
 

@@ -26,9 +26,12 @@ from chatmodel_operator.render.labels import (
 from chatmodel_operator.render.paths import (
     CACHE_MOUNT,
     MODEL_REPOSITORY_MOUNT,
+    RUNTIME_CACHE_ENV,
+    RUNTIME_CACHE_MOUNT,
     SOURCE_MOUNT,
     CachePaths,
     cache_paths,
+    runtime_cache_subpath,
 )
 from chatmodel_operator.signals import SIGNALS
 from chatmodel_operator.triton import configmap_key, triton_openai_frontend_args
@@ -450,6 +453,27 @@ def render_deployment(
         {"name": "model-repository", "mountPath": MODEL_REPOSITORY_MOUNT, "readOnly": True},
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
+    runtime_env: list[dict[str, str]] = []
+    if plan.runtime_cache_key:
+        # The rest of the cache stays read-only; only this key's directory is writable. The
+        # kubelet creates the subPath on first use.
+        c = spec.cache
+        volumes.append(
+            {
+                "name": "runtime-cache",
+                "persistentVolumeClaim": {
+                    "claimName": cache_pvc_name(c.storage_class_name, c.access_mode)
+                },
+            }
+        )
+        mounts.append(
+            {
+                "name": "runtime-cache",
+                "mountPath": RUNTIME_CACHE_MOUNT,
+                "subPath": runtime_cache_subpath(plan.runtime_cache_key),
+            }
+        )
+        runtime_env = [{"name": k, "value": v} for k, v in RUNTIME_CACHE_ENV]
     gpus = plan.gpus_per_replica
     memory_gi = max(16, int(plan.weights_gib * 1.25) + 8)
     env = [
@@ -457,6 +481,7 @@ def render_deployment(
         {"name": "HF_HUB_OFFLINE", "value": "1"},
     ]
     env += [{"name": k, "value": v} for k, v in proc.env]
+    env += runtime_env
     # Both processes serve KServe's health on the HTTP port. The frontend opens it (and /v1)
     # only once every model is loaded, so it is ready exactly when tritonserver would be.
     probe_http = {"path": "/v2/health/ready", "port": "http"}

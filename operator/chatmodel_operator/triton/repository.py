@@ -134,6 +134,9 @@ class Settings:
     kv_cache_reuse: bool = True
     preprocessing_instances: int = 1
     cpu_threads: int = 0  # 0: the engine picks (all cores on CPU)
+    kv_cache_dtype: str = "auto"
+    cuda_graph_batch_sizes: tuple[int, ...] = ()  # llmapi: CUDA graphs for these decode batches
+    chunked_prefill: bool = False  # llmapi: prefill long prompts in max_num_tokens chunks
 
     @classmethod
     def from_plan(cls, spec: ChatModelSpec, plan: Plan) -> Settings:
@@ -153,6 +156,9 @@ class Settings:
             engine_key=plan.engine_key,
             # Tokenizing is quick; more than a few processes only cost memory.
             preprocessing_instances=max(1, min(4, plan.max_batch_size // 16)),
+            kv_cache_dtype=plan.kv_cache_dtype,
+            cuda_graph_batch_sizes=plan.cuda_graph_batch_sizes,
+            chunked_prefill=plan.chunked_prefill,
         )
 
 
@@ -470,14 +476,24 @@ def python_layout(
 
 
 def llmapi_model_yaml(s: Settings, checkpoint_dir: str) -> dict[str, Any]:
-    """Keyword arguments of TensorRT-LLM's ``LLM()`` (PyTorch backend), as in NVIDIA's
-    ``model.yaml``; ``triton_config`` is read by our model, not passed to ``LLM()``."""
+    """Keyword arguments of TensorRT-LLM's ``LLM()`` (PyTorch backend, TensorRT-LLM 1.x), as in
+    NVIDIA's ``model.yaml``; ``triton_config`` is read by our model, not passed to ``LLM()``.
+
+    The plan's numbers reach the LLM API as in engine mode: the KV budget
+    (``kv_cache_config.max_tokens`` caps what ``free_gpu_memory_fraction`` of the memory left
+    after the start-up profiling step would give), the batch and token budget, an FP8 KV cache
+    (``kv_cache_config.dtype``), chunked prefill and the CUDA graphs the memory model counted
+    (``cuda_graph_config``; keys as in TensorRT-LLM 1.0's runtime configuration example).
+    Quantized weights need no key: the LLM API reads the checkpoint's own quantization config
+    (AWQ, GPTQ, ModelOpt FP8)."""
     kv: dict[str, Any] = {
         "free_gpu_memory_fraction": s.kv_cache_free_gpu_mem_fraction,
         "enable_block_reuse": s.kv_cache_reuse,
     }
     if s.kv_cache_tokens:
         kv["max_tokens"] = s.kv_cache_tokens
+    if s.kv_cache_dtype == "fp8":
+        kv["dtype"] = "fp8"
     doc: dict[str, Any] = {
         "model": checkpoint_dir,
         "backend": "pytorch",
@@ -487,9 +503,15 @@ def llmapi_model_yaml(s: Settings, checkpoint_dir: str) -> dict[str, Any]:
         "max_num_tokens": s.max_num_tokens,
         "max_seq_len": s.max_sequence_length,
         "kv_cache_config": kv,
+        "enable_chunked_prefill": s.chunked_prefill,
         "trust_remote_code": s.trust_remote_code,
         "triton_config": {"max_batch_size": s.max_batch_size, "decoupled": True},
     }
+    if s.cuda_graph_batch_sizes:
+        doc["cuda_graph_config"] = {
+            "batch_sizes": list(s.cuda_graph_batch_sizes),
+            "enable_padding": True,
+        }
     if s.dtype in ("bfloat16", "float16"):
         doc["dtype"] = s.dtype
     return doc
