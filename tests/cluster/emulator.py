@@ -46,6 +46,7 @@ RESOURCES: tuple[tuple[str, str, str, str, bool, tuple[str, ...]], ...] = (
     ("batch", "v1", "jobs", "Job", True, ("status",)),
     ("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", True, ("status",)),
     ("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("status",)),
+    ("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ()),
     (
         "apiextensions.k8s.io",
         "v1",

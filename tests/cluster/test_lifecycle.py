@@ -48,6 +48,7 @@ def get(
             "persistentvolumeclaims": ("", "v1"),
             "horizontalpodautoscalers": ("autoscaling", "v2"),
             "servicemonitors": ("monitoring.coreos.com", "v1"),
+            "networkpolicies": ("networking.k8s.io", "v1"),
         }[plural]
     )
     return api.get(group, version, plural, NS, name)
@@ -59,6 +60,7 @@ def names(api: ApiServer, plural: str) -> set[str]:
         "jobs": ("batch", "v1"),
         "horizontalpodautoscalers": ("autoscaling", "v2"),
         "persistentvolumeclaims": ("", "v1"),
+        "networkpolicies": ("networking.k8s.io", "v1"),
     }[plural]
     return {
         o["metadata"]["name"]
@@ -236,6 +238,34 @@ async def test_serving_only_update_never_rebuilds_and_rolls_only_on_template_cha
     assert [c for c in api.calls if c.plural == "jobs" and c.is_write] == jobs_before
     assert status_of(api, "xverse")["engine"]["key"] == key
     assert get(api, "deployments", "xverse-triton")["spec"]["template"] == template
+
+
+async def test_network_policies_follow_the_spec_and_leave_the_pods_alone(
+    api: ApiServer, controllers: Controllers, operator: Operator
+) -> None:
+    api.put(*CM, chatmodel("xverse", SMALL_SPEC))
+    st = await ready(api, "xverse")
+    template = get(api, "deployments", "xverse-triton")["spec"]["template"]
+    assert names(api, "networkpolicies") == set()
+
+    policy = {"enabled": True, "fromNamespaces": ["apps"], "monitoringNamespace": "monitoring"}
+    update_spec(api, "xverse", spec_with(serving__networkPolicy=policy))
+    await wait_for(lambda: names(api, "networkpolicies") == {"xverse-serving", "xverse-build"})
+    await wait_for(lambda: status_of(api, "xverse").get("observedGeneration") == 2)
+    serving = get(api, "networkpolicies", "xverse-serving")
+    assert serving["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "xverse"
+    build = get(api, "networkpolicies", "xverse-build")
+    key = st["engine"]["key"]
+    assert build["spec"]["podSelector"]["matchLabels"]["serving.chatmodel.io/engine-key"] == key
+    # Both stay on the next pass (they share a kind), and the pods did not roll.
+    api.patch_object(*CM, NS, "xverse", [{"op": "add", "path": "/metadata/labels", "value": {}}])
+    await wait_for(lambda: status_of(api, "xverse").get("phase") == "Ready")
+    assert names(api, "networkpolicies") == {"xverse-serving", "xverse-build"}
+    assert get(api, "deployments", "xverse-triton")["spec"]["template"] == template
+
+    update_spec(api, "xverse", spec_with())
+    await wait_for(lambda: names(api, "networkpolicies") == set())
+    assert phase_of(api, "xverse") == "Ready"
 
 
 async def test_engine_update_keeps_old_pods_serving_until_the_new_engine_is_ready(

@@ -10,6 +10,9 @@ from chatmodel_operator.render.labels import source_dir_name
 CACHE_MOUNT = "/cache"
 SOURCE_MOUNT = "/source"  # a pvc:// checkpoint, mounted read-only
 MODEL_REPOSITORY_MOUNT = "/models"
+# The writable emptyDir of every container (the root filesystem is read-only): HOME, TMPDIR
+# and the caches (render.security.WRITABLE_PATHS).
+SCRATCH_MOUNT = "/tmp"
 
 
 @dataclass(frozen=True)
