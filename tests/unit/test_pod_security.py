@@ -6,6 +6,7 @@ token reaches only the download container."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from chatmodel_operator.errors import SpecErrors
 from chatmodel_operator.render.paths import SCRATCH_MOUNT
 from chatmodel_operator.render.security import TRITON_GID, TRITON_UID, WRITABLE_PATHS
 
+REPO = Path(__file__).resolve().parents[2]
 PODS = list(pods())
 BASE = {"model": {"source": "hf://01-ai/Yi-34B-Chat"}, "resources": {"gpu": {"memoryGiB": 80}}}
 
@@ -136,6 +138,13 @@ def test_every_path_variable_points_into_a_writable_volume(pid: str, obj: dict[s
         assert any(env["HF_HOME"].startswith(w + "/") for w in writable)
         if "workingDir" in c:
             assert c["workingDir"] in writable
+
+
+def test_docs_list_every_writable_path_the_pods_set() -> None:
+    doc = (REPO / "docs/security.md").read_text()
+    for p in WRITABLE_PATHS:
+        assert f"| `{p.env}`" in doc, p.env
+    assert "| `HF_HOME`" in doc
 
 
 def test_vllm_pods_get_vllms_cache_variables_and_others_do_not() -> None:
