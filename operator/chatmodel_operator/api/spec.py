@@ -203,7 +203,10 @@ class NetworkPolicySpec(_Model):
     """Namespace of the Prometheus that scrapes the metrics (the metrics port, or the OpenAI
     port's /metrics where the pods run Triton's OpenAI frontend); null lets nobody scrape."""
     build_egress_cidrs: list[str] = Field(
-        default_factory=lambda: ["0.0.0.0/0", "::/0"], min_length=1, max_length=64
+        default_factory=lambda: ["0.0.0.0/0", "::/0"],
+        min_length=1,
+        max_length=64,
+        alias="buildEgressCIDRs",
     )
     """Where the build Job may open HTTPS connections (port 443): the hub, S3 or GCS, or your
     mirror or proxy. DNS is always allowed; nothing else is."""
@@ -216,8 +219,8 @@ class NetworkPolicySpec(_Model):
                 ipaddress.ip_network(cidr)
             except ValueError:
                 raise ValueError(
-                    f"{cidr!r} is not a CIDR (network/prefix with no host bits set); "
-                    "write it as 10.0.0.0/8 or 2001:db8::/32"
+                    f"{cidr!r} is not a CIDR: write a network and prefix length with no host "
+                    "bits set, such as 10.0.0.0/8"
                 ) from None
         return value
 
