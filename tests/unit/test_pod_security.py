@@ -5,12 +5,13 @@ token reaches only the download container."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.pod_security import containers, pod_templates, violations
+from tests.pod_security import BASELINE, containers, pod_templates, violations
 from tests.renders import LAYOUTS, _merge, _render, configurations, layouts_covered, pods
 
 from chatmodel_operator import rbac
@@ -190,3 +191,40 @@ def test_the_operator_cannot_read_secrets_so_no_token_reaches_status_events_or_l
     for verb in ("get", "list", "watch"):
         assert not rbac.allows("", "secrets", verb)
     assert all(rule["resources"] != ["secrets"] for rule in rbac.rules())
+
+
+# --- the checker itself: each control fires on the one thing it forbids --------------------
+
+_C = "containers"
+MUTATIONS: list[tuple[str, str, Any]] = [
+    ("HostProcess", "securityContext.windowsOptions", {"hostProcess": True}),
+    ("Host Namespaces", "hostPID", True),
+    ("Privileged Containers", f"{_C}.securityContext.privileged", True),
+    ("Capabilities (baseline)", f"{_C}.securityContext.capabilities.add", ["SYS_ADMIN"]),
+    ("HostPath Volumes", "volumes", [{"name": "h", "hostPath": {"path": "/"}}]),
+    ("Host Ports", f"{_C}.ports", [{"containerPort": 80, "hostPort": 80}]),
+    ("AppArmor", f"{_C}.securityContext.appArmorProfile", {"type": "Unconfined"}),
+    ("SELinux", "securityContext.seLinuxOptions", {"type": "spc_t"}),
+    ("/proc Mount Type", f"{_C}.securityContext.procMount", "Unmasked"),
+    ("Seccomp (baseline)", f"{_C}.securityContext.seccompProfile", {"type": "Unconfined"}),
+    ("Sysctls", "securityContext.sysctls", [{"name": "kernel.msgmax", "value": "1"}]),
+    ("Volume Types", "volumes", [{"name": "n", "nfs": {"server": "s", "path": "/"}}]),
+    ("Privilege Escalation", f"{_C}.securityContext.allowPrivilegeEscalation", True),
+    ("Running as Non-root", f"{_C}.securityContext.runAsNonRoot", False),
+    ("Running as Non-root user", f"{_C}.securityContext.runAsUser", 0),
+    ("Capabilities (restricted)", f"{_C}.securityContext.capabilities.drop", ["NET_RAW"]),
+]
+
+
+@pytest.mark.parametrize(("control", "path", "value"), MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_each_control_catches_what_it_forbids(control: str, path: str, value: Any) -> None:
+    pod = copy.deepcopy(_pod(BASE))
+    node: Any = pod
+    *parents, leaf = path.split(".")
+    for key in parents:
+        node = node[key][0] if key == _C else node.setdefault(key, {})
+    node[leaf] = value
+    found = violations(pod, level="restricted")
+    assert control in found, found
+    if control in BASELINE:
+        assert control in violations(pod, level="baseline")
