@@ -4,9 +4,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv test unit lint demo generate system-deps bench clean
+.PHONY: venv checkov test unit lint demo generate system-deps bench clean
 
 venv: $(VENV)/.installed
+
+# Checkov, for the security scan tier (tests/checkov): its own venv, since its pinned
+# dependencies conflict with the operator's.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
+checkov: $(CHECKOV_VENV)/.installed
+
+$(CHECKOV_VENV)/.installed: Makefile
+	$(PY) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
+	touch $@
 
 # torch is pinned to the CPU wheel first, so transformers never pulls a CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -28,7 +40,7 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: venv system-deps lint
+test: venv checkov system-deps lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 unit: venv
@@ -53,4 +65,4 @@ bench: venv system-deps
 	$(BIN)/python bench/autoscale.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -22,6 +22,7 @@ from chatmodel_operator.adapters.kube import (
     JOB,
     KOPF_PEERING,
     NAMESPACE,
+    NETWORK_POLICY,
     PDB,
     POD,
     PVC,
@@ -86,6 +87,11 @@ API_USES: tuple[ApiUse, ...] = (
         SERVICE_MONITOR,
         (*_WATCH, *_APPLY, "delete"),
         "Prometheus scraping of Triton (optional CRD)",
+    ),
+    ApiUse(
+        NETWORK_POLICY,
+        (*_WATCH, *_APPLY, "delete"),
+        "serving.networkPolicy: who reaches the Triton pods, where the build Job connects",
     ),
     ApiUse(
         EVENT,

@@ -31,6 +31,7 @@ from chatmodel_operator.adapters.kube import (
     DEPLOYMENT,
     HPA,
     JOB,
+    NETWORK_POLICY,
     OPTIONAL_KINDS,
     PVC,
     SCALED_OBJECT,
@@ -81,7 +82,7 @@ _IN_BETWEEN: frozenset[str] = frozenset({"Pending", "Planning", "BuildingEngine"
 _NO_POD_GRACE_S = 3.0
 _NO_POD_RECHECK_S = 10.0
 # Kinds a pass may delete when the spec no longer asks for them.
-_PRUNABLE = (CONFIGMAP, HPA, SCALED_OBJECT, SERVICE_MONITOR)
+_PRUNABLE = (CONFIGMAP, HPA, SCALED_OBJECT, SERVICE_MONITOR, NETWORK_POLICY)
 
 
 # --- one pass ------------------------------------------------------------------------------
@@ -475,7 +476,7 @@ class _Pass:
                 continue
             if (
                 k in (HPA, SCALED_OBJECT)
-                and _key(DEPLOYMENT) not in applied
+                and _key(DEPLOYMENT, deployment_name(self.name)) not in applied
                 and self.ctx.lookup(DEPLOYMENT, self.namespace, deployment_name(self.name)) is None
             ):
                 # An autoscaler whose target does not exist yet only fails (the HPA controller
@@ -485,7 +486,7 @@ class _Pass:
                 message = f"{k.kind} requested but the {k.group} API is not served; skipped"
                 self._tell_once("MissingCRD", message)
                 continue
-            applied[_key(k)] = await self._apply(k, body, digest)
+            applied[_key(k, body["metadata"]["name"])] = await self._apply(k, body, digest)
         return applied
 
     def _tell_once(self, reason: str, message: str) -> None:
@@ -510,13 +511,13 @@ class _Pass:
         only once no pod can need them: after the rollout to the new engine completed."""
         rolled_out = engine_ready and serving.exists and serving.key == key and not serving.rolling
         for k in _PRUNABLE:
+            wanted = {o.name for o in applied.values() if o.kind == k.kind}
             for obs in list(self.ctx.children.owned_by(k, self.namespace, self.uid)):
-                current = applied.get(_key(k))
                 if k is CONFIGMAP:
                     keep = obs.engine_key in (key, serving.key) or not rolled_out
-                    if keep or (current is not None and current.name == obs.name):
+                    if keep or obs.name in wanted:
                         continue
-                elif current is not None and current.name == obs.name:
+                elif obs.name in wanted:
                     continue
                 await self.ctx.client.delete(k, self.namespace, obs.name, uid=obs.uid)
                 self.ctx.forget_written(k.kind, self.namespace, obs.name)
@@ -724,8 +725,10 @@ SERVICE_KEY = "Service"
 _ERRORS = (("Validated", "False"), ("Planned", "False"), ("EngineBuildFailed", "True"))
 
 
-def _key(k: Kind) -> str:
-    return k.kind
+def _key(k: Kind, name: str) -> str:
+    """Key of an applied child: its kind, and its name too for kinds a ChatModel has several
+    of (the serving and build NetworkPolicies)."""
+    return f"{k.kind}/{name}" if k is NETWORK_POLICY else k.kind
 
 
 # --- the entry point -----------------------------------------------------------------------

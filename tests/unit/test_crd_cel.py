@@ -102,6 +102,31 @@ CASES = [
     ),
     pytest.param({**BASE, "serving": {"grpcPort": 8002}}, False, id="grpc-on-metrics-default"),
     pytest.param({**BASE, "serving": {"openai": "Disabled"}}, True, id="openai-disabled"),
+    pytest.param(
+        {**BASE, "serving": {"securityContext": {"runAsUser": 0}}}, False, id="root-restricted"
+    ),
+    pytest.param(
+        {**BASE, "serving": {"securityContext": {"runAsUser": 0, "podSecurityLevel": "baseline"}}},
+        True,
+        id="root-baseline",
+    ),
+    pytest.param(
+        {**BASE, "serving": {"securityContext": {"runAsUser": 1001, "runAsGroup": 0}}},
+        True,
+        id="custom-uid",
+    ),
+    pytest.param({"model": {"source": "file:///m"}}, True, id="file-no-level"),
+]
+CASES += [
+    pytest.param(
+        {
+            "model": {"source": "file:///m"},
+            "serving": {"securityContext": {"podSecurityLevel": lvl}},
+        },
+        lvl == "privileged",
+        id=f"file-{lvl}",
+    )
+    for lvl in ("restricted", "baseline", "privileged")
 ]
 
 

@@ -13,6 +13,7 @@ from tests.conftest import EXAMPLES, load_example
 
 from chatmodel_operator.api import ChatModelSpec, parse_chatmodel, parse_spec
 from chatmodel_operator.catalog import KNOWN_MODELS, parse_source, resolve_model
+from chatmodel_operator.errors import SpecErrors
 from chatmodel_operator.plan import Plan, plan_spec
 from chatmodel_operator.render import (
     FRONTEND_LABEL,
@@ -734,3 +735,65 @@ def test_seed_models_render_on_the_newest_release(
         if o["kind"] in ("Deployment", "Job")
         for c in o["spec"]["template"]["spec"]["containers"]
     )
+
+
+def test_network_policies_admit_only_the_listed_clients_and_limit_the_build() -> None:
+    plan, children = children_for(
+        {
+            "model": {"source": "hf://01-ai/Yi-34B-Chat"},
+            "resources": {"gpu": {"memoryGiB": 80}},
+            "serving": {
+                "networkPolicy": {
+                    "enabled": True,
+                    "fromNamespaces": ["apps"],
+                    "fromPodLabels": {"app": "ui"},
+                    "buildEgressCIDRs": ["10.20.0.0/16"],
+                }
+            },
+        }
+    )
+    policies = {o["metadata"]["name"]: o for o in children.serving if o["kind"] == "NetworkPolicy"}
+    assert set(policies) == {"m-serving", "m-build"}
+    for obj in policies.values():
+        validate(obj)
+        assert obj["metadata"]["ownerReferences"][0]["kind"] == "ChatModel"
+    serving = policies["m-serving"]["spec"]
+    dep = next(o for o in children.serving if o["kind"] == "Deployment")
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert serving["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    clients, monitoring = serving["ingress"]
+    assert clients["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "apps"}}},
+        {"podSelector": {"matchLabels": {"app": "ui"}}},
+    ]
+    container_ports = {p["name"] for p in dep["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert {p["port"] for p in clients["ports"]} == {"http", "grpc", "openai"} <= container_ports
+    assert {p["port"] for p in monitoring["ports"]} == {"metrics", "openai"}
+    assert monitoring["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"
+    }
+    build = policies["m-build"]["spec"]
+    job_labels = children.build_job["spec"]["template"]["metadata"]["labels"]
+    assert build["podSelector"]["matchLabels"].items() <= job_labels.items()
+    assert build["ingress"] == [] and build["policyTypes"] == ["Ingress", "Egress"]
+    dns, https = build["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53} and "to" not in dns
+    assert https == {
+        "to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}],
+        "ports": [{"protocol": "TCP", "port": 443}],
+    }
+    assert plan.engine_key in json.dumps(build["podSelector"])
+
+
+def test_network_policy_is_opt_in_and_checks_its_cidrs() -> None:
+    _, children = children_for(
+        {"model": {"source": "hf://01-ai/Yi-34B-Chat"}, "resources": {"gpu": {"memoryGiB": 80}}}
+    )
+    assert not any(o["kind"] == "NetworkPolicy" for o in children.all())
+    with pytest.raises(SpecErrors, match=r"buildEgressCIDRs.*10\.0\.0\.1/8.*such as 10\.0\.0\.0/8"):
+        parse_spec(
+            {
+                "model": {"source": "hf://01-ai/Yi-34B-Chat"},
+                "serving": {"networkPolicy": {"enabled": True, "buildEgressCIDRs": ["10.0.0.1/8"]}},
+            }
+        )

@@ -84,6 +84,7 @@ JOB: Final = Kind("Job", "batch", "v1", "jobs")
 DEPLOYMENT: Final = Kind("Deployment", "apps", "v1", "deployments")
 HPA: Final = Kind("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers")
 PDB: Final = Kind("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets")
+NETWORK_POLICY: Final = Kind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies")
 SERVICE_MONITOR: Final = Kind("ServiceMonitor", "monitoring.coreos.com", "v1", "servicemonitors")
 SCALED_OBJECT: Final = Kind("ScaledObject", "keda.sh", "v1alpha1", "scaledobjects")
 CRD: Final = Kind(
@@ -109,6 +110,7 @@ CHILD_KINDS: Final[tuple[Kind, ...]] = (
     HPA,
     SCALED_OBJECT,
     SERVICE_MONITOR,
+    NETWORK_POLICY,
 )
 # Read, never written: the pods of our Jobs and Deployments, for why they do not run.
 WATCHED_KINDS: Final[tuple[Kind, ...]] = (POD,)

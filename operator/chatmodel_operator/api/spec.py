@@ -7,10 +7,19 @@ Field names are camelCase on the wire (aliases) and snake_case in Python.
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from chatmodel_operator.errors import SpecError, SpecErrors
@@ -43,6 +52,9 @@ AutoscalingMetric = Literal["queue-to-compute-ratio", "pending-requests", "kv-ca
 AutoscalingEngine = Literal["hpa", "keda"]
 DeletePolicy = Literal["Retain", "Delete"]
 OpenAIFrontend = Literal["Auto", "Enabled", "Disabled"]
+# The levels of the Pod Security Standards, spelt as the namespace label
+# pod-security.kubernetes.io/enforce spells them.
+PodSecurityLevel = Literal["restricted", "baseline", "privileged"]
 
 SOURCE_PATTERN = r"^(hf://[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(@[A-Za-z0-9._/-]+)?|s3://[a-z0-9.-]+/.+|gs://[a-z0-9._-]+/.+|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.*|file:///.*)$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
@@ -145,6 +157,78 @@ class ResourcesSpec(_Model):
     """GPU product, memory and count."""
 
 
+class SecurityContextSpec(_Model):
+    """Who the serving and build containers run as. Every pod passes the Pod Security Standard
+    restricted by default: non-root, no privilege escalation, every capability dropped, seccomp
+    RuntimeDefault, a read-only root filesystem."""
+
+    run_as_user: int | None = Field(default=None, ge=0, le=2147483647)
+    """UID of every container; defaults to 1000, the triton-server user of NVIDIA's Triton
+    images. Set it for a custom image with another user; 0 (root) needs podSecurityLevel
+    baseline or privileged.
+    """
+    run_as_group: int | None = Field(default=None, ge=0, le=2147483647)
+    """GID of every container; defaults to 1000, the triton-server group of NVIDIA's Triton
+    images."""
+    fs_group: int | None = Field(default=None, ge=0, le=2147483647)
+    """Group that owns the cache volume (applied with fsGroupChangePolicy OnRootMismatch);
+    defaults to runAsGroup."""
+    read_only_root_filesystem: bool = True
+    """Mount the image read-only; every path the servers write to is an emptyDir or the cache
+    volume. false for a custom image that writes elsewhere."""
+    pod_security_level: PodSecurityLevel | None = None
+    """The Pod Security Standard the pods must pass, as the namespace label
+    pod-security.kubernetes.io/enforce names it. Unset means restricted, except that a file://
+    source is mounted from the node (hostPath, for development clusters). restricted and
+    baseline refuse the settings that break them (runAsUser 0, a file:// source); baseline or
+    privileged is the explicit opt-out, for namespaces that do not enforce restricted."""
+
+
+class NetworkPolicySpec(_Model):
+    """A NetworkPolicy for the serving pods (who may connect) and one for the build Job (where
+    it may connect). Triton's HTTP, gRPC and OpenAI ports have no authentication of their own.
+    """
+
+    enabled: bool = False
+    """Create the two NetworkPolicies."""
+    from_namespaces: list[
+        Annotated[str, StringConstraints(pattern=DNS_LABEL_PATTERN, max_length=63)]
+    ] = Field(default_factory=list, max_length=64)
+    """Namespaces whose pods may reach the serving ports (HTTP, gRPC, OpenAI)."""
+    from_pod_labels: dict[
+        str,
+        Annotated[str, StringConstraints(max_length=63), Field(description="The label's value.")],
+    ] = Field(default_factory=dict, max_length=32)
+    """Labels of the pods in the ChatModel's own namespace that may reach the serving ports;
+    empty lets none of them (list the namespace in fromNamespaces to let all)."""
+    monitoring_namespace: str | None = Field(
+        default="monitoring", pattern=DNS_LABEL_PATTERN, max_length=63
+    )
+    """Namespace of the Prometheus that scrapes the metrics (the metrics port, or the OpenAI
+    port's /metrics where the pods run Triton's OpenAI frontend); null lets nobody scrape."""
+    build_egress_cidrs: list[str] = Field(
+        default_factory=lambda: ["0.0.0.0/0", "::/0"],
+        min_length=1,
+        max_length=64,
+        alias="buildEgressCIDRs",
+    )
+    """Where the build Job may open HTTPS connections (port 443): the hub, S3 or GCS, or your
+    mirror or proxy. DNS is always allowed; nothing else is."""
+
+    @field_validator("build_egress_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr)
+            except ValueError:
+                raise ValueError(
+                    f"{cidr!r} is not a CIDR: write a network and prefix length with no host "
+                    "bits set, such as 10.0.0.0/8"
+                ) from None
+        return value
+
+
 class ServingSpec(_Model):
     """The serving Deployment and its Service."""
 
@@ -173,6 +257,10 @@ class ServingSpec(_Model):
     """Also create a prometheus-operator ServiceMonitor for the Triton pods."""
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
     """Type of the Service in front of the Triton pods."""
+    security_context: SecurityContextSpec = SecurityContextSpec()
+    """User, group and Pod Security level of the serving and build pods."""
+    network_policy: NetworkPolicySpec = NetworkPolicySpec()
+    """Who may reach the serving pods and where the build Job may connect."""
 
 
 class AutoscalingSpec(_Model):
@@ -283,6 +371,32 @@ SPEC_RULES: list[CrossRule] = [
         "(one Triton container listens on them)",
         "spec.serving.openaiPort",
     ),
+    (
+        "serving",
+        "!has(self.securityContext) || !has(self.securityContext.runAsUser)"
+        " || self.securityContext.runAsUser != 0"
+        " || (has(self.securityContext.podSecurityLevel)"
+        " && self.securityContext.podSecurityLevel != 'restricted')",
+        "serving.securityContext.runAsUser 0 runs the pods as root, which Pod Security "
+        "restricted forbids; set the image's non-root uid, or set "
+        "serving.securityContext.podSecurityLevel to baseline to opt out",
+        "spec.serving.securityContext.runAsUser",
+    ),
+    (
+        # A file:// checkpoint is mounted from the node (hostPath), which baseline and
+        # restricted forbid. With no level set, file:// stays usable on development clusters;
+        # a level that forbids it is refused. (No default in the schema: the API server would
+        # fill one in, and the rule could no longer tell.)
+        "spec",
+        "!self.model.source.startsWith('file://') || !has(self.serving)"
+        " || !has(self.serving.securityContext)"
+        " || !has(self.serving.securityContext.podSecurityLevel)"
+        " || self.serving.securityContext.podSecurityLevel == 'privileged'",
+        "a file:// source is mounted from the node as a hostPath volume, which Pod Security "
+        "baseline and restricted forbid; copy the checkpoint to a volume and use "
+        "pvc://claim/path, or set serving.securityContext.podSecurityLevel to privileged",
+        "spec.serving.securityContext.podSecurityLevel",
+    ),
 ]
 
 
@@ -320,6 +434,14 @@ class ChatModelSpec(_Model):
         s = self.serving
         if len({s.http_port, s.grpc_port, s.metrics_port, s.openai_port}) < len(SERVING_PORTS):
             problems.append((SPEC_RULES[4][3], SPEC_RULES[4][2]))
+        sc = s.security_context
+        if sc.run_as_user == 0 and sc.pod_security_level in (None, "restricted"):
+            problems.append((SPEC_RULES[5][3], SPEC_RULES[5][2]))
+        if self.model.source.startswith("file://") and sc.pod_security_level not in (
+            None,
+            "privileged",
+        ):
+            problems.append((SPEC_RULES[6][3], SPEC_RULES[6][2]))
         if problems:
             # pydantic wraps ValueError; the message carries field and fix for _to_spec_errors.
             raise ValueError(" | ".join(f"{f}::{m}" for f, m in problems))

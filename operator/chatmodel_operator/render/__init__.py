@@ -24,9 +24,11 @@ from chatmodel_operator.render.labels import (
     deployment_name,
     job_name,
     labels,
+    network_policy_name,
     selector_labels,
     service_name,
 )
+from chatmodel_operator.render.network import render_network_policies
 from chatmodel_operator.render.objects import (
     FRONTEND_REASON_ANNOTATION,
     METRICS_PORTS,
@@ -67,6 +69,7 @@ __all__ = [
     "endpoint",
     "job_name",
     "labels",
+    "network_policy_name",
     "openai_endpoint",
     "owner_reference",
     "render_build_job",
@@ -75,6 +78,7 @@ __all__ = [
     "render_configmap",
     "render_deployment",
     "render_hpa",
+    "render_network_policies",
     "render_pdb",
     "render_scaled_object",
     "render_service",
@@ -94,7 +98,7 @@ class Children:
     build_job: dict[str, Any]
     serving: tuple[
         dict[str, Any], ...
-    ]  # ConfigMap, Deployment, Service, PDB, HPA/ScaledObject, ServiceMonitor
+    ]  # ConfigMap, Deployment, Service, PDB, HPA/ScaledObject, ServiceMonitor, NetworkPolicies
 
     def all(self) -> list[dict[str, Any]]:
         return [self.cache_pvc, self.build_job, *self.serving]
@@ -164,6 +168,11 @@ def render_children(
         serving.append(render(name=name, namespace=namespace, spec=spec, owner=owner))
     if spec.serving.service_monitor:
         serving.append(render_service_monitor(name=name, namespace=namespace, owner=owner))
+    if spec.serving.network_policy.enabled:
+        # The build policy follows the planned key: that is the Job that may be running.
+        serving += render_network_policies(
+            name=name, namespace=namespace, spec=spec, engine_key=plan.engine_key, owner=owner
+        )
     return Children(
         cache_pvc=render_cache_pvc(namespace=namespace, spec=spec, chatmodel=name, owner=owner),
         build_job=render_build_job(

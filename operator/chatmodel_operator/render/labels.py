@@ -50,6 +50,11 @@ def configmap_name(name: str, engine_key: str) -> str:
     return f"{name}-repo-{engine_key[:10]}"
 
 
+def network_policy_name(name: str, role: str) -> str:
+    """``role``: serving or build (render.network)."""
+    return f"{name}-{role}"
+
+
 def job_name(engine_key: str) -> str:
     # Named by the key alone, so ChatModels that want the same engine share one build.
     return f"chatmodel-build-{engine_key}"

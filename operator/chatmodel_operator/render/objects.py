@@ -28,10 +28,21 @@ from chatmodel_operator.render.paths import (
     MODEL_REPOSITORY_MOUNT,
     RUNTIME_CACHE_ENV,
     RUNTIME_CACHE_MOUNT,
+    SCRATCH_MOUNT,
     SOURCE_MOUNT,
     CachePaths,
     cache_paths,
     runtime_cache_subpath,
+)
+from chatmodel_operator.render.security import (
+    BUILD_SCRATCH_LIMIT,
+    SERVING_SCRATCH_LIMIT,
+    harden_pod,
+    scratch_mount,
+    scratch_volume,
+    shm_mount,
+    shm_volume,
+    writable_env,
 )
 from chatmodel_operator.signals import SIGNALS
 from chatmodel_operator.triton import configmap_key, triton_openai_frontend_args
@@ -46,6 +57,13 @@ TRITONSERVER = "tritonserver"
 # Requests that leave max_tokens out get this many (at most maxOutputLength), as from the local
 # OpenAI front of `chatmodel serve`.
 DEFAULT_MAX_TOKENS = 512
+
+
+def _last_wins(env: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per variable, the last one given, in the order the names first appear (the
+    API server keeps duplicates and the kubelet takes the last: say it once)."""
+    by_name = {e["name"]: e for e in env}
+    return [by_name[n] for n in dict.fromkeys(e["name"] for e in env)]
 
 
 def owner_reference(*, name: str, uid: str) -> dict[str, Any]:
@@ -103,14 +121,6 @@ def render_cache_pvc(
     }
 
 
-def _hardening() -> dict[str, Any]:
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def _cache_volumes(
     spec: ChatModelSpec, source: Source, *, read_only: bool
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -145,7 +155,8 @@ def _cache_volumes(
 
 
 def _credentials_env(spec: ChatModelSpec, source: Source) -> list[dict[str, Any]]:
-    """Secrets reach the pod only as secretKeyRef: never in the spec we render or the status."""
+    """Secrets reach the pod only as secretKeyRef, and only the container that downloads: never
+    the build or serving container, the spec we render or the status."""
     secret = spec.model.credentials_secret
     if not secret:
         return []
@@ -196,7 +207,12 @@ def render_build_job(
     source = parse_source(spec.model.source)
     paths = cache_paths(source, spec.model.source, plan.engine_key)
     volumes, mounts = _cache_volumes(spec, source, read_only=False)
-    env = [{"name": "HF_HOME", "value": f"{CACHE_MOUNT}/hf-home"}]
+    volumes.append(scratch_volume(BUILD_SCRATCH_LIMIT))
+    mounts.append(scratch_mount())
+    env = [
+        *writable_env(vllm=False),
+        {"name": "HF_HOME", "value": f"{CACHE_MOUNT}/hf-home"},
+    ]
     init: list[dict[str, Any]] = []
     if paths.downloaded:
         init.append(
@@ -215,7 +231,6 @@ def render_build_job(
                     "requests": {"cpu": "1", "memory": "2Gi"},
                     "limits": {"memory": "8Gi"},
                 },
-                "securityContext": _hardening(),
             }
         )
     gpus = (
@@ -239,10 +254,11 @@ def render_build_job(
                 "image": plan.image,
                 "command": ["/bin/bash", "-c"],
                 "args": [build_script(plan=plan, paths=paths, prequantized=prequantized)],
+                # trtllm-build writes its timing cache (model.cache) to the working directory.
+                "workingDir": SCRATCH_MOUNT,
                 "env": env,
                 "volumeMounts": mounts,
                 "resources": resources,
-                "securityContext": _hardening(),
             }
         ],
         "volumes": volumes,
@@ -256,6 +272,7 @@ def render_build_job(
             pod_spec["nodeSelector"] = {"nvidia.com/gpu.product": plan.gpu_product}
     if not init:
         pod_spec.pop("initContainers")
+    harden_pod(pod_spec, spec.serving.security_context)
     lab = labels(chatmodel, "engine-build", plan.engine_key)
     lab.pop("chatmodel")
     lab.pop("app.kubernetes.io/instance")
@@ -446,12 +463,13 @@ def render_deployment(
             "name": "model-repository",
             "configMap": {"name": configmap_name(name, engine_key), "items": items},
         },
-        # The Python backend moves tensors through shared memory; the default 64 MiB is too small.
-        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "4Gi"}},
+        shm_volume(),
+        scratch_volume(SERVING_SCRATCH_LIMIT),
     ]
     mounts += [
         {"name": "model-repository", "mountPath": MODEL_REPOSITORY_MOUNT, "readOnly": True},
-        {"name": "dshm", "mountPath": "/dev/shm"},
+        shm_mount(),
+        scratch_mount(),
     ]
     runtime_env: list[dict[str, str]] = []
     if plan.runtime_cache_key:
@@ -477,11 +495,13 @@ def render_deployment(
     gpus = plan.gpus_per_replica
     memory_gi = max(16, int(plan.weights_gib * 1.25) + 8)
     env = [
-        {"name": "HF_HOME", "value": "/tmp/hf-home"},
+        *writable_env(vllm=plan.route == "vllm"),
+        {"name": "HF_HOME", "value": f"{SCRATCH_MOUNT}/hf-home"},
         {"name": "HF_HUB_OFFLINE", "value": "1"},
     ]
     env += [{"name": k, "value": v} for k, v in proc.env]
-    env += runtime_env
+    # The runtime cache on the volume outranks the scratch copy of the same caches.
+    env = _last_wins(env + runtime_env)
     # Both processes serve KServe's health on the HTTP port. The frontend opens it (and /v1)
     # only once every model is loaded, so it is ready exactly when tritonserver would be.
     probe_http = {"path": "/v2/health/ready", "port": "http"}
@@ -525,7 +545,6 @@ def render_deployment(
             "failureThreshold": 4,
             "timeoutSeconds": 5,
         },
-        "securityContext": _hardening(),
     }
     pod_spec: dict[str, Any] = {
         "containers": [container],
@@ -536,6 +555,7 @@ def render_deployment(
     }
     if plan.gpu_product and spec.resources.gpu.product:
         pod_spec["nodeSelector"] = {"nvidia.com/gpu.product": plan.gpu_product}
+    harden_pod(pod_spec, spec.serving.security_context)
     dep_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(name)},
         # A new engine rolls in pod by pod and an old pod leaves only once a new one is ready.

@@ -10,6 +10,9 @@ from chatmodel_operator.render.labels import source_dir_name
 CACHE_MOUNT = "/cache"
 SOURCE_MOUNT = "/source"  # a pvc:// checkpoint, mounted read-only
 MODEL_REPOSITORY_MOUNT = "/models"
+# The writable emptyDir of every container (the root filesystem is read-only): HOME, TMPDIR
+# and the caches (render.security.WRITABLE_PATHS).
+SCRATCH_MOUNT = "/tmp"
 # llmapi mode: what TensorRT-LLM's PyTorch backend compiles and tunes at start-up, persisted on
 # the cache volume under the plan's runtime cache key (cache/runtime/<key>), so that a restart
 # or a second replica reads it instead of redoing it.
