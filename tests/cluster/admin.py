@@ -69,17 +69,19 @@ class Admin:
         content_type: str = "application/json",
         query: Mapping[str, str] | None = None,
     ) -> Any:
-        return self.api.call_api(
-            url,
+        method_, url_, headers, body_, post = self.api.param_serialize(
             method,
+            url,
             query_params=list((query or {}).items()),
             header_params={"Content-Type": content_type, "Accept": "application/json"},
             body=body,
-            response_type="object",
             auth_settings=["BearerToken"],
-            _return_http_data_only=True,
-            _preload_content=True,
         )
+        resp = self.api.call_api(method_, url_, header_params=headers, body=body_, _request_timeout=60)
+        raw = resp.read()
+        if not 200 <= resp.status < 300:
+            raise ApiException(status=resp.status, reason=raw.decode("utf-8", "replace")[:2000])
+        return json.loads(raw) if raw else None
 
     # -- reads ---------------------------------------------------------------------------
 

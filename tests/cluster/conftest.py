@@ -140,6 +140,8 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         token = admin.kubectl(
             "create", "token", RELEASE, "-n", SYSTEM_NS, "--duration", "12h"
         ).stdout.strip()
+        # The CRDs are served once their storage is ready (a 429 until then).
+        wait_until(lambda: admin.items(CM) is not None and True, 60, what="the ChatModel API")
         kubeconfig = _operator_kubeconfig(
             cluster.admin_kubeconfig, token, work / "operator.kubeconfig"
         )
