@@ -219,7 +219,9 @@ class _Pass:
             dep = applied.get(DEPLOYMENT.kind) or dep
             serving = _serving(dep)
             await self._prune_children(applied, serving, plan.engine_key, engine_ready)
-            if engine_ready and serving.exists and serving.available < serving.desired:
+            if engine_ready and serving.exists and (
+                serving.available < serving.desired or serving.rolling
+            ):
                 self.blocker = blockers.serving_blocker(
                     deployment_name=deployment_name(self.name),
                     deployment=dep.deployment if dep is not None else None,
@@ -566,8 +568,9 @@ class _Pass:
         old = self.old_status.get("phase")
         if build_error is not None:
             return "Failed"
-        if self.blocker is not None and serving.available == 0:
-            return "Blocked"
+        if self.blocker is not None:
+            # Nothing serves: Blocked. Old pods serve while the change cannot roll: Degraded.
+            return "Blocked" if serving.available == 0 else "Degraded"
         if not engine_ready:
             return "BuildingEngine"
         if serving.stuck:
@@ -685,14 +688,11 @@ class _Pass:
             for type_, bad in _ERRORS
             if (cur := c.new.get(type_)) is not None and cur["status"] == bad and c.changed(type_)
         ]
-        # What the cluster says stops the pods, told once per change of its message.
-        out += [
-            cur
-            for type_ in ("EngineReady", "Available")
-            if (cur := c.new.get(type_)) is not None
-            and cur["reason"] in blockers.REASONS
-            and c.changed(type_)
-        ]
+        # What the cluster says stops the pods, told once per change of its message. Ready
+        # carries it whether nothing serves (Blocked) or old pods still do (Degraded).
+        ready = c.new.get("Ready")
+        if ready is not None and ready["reason"] in blockers.REASONS and c.changed("Ready"):
+            out.append(ready)
         return out
 
     def _transition_events(self, phase: Phase, passed: list[str]) -> list[tuple[str, str, str]]:

@@ -69,7 +69,7 @@ class Admin:
         content_type: str = "application/json",
         query: Mapping[str, str] | None = None,
     ) -> Any:
-        method_, url_, headers, body_, post = self.api.param_serialize(
+        method_, url_, headers, body_, _ = self.api.param_serialize(
             method,
             url,
             query_params=list((query or {}).items()),
@@ -77,7 +77,9 @@ class Admin:
             body=body,
             auth_settings=["BearerToken"],
         )
-        resp = self.api.call_api(method_, url_, header_params=headers, body=body_, _request_timeout=60)
+        resp = self.api.call_api(
+            method_, url_, header_params=headers, body=body_, _request_timeout=60
+        )
         raw = resp.read()
         if not 200 <= resp.status < 300:
             raise ApiException(status=resp.status, reason=raw.decode("utf-8", "replace")[:2000])

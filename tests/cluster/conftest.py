@@ -313,12 +313,10 @@ class Models:
         return conditions(self.get(name)).get(type_, {})
 
     def events(self, name: str) -> list[dict[str, Any]]:
+        # Timestamps have one-second resolution; etcd's revision orders them exactly.
         return sorted(
             iter_events(self.admin, self.ns, name, "ChatModel"),
-            key=lambda e: (
-                e.get("firstTimestamp") or "",
-                e["metadata"].get("creationTimestamp") or "",
-            ),
+            key=lambda e: int(e["metadata"]["resourceVersion"]),
         )
 
     def wait_phase(self, name: str, phase: str, timeout: float = 90) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from admin import (
 )
 
 from chatmodel_operator.render import ENGINE_KEY_LABEL
-from conftest import OPERATOR_USER, SMALL_SPEC, ControlPlane, Models, Operator, spec_with
+from conftest import OPERATOR_USER, SMALL_SPEC, ControlPlane, Models, Operator
 
 pytestmark = pytest.mark.cluster
 
@@ -77,7 +77,9 @@ def test_create_to_ready(admin: Admin, ns: str, models: Models, operator: Operat
     wait_until(lambda: any(e["reason"] == "Ready" for e in models.events("xverse")))
     time.sleep(1)
     events = models.events("xverse")
-    assert [e["reason"] for e in events][-1] == "Ready", [(e["reason"], e["message"]) for e in events]
+    assert [e["reason"] for e in events][-1] == "Ready", [
+        (e["reason"], e["message"]) for e in events
+    ]
 
 
 @pytest.mark.operator_config(resync_seconds=1.0)

@@ -144,8 +144,12 @@ def build_crd() -> dict[str, Any]:
         ChatModelSpec.__doc__.strip() if ChatModelSpec.__doc__ else "Desired state."
     )
     _add_rules(spec)
+    # The scale subresource's paths are checked by the API server itself ("should be a
+    # non-negative integer"): a schema minimum there would report one bad value twice.
+    spec["properties"]["serving"]["properties"]["replicas"].pop("minimum", None)
     status = _schema_of(ChatModelStatus, "status")
     status["description"] = "Observed state, written by the operator once per reconcile."
+    status["properties"]["replicas"].pop("minimum", None)
     conditions = status["properties"]["conditions"]
     conditions["x-kubernetes-list-type"] = "map"
     conditions["x-kubernetes-list-map-keys"] = ["type"]
