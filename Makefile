@@ -35,8 +35,8 @@ system-deps:
 	  else echo "prometheus missing: run 'sudo apt-get install prometheus' (metrics tests will be skipped)"; fi; }
 
 lint: venv
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check operator tests bench controlplane
+	$(BIN)/ruff format --check operator tests bench controlplane
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -219,8 +219,10 @@ class _Pass:
             dep = applied.get(DEPLOYMENT.kind) or dep
             serving = _serving(dep)
             await self._prune_children(applied, serving, plan.engine_key, engine_ready)
-            if engine_ready and serving.exists and (
-                serving.available < serving.desired or serving.rolling
+            if (
+                engine_ready
+                and serving.exists
+                and (serving.available < serving.desired or serving.rolling)
             ):
                 self.blocker = blockers.serving_blocker(
                     deployment_name=deployment_name(self.name),
