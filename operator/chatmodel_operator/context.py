@@ -107,6 +107,10 @@ class Context:
     fresh: dict[ChildKey, tuple[Observed, float]] = field(default_factory=dict)
     # The child states each ChatModel last acted on; a watch event that changes one pokes it.
     seen: dict[ChildKey, tuple[Any, ...]] = field(default_factory=dict)
+    # The metadata.generation each child had after our last apply: a higher one means someone
+    # else changed its spec (a user's `kubectl edit`), so our fields are applied again even
+    # though the applied-hash annotation still matches.
+    applied_generation: dict[ChildKey, int] = field(default_factory=dict)
     waiters: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (ns, key) -> names
     builds_recorded: set[str] = field(default_factory=set)  # Job uids counted in metrics
     told: set[tuple[str, str, str, str]] = field(default_factory=set)  # warnings already posted
@@ -158,6 +162,14 @@ class Context:
         expires = now + self.settings.fresh_ttl_s
         self.fresh[(obj.kind, obj.namespace, obj.name)] = (obj, expires)
         self.seen[(obj.kind, obj.namespace, obj.name)] = obj.digest
+        self.applied_generation[(obj.kind, obj.namespace, obj.name)] = obj.generation
+
+    def drifted(self, obj: Observed) -> bool:
+        """Whether a child's spec was changed by someone else since our last apply (its
+        generation moved on). The first sight of a child (after a restart) sets the mark."""
+        key = (obj.kind, obj.namespace, obj.name)
+        ours = self.applied_generation.setdefault(key, obj.generation)
+        return obj.generation > ours
 
     def forget_written(self, kind: str, namespace: str, name: str) -> None:
         self.fresh.pop((kind, namespace, name), None)
@@ -166,6 +178,7 @@ class Context:
         """A child was deleted: forget what we knew about it."""
         key = (obj.kind, obj.namespace, obj.name)
         self.seen.pop(key, None)
+        self.applied_generation.pop(key, None)
         entry = self.fresh.get(key)
         if entry is not None and entry[0].uid == obj.uid:  # not a successor we just created
             self.fresh.pop(key, None)

@@ -81,6 +81,9 @@ _IN_BETWEEN: frozenset[str] = frozenset({"Pending", "Planning", "BuildingEngine"
 # read then), and is checked again this often while it still has none.
 _NO_POD_GRACE_S = 3.0
 _NO_POD_RECHECK_S = 10.0
+# The scheduler's first answer is often transient: a pod created before the PV controller
+# bound its claim is "unschedulable" for a second. Reported once it has lasted this long.
+_UNSCHEDULABLE_GRACE_S = 10.0
 # Kinds a pass may delete when the spec no longer asks for them.
 _PRUNABLE = (CONFIGMAP, HPA, SCALED_OBJECT, SERVICE_MONITOR, NETWORK_POLICY)
 
@@ -227,7 +230,7 @@ class _Pass:
                 self.blocker = blockers.serving_blocker(
                     deployment_name=deployment_name(self.name),
                     deployment=dep.deployment if dep is not None else None,
-                    pods=self.ctx.children.pods(self.namespace, instance=self.name),
+                    pods=self._settled(self.ctx.children.pods(self.namespace, instance=self.name)),
                     gpu_product=plan.gpu_product,
                 )
         except KubeApiError as exc:
@@ -358,6 +361,7 @@ class _Pass:
         it still has none."""
         pods = list(self.ctx.children.pods(self.namespace, job=job.name))
         failed_create = None
+        settled = self._settled(pods)
         if not pods and job.job is not None and job.job.active == 0:
             age = _elapsed_since(job.created, self.now)
             if age < _NO_POD_GRACE_S:
@@ -372,11 +376,25 @@ class _Pass:
         claim = self.ctx.lookup(PVC, self.namespace, self.claim_name) if self.claim_name else None
         return blockers.build_blocker(
             job_name=job.name,
-            pods=pods,
+            pods=settled,
             claim=claim,
             failed_create=failed_create,
             gpu_product=plan.gpu_product,
         )
+
+    def _settled(self, pods: Iterable[Observed]) -> list[Observed]:
+        """The pods whose unschedulable state has lasted past the grace; a pass is due when
+        the others' grace ends."""
+        out = []
+        for p in pods:
+            if p.pod is not None and p.pod.unschedulable:
+                age = _elapsed_since(p.pod.unschedulable_since, self.now)
+                if age < _UNSCHEDULABLE_GRACE_S:
+                    wait = _UNSCHEDULABLE_GRACE_S - age
+                    self.retry_after = min(self.retry_after or wait, wait)
+                    continue
+            out.append(p)
+        return out
 
     async def _create_job(self, job_body: dict[str, Any], attempt: int) -> Observed | None:
         meta = job_body["metadata"]
@@ -502,7 +520,7 @@ class _Pass:
 
     async def _apply(self, k: Kind, body: dict[str, Any], digest: str) -> Observed:
         current = self.ctx.lookup(k, self.namespace, body["metadata"]["name"])
-        if current is not None and current.applied_hash == digest:
+        if current is not None and current.applied_hash == digest and not self.ctx.drifted(current):
             return current
         obs = kube.summarize(await self.ctx.client.apply(body))
         self.ctx.wrote(obs)

@@ -198,3 +198,27 @@ def test_a_replica_stands_by_when_a_live_peer_outranks_it() -> None:
     assert outranked(peers, 5, now) and not outranked(peers, 9, now)
     assert not outranked({**peers, "other": {**peers["other"], "lastseen": old}}, 5, now)  # it died
     assert outranked({"me": peers["me"], "twin": peers["me"]}, 5, now)  # equal priorities all pause
+
+
+def test_a_child_whose_generation_moved_on_since_our_apply_has_drifted() -> None:
+    from chatmodel_operator.context import Context
+
+    ctx = Context(client=None, children=None)  # type: ignore[arg-type]
+    dep = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "m-triton", "namespace": "ns", "uid": "u", "generation": 2},
+    }
+    ours = kube.summarize(dep)
+    ctx.wrote(ours)
+    assert not ctx.drifted(ours)
+    # A user's `kubectl edit` of the spec: the API server bumps the generation.
+    edited = kube.summarize({**dep, "metadata": {**dep["metadata"], "generation": 3}})
+    assert ctx.drifted(edited)
+    # After a restart nothing is known: the first sight is taken as ours.
+    fresh = Context(client=None, children=None)  # type: ignore[arg-type]
+    assert not fresh.drifted(edited)
+    assert fresh.drifted(kube.summarize({**dep, "metadata": {**dep["metadata"], "generation": 4}}))
+    # A child deleted and recreated starts over.
+    ctx.gone(edited)
+    assert not ctx.drifted(kube.summarize(dep))

@@ -163,6 +163,7 @@ class PodState:
     phase: str = "Pending"
     # The scheduler's PodScheduled=False message ("0/9 nodes are available: ...").
     unschedulable: str | None = None
+    unschedulable_since: str | None = None  # that condition's lastTransitionTime
     job: str | None = None  # the Job that owns it (its job-name label)
     component: str | None = None
 
@@ -304,7 +305,7 @@ def _replica_failure(status: Mapping[str, Any]) -> str | None:
 
 def _pod_state(body: Mapping[str, Any], labels: Mapping[str, str]) -> PodState:
     status = body.get("status") or {}
-    unschedulable = None
+    unschedulable = since = None
     for c in status.get("conditions") or ():
         if (
             isinstance(c, Mapping)
@@ -313,9 +314,11 @@ def _pod_state(body: Mapping[str, Any], labels: Mapping[str, str]) -> PodState:
             and c.get("reason") == "Unschedulable"
         ):
             unschedulable = str(c.get("message") or "Unschedulable")
+            since = c.get("lastTransitionTime")
     return PodState(
         phase=str(status.get("phase") or "Pending"),
         unschedulable=unschedulable,
+        unschedulable_since=since,
         job=labels.get("batch.kubernetes.io/job-name") or labels.get("job-name"),
         component=labels.get("app.kubernetes.io/component"),
     )
@@ -389,6 +392,14 @@ class Connection:
         return cls(
             server=info.server.rstrip("/"), headers=headers, ssl=info.as_ssl_context() or True
         )
+
+
+def _seconds(header: str | None) -> float | None:
+    """A Retry-After header in seconds (the API server sends whole seconds), or None."""
+    try:
+        return max(0.0, float(header)) if header else None
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -482,7 +493,9 @@ class KubeClient:
                 ) as resp:
                     status = resp.status
                     payload = _decode(await resp.read())
+                    retry_after = _seconds(resp.headers.get("Retry-After"))
             except (aiohttp.ClientError, TimeoutError) as exc:
+                retry_after = None
                 status, payload = (
                     0,
                     {"reason": type(exc).__name__, "message": str(exc) or "timeout"},
@@ -501,6 +514,9 @@ class KubeClient:
             if status == 0 or status in RETRYABLE:
                 delay = next(delays, None)
                 if delay is not None:
+                    # The API server's 429 (priority and fairness, a storage still starting)
+                    # says how long to wait; never wait less, nor longer than the policy's cap.
+                    delay = max(delay, min(retry_after or 0.0, self.retry.max_delay))
                     self.stats.retries += 1
                     log.debug("%s: %s %s, retrying in %.2fs", what, status or "", reason, delay)
                     await asyncio.sleep(delay)
