@@ -38,6 +38,7 @@ from types import TracebackType
 from chatmodel_operator.render.objects import tritonserver_args
 
 POD_TRITONSERVER = Path("/opt/tritonserver/bin/tritonserver")
+LOOPBACK = "127.0.0.1"
 
 
 class ServerError(RuntimeError):
@@ -130,7 +131,7 @@ def load_failures(log: str) -> list[str]:
     return out
 
 
-def port_in_use(port: int, host: str = "0.0.0.0") -> bool:
+def port_in_use(port: int, host: str = LOOPBACK) -> bool:
     """Whether something listens on ``port`` (bound as a server would, with SO_REUSEADDR, so
     that a port in TIME_WAIT counts as free)."""
     with socket.socket() as s:
@@ -207,6 +208,9 @@ class TritonServer:
             # memory regions must not collide.
             f"--backend-config=python,shm-region-prefix-name=chatmodel{os.getpid()}p{self.ports.http}_",
             "--exit-timeout-secs=5",
+            # A server on a workstation or a CI machine answers this machine only (in a pod
+            # the rendered arguments leave Triton on every interface, behind the Service).
+            *(f"--{api}-address={LOOPBACK}" for api in ("http", "grpc", "metrics")),
         ]
         if self.install.backend_dir is not None:
             args.append(f"--backend-directory={self.install.backend_dir}")
