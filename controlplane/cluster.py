@@ -56,7 +56,7 @@ COMPONENTS = (
 )
 # Volumes the cache claims bind to: no provisioner runs here, so the claims of the default
 # (empty) StorageClass bind to these, as on a cluster with pre-provisioned storage.
-CACHE_VOLUMES = 12
+CACHE_VOLUMES = 24
 CACHE_VOLUME_SIZE = "4Ti"
 
 # Every request, for the tests: who did what, and what the API server answered.
@@ -161,16 +161,7 @@ class Cluster:
             # Stages as objects in the cluster (stages.yaml), so a test can change them.
             "enableCRDs": ["Stage"],
         }
-        # One controller manager and one scheduler: without a second instance to take over,
-        # leader election only makes them exit when the API server restarts (a kubelet would
-        # start them again; nothing does here), so they run without it and keep retrying.
-        patches: list[dict[str, Any]] = [
-            {
-                "name": component,
-                "extraArgs": [{"key": "leader-elect", "value": "false", "override": True}],
-            }
-            for component in ("kube-controller-manager", "kube-scheduler")
-        ]
+        patches: list[dict[str, Any]] = []
         if self.apiserver_args:
             patches.append(
                 {
@@ -328,6 +319,21 @@ class Cluster:
                 ),
             )
 
+    def recycle_volumes(self) -> int:
+        """Released cache volumes (their claim deleted) become Available again, as a volume
+        provisioner would hand out a new one. Returns how many."""
+        out = self.kubectl(
+            "get", "pv", "-l", "chatmodel.io/test-volume=cache", "-o",
+            "jsonpath={range .items[?(@.status.phase=='Released')]}{.metadata.name}{'\\n'}{end}",
+        ).stdout.split()  # fmt: skip
+        for name in out:
+            self.kubectl(
+                "patch", "pv", name, "--type=json",
+                "-p", '[{"op": "remove", "path": "/spec/claimRef"}]',
+                check=False,
+            )  # fmt: skip
+        return len(out)
+
     def helm(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [str(self.bin / "helm"), "--kubeconfig", str(self.admin_kubeconfig), *args],
@@ -435,32 +441,53 @@ class Cluster:
                 return int(proc.name)
         return None
 
-    def restart_component(self, component: str, down_seconds: float = 0.0) -> float:
-        """Stops one control-plane process (SIGTERM, as a rolling restart does), keeps it down
-        for `down_seconds`, and starts it again with the same command line; kwokctl's pid file
-        follows, so `down` still stops it. Returns the seconds until it answered again."""
+    def _command_of(self, component: str) -> tuple[int, list[str], str] | None:
         pid = self.component_pid(component)
         if pid is None:
+            return None
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        return pid, [a.decode() for a in raw if a], os.readlink(f"/proc/{pid}/cwd")
+
+    def _start(self, component: str, argv: list[str], cwd: str) -> int:
+        with (self.home / "logs" / f"{component}.log").open("ab") as out:
+            new = subprocess.Popen(
+                argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        pidfile = self.home / "pids" / f"{component}.pid"
+        if pidfile.parent.is_dir():  # kwokctl's own record, so `kwokctl delete` stops it
+            pidfile.write_text(str(new.pid))
+        return new.pid
+
+    def restart_component(self, component: str, down_seconds: float = 0.0) -> float:
+        """Stops one control-plane process (SIGTERM, as a rolling restart does), keeps it down
+        for `down_seconds` and starts it again with the same command line. Returns the seconds
+        until it answered again. The controller manager and the scheduler exit when they lose
+        their leader lease while the API server is away; as a kubelet restarts such static
+        pods, they are started again here when that happens."""
+        found = self._command_of(component)
+        if found is None:
             raise RuntimeError(f"{component} of cluster {self.name} is not running")
-        argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
-        cwd = os.readlink(f"/proc/{pid}/cwd")
+        pid, argv, cwd = found
+        others = {c: self._command_of(c) for c in COMPONENTS if c != component}
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(down_seconds)
         started = time.monotonic()
-        log = self.home / "logs" / f"{component}.log"
-        with log.open("ab") as out:
-            new = subprocess.Popen(
-                argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        for pidfile in (self.home / "pids" / f"{component}.pid",):
-            if pidfile.parent.is_dir():
-                pidfile.write_text(str(new.pid))
+        self._start(component, argv, cwd)
         if component == "kube-apiserver":
             self.wait_ready(120)
-        return time.monotonic() - started
+        answered = time.monotonic() - started
+        # A lost lease ends them within the lease's renew deadline (10 s) of the API server's
+        # going away; watch that long after it is back.
+        until = time.monotonic() + 15
+        while time.monotonic() < until:
+            for name, before in others.items():
+                if before is not None and self.component_pid(name) is None:
+                    self._start(name, before[1], before[2])
+            time.sleep(0.5)
+        return answered
 
     def down(self) -> None:
         self.stop_operator()
@@ -556,7 +583,9 @@ def cache_volumes() -> list[dict[str, Any]]:
             "spec": {
                 "capacity": {"storage": CACHE_VOLUME_SIZE},
                 "accessModes": ["ReadWriteMany", "ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Delete",
+                # Retain: nothing here can delete a hostPath volume (a Delete volume goes
+                # Failed once its claim is gone); recycle_volumes() makes it Available again.
+                "persistentVolumeReclaimPolicy": "Retain",
                 "storageClassName": "",
                 "hostPath": {"path": f"/var/lib/chatmodel-test/cache-{i:02d}"},
             },

@@ -149,11 +149,16 @@ class Admin:
             raise
 
     def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [str(self.kubectl_bin), "--kubeconfig", str(self.kubeconfig), *args],
             input=input,
+            env=None if env is None else dict(env),
             text=True,
             capture_output=True,
             timeout=120,
@@ -182,6 +187,7 @@ class Call:
     name: str
     code: int
     uri: str
+    decision: str = ""  # the authorizer's: "allow" or "forbid" (a 403 can also be admission's)
 
     @property
     def is_write(self) -> bool:
@@ -236,6 +242,7 @@ class Audit:
                     name=ref.get("name", ""),
                     code=int((e.get("responseStatus") or {}).get("code") or 0),
                     uri=e.get("requestURI", ""),
+                    decision=(e.get("annotations") or {}).get("authorization.k8s.io/decision", ""),
                 )
             )
         return out

@@ -20,6 +20,7 @@ from conftest import (
     Models,
     Operator,
     chatmodel,
+    dump,
 )
 
 pytestmark = pytest.mark.cluster
@@ -34,11 +35,14 @@ def warnings(models: Models, name: str, reason: str) -> list[dict[str, Any]]:
 
 def blocked(models: Models, name: str, condition: str, reason: str) -> dict[str, Any]:
     """Wait for the phase and condition the cluster's refusal leads to; return the condition."""
-    wait_until(
-        lambda: models.condition(name, condition).get("reason") == reason,
-        MINUTE,
-        what=f"{condition} reason {reason} (now {models.condition(name, condition)})",
-    )
+    try:
+        wait_until(
+            lambda: models.condition(name, condition).get("reason") == reason,
+            MINUTE,
+            what=f"{condition} reason {reason}",
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; status: {dump(models.status(name))}") from None
     cond = models.condition(name, condition)
     assert cond["status"] == "False"
     ready = models.condition(name, "Ready")
@@ -65,7 +69,13 @@ def test_a_gpu_the_cluster_lacks_leaves_the_build_unschedulable_with_the_reason(
     models: Models, operator: Operator
 ) -> None:
     # An H100 node pool the cluster does not have: the scheduler says why for every node.
-    spec = {**SMALL_SPEC, "resources": {"gpu": {"product": "NVIDIA-H100-80GB-HBM3"}}}
+    # SUS-Chat builds a TensorRT-LLM engine, on the GPU it will serve on (XVERSE's vLLM
+    # build only downloads, on any node).
+    spec = {
+        **SMALL_SPEC,
+        "model": {"source": "hf://SUSTech/SUS-Chat-34B"},
+        "resources": {"gpu": {"product": "NVIDIA-H100-80GB-HBM3"}},
+    }
     models.create("xverse", spec)
     cond = blocked(models, "xverse", "EngineReady", "BuildPodsUnschedulable")
     assert "0/" in cond["message"] and "nodes are available" in cond["message"]
