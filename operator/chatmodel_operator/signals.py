@@ -28,6 +28,20 @@ class LoadSignal:
         return f'avg({self.record}{{namespace="{namespace}",{CHATMODEL_LABEL}="{chatmodel}"}})'
 
 
+# The llm-d router's (EPP's) own gauge of requests held in its flow-control queue, labelled
+# with the InferencePool it serves (llm-d-router docs/metrics.md; the KEDA signal of llm-d's
+# workload-autoscaling guide). It is the only load signal left at zero replicas.
+ROUTER_QUEUE_METRIC = "llm_d_epp_flow_control_queue_size"
+
+
+def router_queue_query(pool: str) -> str:
+    """Requests the router holds for ``pool``, summed over priorities and router replicas.
+    The series exists only while the router has queued something for the pool (and not at
+    all with no pods behind it), so the query falls back to 0 instead of going absent: KEDA
+    reads an absent result as an error or its fallback, never as "idle"."""
+    return f'sum({ROUTER_QUEUE_METRIC}{{inference_pool="{pool}"}}) or vector(0)'
+
+
 _BY = f"namespace, pod, {CHATMODEL_LABEL}"
 # irate (the last two scrapes) rather than NVIDIA's rate(...[1m]): a 1-minute rate keeps the
 # ratio high for a minute after the load stops, whereas irate follows a step within about two
