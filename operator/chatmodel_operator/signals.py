@@ -48,10 +48,12 @@ _BY = f"namespace, pod, {CHATMODEL_LABEL}"
 # scrape intervals each way (bench/autoscale.py measures it). Its noise is absorbed by the HPA's
 # scale-down stabilization window; the range only bounds how far back the two samples may lie.
 _WINDOW = "1m"
+# Our Python and llmapi engines export nv_trt_llm_request_metrics{request_type="waiting"} as the
+# C++ backend does (for the llm-d router), so the Python engine's own
+# chatmodel_engine_waiting_requests is not added again.
 _PENDING_FAMILIES = (
     "nv_inference_pending_request_count",
     "nv_trt_llm_request_metrics",
-    "chatmodel_engine_waiting_requests",
 )
 
 SIGNALS: dict[str, LoadSignal] = {
@@ -73,9 +75,9 @@ SIGNALS: dict[str, LoadSignal] = {
             record="chatmodel:pending_requests",
             # In-flight batching engines take every request off Triton's queue at once and
             # queue it themselves, so Triton's pending count stays 0 under load: add the
-            # engine's own waiting requests (TensorRT-LLM C++ backend: request_type="waiting";
-            # our Python engine: chatmodel_engine_waiting_requests). The empty alternative in
-            # request_type=~"|waiting" keeps the two families that have no such label.
+            # engine's own waiting requests (request_type="waiting", from the TensorRT-LLM C++
+            # backend and our Python and llmapi engines alike). The empty alternative in
+            # request_type=~"|waiting" keeps Triton's family, which has no such label.
             expr=(
                 f"sum by ({_BY}) ({{__name__=~"
                 f'"{"|".join(_PENDING_FAMILIES)}", request_type=~"|waiting"}})'

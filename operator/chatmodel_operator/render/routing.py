@@ -8,7 +8,7 @@ metric names that ``llm-d.ai/engine-type`` maps: for ``triton-tensorrt-llm`` the
 ``nv_trt_llm_request_metrics{request_type=waiting|scheduled}`` and
 ``nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=fraction|tokens_per|max}``, which the
 C++ backend exports itself and our llmapi and Python engines export under the same names
-(model_repository/common/chatmodel_helpers.py).
+(model_repository/python_engine, model_repository/llmapi_engine).
 """
 
 from __future__ import annotations
