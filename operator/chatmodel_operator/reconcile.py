@@ -491,8 +491,9 @@ class _Pass:
                 # posts FailedGetScale every few seconds while the engine builds).
                 continue
             if k in OPTIONAL_KINDS and k not in self.ctx.served:
-                message = f"{k.kind} requested but the {k.group} API is not served; skipped"
-                self._tell_once("MissingCRD", message)
+                if k is not INFERENCE_POOL:  # its condition says so, with a Warning of its own
+                    message = f"{k.kind} requested but the {k.group} API is not served; skipped"
+                    self._tell_once("MissingCRD", message)
                 continue
             applied[_key(k, body["metadata"]["name"])] = await self._apply(k, body, digest)
         return applied
@@ -790,7 +791,12 @@ class _Pass:
 
 SERVICE_KEY = "Service"
 # Conditions that carry an error, with the status that means it.
-_ERRORS = (("Validated", "False"), ("Planned", "False"), ("EngineBuildFailed", "True"))
+_ERRORS = (
+    ("Validated", "False"),
+    ("Planned", "False"),
+    ("EngineBuildFailed", "True"),
+    ("InferencePoolReady", "False"),
+)
 
 
 def _key(k: Kind, name: str) -> str:

@@ -392,6 +392,8 @@ def test_pool_condition_says_why_there_is_no_pool_or_what_the_gateways_say() -> 
     cond = missing.conds.new["InferencePoolReady"]
     assert (cond["status"], cond["reason"]) == ("False", "InferencePoolAPIMissing")
     assert "rbac.inferencePools" in cond["message"] and "CRDs" in cond["message"]
+    # Told once as a Warning Event, when it first says so (the condition's own reason).
+    assert [e["reason"] for e in missing._new_errors()] == ["InferencePoolAPIMissing"]
 
     served = a_pass(spec_dict, served={kube.INFERENCE_POOL})
     pool = kube.summarize(
