@@ -453,11 +453,13 @@ SPEC_RULES: list[CrossRule] = [
         "spec.serving.securityContext.podSecurityLevel",
     ),
     (
-        "routing",
-        "!has(self.inferencePool) || !has(self.inferencePool.endpointPickerRef)"
-        " || (has(self.inferencePool.endpointPickerRef.kind)"
-        " && self.inferencePool.endpointPickerRef.kind != 'Service')"
-        " || has(self.inferencePool.endpointPickerRef.port)",
+        # Scoped at spec, like the rules below, so that the API server names the field itself.
+        "spec",
+        "!has(self.routing) || !has(self.routing.inferencePool)"
+        " || !has(self.routing.inferencePool.endpointPickerRef)"
+        " || (has(self.routing.inferencePool.endpointPickerRef.kind)"
+        " && self.routing.inferencePool.endpointPickerRef.kind != 'Service')"
+        " || has(self.routing.inferencePool.endpointPickerRef.port)",
         "routing.inferencePool.endpointPickerRef.port is required when kind is Service (the "
         "default); set port.number to the picker Service's port, 9002 for the llm-d router",
         "spec.routing.inferencePool.endpointPickerRef.port",
@@ -471,9 +473,10 @@ SPEC_RULES: list[CrossRule] = [
         "spec.routing.inferencePool",
     ),
     (
-        "autoscaling",
-        "!has(self.minReplicas) || self.minReplicas > 0"
-        " || (has(self.engine) && self.engine == 'keda')",
+        "spec",
+        "!has(self.autoscaling) || !has(self.autoscaling.minReplicas)"
+        " || self.autoscaling.minReplicas > 0"
+        " || (has(self.autoscaling.engine) && self.autoscaling.engine == 'keda')",
         "autoscaling.minReplicas 0 needs autoscaling.engine keda (an HPA cannot scale to zero "
         "and back); set engine to keda, or minReplicas to 1 or more",
         "spec.autoscaling.minReplicas",
