@@ -96,7 +96,10 @@ SIGNALS: dict[str, LoadSignal] = {
                 '(nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction"})'
             ),
             hpa_metric="chatmodel_kv_cache_utilization",
-            description="fraction of the paged KV cache in use (TensorRT-LLM C++ backend only)",
+            description=(
+                "fraction of the paged KV cache in use (TensorRT-LLM's C++ backend, and our "
+                "Python and llmapi engines)"
+            ),
             needs=("nv_trt_llm_kv_cache_block_metrics",),
         ),
     )
