@@ -16,6 +16,7 @@ CONDITION_TYPES = (
     "EngineReady",
     "EngineBuildFailed",
     "Available",
+    "InferencePoolReady",
     "Ready",
 )
 _REASON_OK = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")

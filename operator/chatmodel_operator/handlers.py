@@ -23,6 +23,7 @@ from chatmodel_operator import metrics, reconcile, scheduling
 from chatmodel_operator.adapters import kube
 from chatmodel_operator.adapters.kube import (
     CHILD_KINDS,
+    INFERENCE_POOL,
     OPTIONAL_KINDS,
     POD,
     WATCHED_KINDS,
@@ -251,6 +252,24 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         if ctx.scheduler is not None:
             ctx.scheduler.poke_all()
 
+    @kopf.on.event(
+        INFERENCE_POOL.group,
+        INFERENCE_POOL.version,
+        INFERENCE_POOL.plural,
+        labels=OURS,
+        registry=registry,
+    )
+    async def inference_pool_changed(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+        # A gateway wrote the pool's status (Accepted, ResolvedRefs): InferencePoolReady.
+        ctx = getattr(memo, "ctx", None)
+        if ctx is None:
+            return
+        obs = _observed(type, body)
+        if ctx.changed(obs) and ctx.scheduler is not None and obs.instance:
+            ctx.scheduler.poke(obs.namespace, obs.instance)
+        if type == "DELETED":
+            ctx.gone(obs)
+
     @kopf.on.event(POD.group, POD.version, POD.plural, labels=OURS, registry=registry)
     async def pod_changed(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
         ctx = getattr(memo, "ctx", None)
@@ -350,6 +369,7 @@ def _observed(type_: str, body: kopf.Body) -> Observed:
                 "job": None,
                 "deployment": None,
                 "pod": None,
+                "pool": None,
             }
         )
         if type_ == "DELETED"

@@ -54,7 +54,15 @@ RECONCILE_RESULTS: Final[tuple[str, ...]] = get_args(ReconcileResult)
 # Must equal ChatModelStatus.phase (a unit test checks it); kept literal here so this module
 # does not import the API models.
 Phase = Literal[
-    "Pending", "Planning", "BuildingEngine", "Deploying", "Blocked", "Ready", "Degraded", "Failed"
+    "Pending",
+    "Planning",
+    "BuildingEngine",
+    "Deploying",
+    "Blocked",
+    "Ready",
+    "Idle",
+    "Degraded",
+    "Failed",
 ]
 PHASES: Final[tuple[str, ...]] = get_args(Phase)
 

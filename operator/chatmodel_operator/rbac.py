@@ -19,6 +19,7 @@ from chatmodel_operator.adapters.kube import (
     DEPLOYMENT,
     EVENT,
     HPA,
+    INFERENCE_POOL,
     JOB,
     KOPF_PEERING,
     NAMESPACE,
@@ -41,6 +42,9 @@ class ApiUse:
     verbs: tuple[str, ...]
     why: str
     subresource: str | None = None
+    # The chart value under `rbac` that grants this use (auto/always/never) instead of always:
+    # an optional API whose absence the operator reports in a condition.
+    gate: str | None = None
 
     @property
     def resource(self) -> str:
@@ -84,6 +88,13 @@ API_USES: tuple[ApiUse, ...] = (
     ),
     ApiUse(SCALED_OBJECT, (*_WATCH, *_APPLY, "delete"), "KEDA autoscaling (optional CRD)"),
     ApiUse(
+        INFERENCE_POOL,
+        (*_WATCH, *_APPLY, "delete"),
+        "routing.inferencePool: the pool of the serving pods, and its gateways' status "
+        "(optional CRD)",
+        gate="inferencePools",
+    ),
+    ApiUse(
         SERVICE_MONITOR,
         (*_WATCH, *_APPLY, "delete"),
         "Prometheus scraping of Triton (optional CRD)",
@@ -101,7 +112,9 @@ API_USES: tuple[ApiUse, ...] = (
     ApiUse(POD, _WATCH, "why our pods do not run: the scheduler's reason, shown in status"),
     ApiUse(NAMESPACE, _WATCH, "kopf follows namespaces to serve --namespace globs"),
     ApiUse(
-        CRD, _WATCH, "kopf notices optional CRDs (ServiceMonitor, ScaledObject) installed later"
+        CRD,
+        _WATCH,
+        "kopf notices optional CRDs (ServiceMonitor, ScaledObject, InferencePool) installed later",
     ),
     ApiUse(
         CLUSTER_KOPF_PEERING,
@@ -117,7 +130,8 @@ API_USES: tuple[ApiUse, ...] = (
 
 
 def rules() -> list[dict[str, Any]]:
-    """PolicyRules, one per API group, resources and verbs merged and sorted (stable output)."""
+    """PolicyRules of every declared use, gated ones included (what the operator may need),
+    one per API group, resources and verbs merged and sorted (stable output)."""
     by_group: dict[tuple[str, tuple[str, ...]], set[str]] = {}
     verbs_of: dict[tuple[str, str], set[str]] = {}
     for use in API_USES:

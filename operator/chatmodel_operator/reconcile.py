@@ -30,6 +30,7 @@ from chatmodel_operator.adapters.kube import (
     CONFIGMAP,
     DEPLOYMENT,
     HPA,
+    INFERENCE_POOL,
     JOB,
     NETWORK_POLICY,
     OPTIONAL_KINDS,
@@ -66,10 +67,12 @@ from chatmodel_operator.plan import Plan
 from chatmodel_operator.render import (
     deployment_name,
     endpoint,
+    inference_pool_name,
     job_name,
     openai_endpoint,
     selector_labels,
 )
+from chatmodel_operator.render.routing import pool_readiness
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ _NO_POD_RECHECK_S = 10.0
 # bound its claim is "unschedulable" for a second. Reported once it has lasted this long.
 _UNSCHEDULABLE_GRACE_S = 10.0
 # Kinds a pass may delete when the spec no longer asks for them.
-_PRUNABLE = (CONFIGMAP, HPA, SCALED_OBJECT, SERVICE_MONITOR, NETWORK_POLICY)
+_PRUNABLE = (CONFIGMAP, INFERENCE_POOL, HPA, SCALED_OBJECT, SERVICE_MONITOR, NETWORK_POLICY)
 
 
 # --- one pass ------------------------------------------------------------------------------
@@ -249,6 +252,7 @@ class _Pass:
         elif "openaiEndpoint" in self.old_status:
             self.status["openaiEndpoint"] = self.old_status["openaiEndpoint"]
 
+        self._inference_pool(spec, plan, applied)
         phase = self._phase(serving, engine_ready, build_error)
         self._available(serving)
         await self._finish(phase)
@@ -505,8 +509,9 @@ class _Pass:
                 # posts FailedGetScale every few seconds while the engine builds).
                 continue
             if k in OPTIONAL_KINDS and k not in self.ctx.served:
-                message = f"{k.kind} requested but the {k.group} API is not served; skipped"
-                self._tell_once("MissingCRD", message)
+                if k is not INFERENCE_POOL:  # its condition says so, with a Warning of its own
+                    message = f"{k.kind} requested but the {k.group} API is not served; skipped"
+                    self._tell_once("MissingCRD", message)
                 continue
             applied[_key(k, body["metadata"]["name"])] = await self._apply(k, body, digest)
         return applied
@@ -546,6 +551,57 @@ class _Pass:
 
     # -- status -----------------------------------------------------------------------------
 
+    def _inference_pool(
+        self, spec: ChatModelSpec, plan: Plan, applied: Mapping[str, Observed]
+    ) -> None:
+        """InferencePoolReady: what the gateways say of the pool, or why there is none."""
+        if spec.routing.inference_pool is None:
+            return  # the condition goes with the field
+        pool = inference_pool_name(self.name)
+        if INFERENCE_POOL not in self.ctx.served:
+            self.conds.set(
+                "InferencePoolReady",
+                False,
+                "InferencePoolAPIMissing",
+                "spec.routing.inferencePool is set, but the cluster does not serve "
+                f"{INFERENCE_POOL.api_version} InferencePool; fix: install the Gateway API "
+                "Inference Extension's CRDs (v1.0 or later) and grant the operator the "
+                "inferencepools resource (chart value rbac.inferencePools); the pool is "
+                "created as soon as the API is served",
+            )
+            return
+        if not plan.openai_frontend:
+            self.conds.set(
+                "InferencePoolReady",
+                False,
+                "NoOpenAIFrontend",
+                f"InferencePool {pool} routes to the OpenAI port, but the pods run plain "
+                f"tritonserver ({plan.openai_frontend_reason}); fix: use an image that ships "
+                "Triton's OpenAI frontend, or set spec.serving.openai to Enabled",
+            )
+            return
+        obs = applied.get(INFERENCE_POOL.kind)
+        if obs is None:
+            self.conds.set(
+                "InferencePoolReady", None, "NotCreated", f"InferencePool {pool} not created yet"
+            )
+            return
+        r = pool_readiness(pool, obs.pool or ())
+        status = {"True": True, "False": False}.get(r.status)
+        self.conds.set("InferencePoolReady", status, r.reason, r.message)
+
+    def _idle(self, serving: _Serving) -> bool:
+        """Scaled to zero by the autoscaler, as spec.autoscaling.minReplicas 0 allows."""
+        a = self.spec.autoscaling if self.spec is not None else None
+        return (
+            a is not None
+            and a.enabled
+            and a.min_replicas == 0
+            and serving.exists
+            and serving.desired == 0
+            and not serving.rolling
+        )
+
     def _serving_status(self, serving: _Serving, plan: Plan | None) -> None:
         self.status["replicas"] = serving.replicas
         self.status["readyReplicas"] = serving.ready
@@ -563,6 +619,14 @@ class _Pass:
         b = self.blocker
         if b is not None and b.reason in blockers.SERVING_REASONS and serving.available == 0:
             self.conds.set("Available", False, b.reason, b.message)
+        elif self._idle(serving):
+            self.conds.set(
+                "Available",
+                True,
+                "ScaledToZero",
+                "0 replicas while idle: requests wait in the router, whose queue wakes the "
+                "Deployment",
+            )
         elif serving.available > 0:
             self.conds.set(
                 "Available",
@@ -597,6 +661,8 @@ class _Pass:
             return "Degraded"
         if not serving.exists or serving.rolling:
             return "Deploying"
+        if self._idle(serving):
+            return "Idle"
         if serving.available >= serving.desired:
             return "Ready"
         return "Degraded" if serving.available > 0 or old in ("Ready", "Degraded") else "Deploying"
@@ -632,7 +698,8 @@ class _Pass:
         elif self.blocker is not None and phase in ("Blocked", "Degraded"):
             c.set("Ready", c.is_true("Available"), self.blocker.reason, self.blocker.message)
         elif c.is_true("Available"):
-            c.set("Ready", True, "Serving", c.new["Available"]["message"])
+            reason = "Idle" if phase == "Idle" else "Serving"
+            c.set("Ready", True, reason, c.new["Available"]["message"])
         else:
             c.set("Ready", False, phase, f"phase {phase}")
         self.status["phase"] = phase
@@ -742,7 +809,12 @@ class _Pass:
 
 SERVICE_KEY = "Service"
 # Conditions that carry an error, with the status that means it.
-_ERRORS = (("Validated", "False"), ("Planned", "False"), ("EngineBuildFailed", "True"))
+_ERRORS = (
+    ("Validated", "False"),
+    ("Planned", "False"),
+    ("EngineBuildFailed", "True"),
+    ("InferencePoolReady", "False"),
+)
 
 
 def _key(k: Kind, name: str) -> str:

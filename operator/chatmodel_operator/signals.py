@@ -28,16 +28,32 @@ class LoadSignal:
         return f'avg({self.record}{{namespace="{namespace}",{CHATMODEL_LABEL}="{chatmodel}"}})'
 
 
+# The llm-d router's (EPP's) own gauge of requests held in its flow-control queue, labelled
+# with the InferencePool it serves (llm-d-router docs/metrics.md; the KEDA signal of llm-d's
+# workload-autoscaling guide). It is the only load signal left at zero replicas.
+ROUTER_QUEUE_METRIC = "llm_d_epp_flow_control_queue_size"
+
+
+def router_queue_query(pool: str) -> str:
+    """Requests the router holds for ``pool``, summed over priorities and router replicas.
+    The series exists only while the router has queued something for the pool (and not at
+    all with no pods behind it), so the query falls back to 0 instead of going absent: KEDA
+    reads an absent result as an error or its fallback, never as "idle"."""
+    return f'sum({ROUTER_QUEUE_METRIC}{{inference_pool="{pool}"}}) or vector(0)'
+
+
 _BY = f"namespace, pod, {CHATMODEL_LABEL}"
 # irate (the last two scrapes) rather than NVIDIA's rate(...[1m]): a 1-minute rate keeps the
 # ratio high for a minute after the load stops, whereas irate follows a step within about two
 # scrape intervals each way (bench/autoscale.py measures it). Its noise is absorbed by the HPA's
 # scale-down stabilization window; the range only bounds how far back the two samples may lie.
 _WINDOW = "1m"
+# Our Python and llmapi engines export nv_trt_llm_request_metrics{request_type="waiting"} as the
+# C++ backend does (for the llm-d router), so the Python engine's own
+# chatmodel_engine_waiting_requests is not added again.
 _PENDING_FAMILIES = (
     "nv_inference_pending_request_count",
     "nv_trt_llm_request_metrics",
-    "chatmodel_engine_waiting_requests",
 )
 
 SIGNALS: dict[str, LoadSignal] = {
@@ -59,9 +75,9 @@ SIGNALS: dict[str, LoadSignal] = {
             record="chatmodel:pending_requests",
             # In-flight batching engines take every request off Triton's queue at once and
             # queue it themselves, so Triton's pending count stays 0 under load: add the
-            # engine's own waiting requests (TensorRT-LLM C++ backend: request_type="waiting";
-            # our Python engine: chatmodel_engine_waiting_requests). The empty alternative in
-            # request_type=~"|waiting" keeps the two families that have no such label.
+            # engine's own waiting requests (request_type="waiting", from the TensorRT-LLM C++
+            # backend and our Python and llmapi engines alike). The empty alternative in
+            # request_type=~"|waiting" keeps Triton's family, which has no such label.
             expr=(
                 f"sum by ({_BY}) ({{__name__=~"
                 f'"{"|".join(_PENDING_FAMILIES)}", request_type=~"|waiting"}})'
@@ -80,7 +96,10 @@ SIGNALS: dict[str, LoadSignal] = {
                 '(nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction"})'
             ),
             hpa_metric="chatmodel_kv_cache_utilization",
-            description="fraction of the paged KV cache in use (TensorRT-LLM C++ backend only)",
+            description=(
+                "fraction of the paged KV cache in use (TensorRT-LLM's C++ backend, and our "
+                "Python and llmapi engines)"
+            ),
             needs=("nv_trt_llm_kv_cache_block_metrics",),
         ),
     )

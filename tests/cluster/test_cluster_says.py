@@ -221,6 +221,21 @@ INVALID = [
         ["httpPort, grpcPort, metricsPort and openaiPort must all differ"],
         id="cel",
     ),
+    pytest.param(
+        {"autoscaling": {"enabled": True, "minReplicas": 0}, "routing": {"inferencePool": {}}},
+        ["spec.autoscaling.minReplicas", "set engine to keda"],
+        id="zero-with-hpa",
+    ),
+    pytest.param(
+        {"autoscaling": {"enabled": True, "engine": "keda", "minReplicas": 0}},
+        ["spec.autoscaling.minReplicas", "add routing.inferencePool"],
+        id="zero-without-router",
+    ),
+    pytest.param(
+        {"routing": {"inferencePool": {"endpointPickerRef": {"name": "epp"}}}},
+        ["spec.routing.inferencePool.endpointPickerRef.port", "set port.number"],
+        id="picker-without-port",
+    ),
 ]
 
 

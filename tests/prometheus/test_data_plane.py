@@ -38,13 +38,14 @@ CLIENTS = 10  # about 8 wait for a slot: over the default target of 4 pending pe
 # Opt-in Triton metrics the serving dashboard's latency panels read, as the pods ask for them.
 LATENCY_FLAGS = TRITON_METRICS_CONFIG
 # Panels the CPU data plane can feed: everything but time to first token (Triton newer than the
-# 2.51 in nvidia-pytriton) and KV-cache blocks (TensorRT-LLM C++ backend only).
+# 2.51 in nvidia-pytriton). KV-cache use comes from our Python engine's nv_trt_llm_* gauges.
 PANELS = (
     "Request rate",
     "Request latency p50 / p95",
     "Output tokens per second",
     "Queue-to-compute ratio per replica",
     "Pending requests per replica",
+    "KV-cache utilization per replica",
 )
 
 pytestmark = [

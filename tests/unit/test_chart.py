@@ -454,10 +454,13 @@ def test_operator_arguments_parse(
 # --- RBAC ----------------------------------------------------------------------------------
 
 
+POOL_RULES = {("inference.networking.k8s.io", "inferencepools")}
+
+
 def test_cluster_wide_role_is_the_declared_list() -> None:
-    objs = objects()
+    objs = objects({"rbac": {"inferencePools": "always"}})
     role = one(objs, "ClusterRole")
-    assert role["rules"] == rbac.rules()
+    assert triples(role["rules"]) == triples(rbac.rules())
     binding = one(objs, "ClusterRoleBinding")
     account = one(objs, "ServiceAccount")
     assert binding["roleRef"] == {
@@ -477,7 +480,7 @@ def test_cluster_wide_role_is_the_declared_list() -> None:
 
 def test_namespaced_install_splits_the_declared_list_by_scope() -> None:
     namespaces = ["team-a", "team-b"]
-    objs = objects({"watch": {"namespaces": namespaces}})
+    objs = objects({"watch": {"namespaces": namespaces}, "rbac": {"inferencePools": "always"}})
     cluster_role = one(objs, "ClusterRole")
     roles = of_kind(objs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == namespaces
@@ -493,6 +496,38 @@ def test_namespaced_install_splits_the_declared_list_by_scope() -> None:
     for binding in bindings:
         assert binding["roleRef"]["kind"] == "Role"
         assert binding["subjects"][0]["namespace"] == NAMESPACE
+
+
+@pytest.mark.parametrize(
+    ("mode", "granted"),
+    [
+        pytest.param("always", True, id="always"),
+        pytest.param("never", False, id="never"),
+        # helm template knows no CRDs: auto sees no InferencePool API, as on a bare cluster.
+        pytest.param("auto", False, id="auto-without-the-api"),
+    ],
+)
+@pytest.mark.parametrize("namespaces", [[], ["team-a"]], ids=["cluster", "namespaced"])
+def test_inference_pool_rules_follow_their_value(
+    mode: str, granted: bool, namespaces: list[str]
+) -> None:
+    objs = objects({"rbac": {"inferencePools": mode}, "watch": {"namespaces": namespaces}})
+    roles = of_kind(objs, "Role") if namespaces else of_kind(objs, "ClusterRole")
+    assert roles
+    declared = triples(rbac.rules())
+    pools = {t for t in declared if t[:2] in POOL_RULES}
+    assert pools and {t[2] for t in pools} >= {"list", "watch", "patch", "create", "delete"}
+    for role in roles:
+        got = triples(role["rules"])
+        assert (pools <= got) is granted
+        assert not (got & pools) or granted
+        if not namespaces:
+            assert got == (declared if granted else declared - pools)
+
+
+def test_inference_pool_value_is_checked() -> None:
+    with pytest.raises(Exception, match="inferencePools"):
+        render({"rbac": {"inferencePools": "sometimes"}})
 
 
 def test_rbac_and_service_account_can_be_left_to_the_platform() -> None:
@@ -512,6 +547,9 @@ def test_rbac_and_service_account_can_be_left_to_the_platform() -> None:
 
 def test_merged_rules_agree_with_the_declared_merge() -> None:
     assert chart.merged_rules(rbac.API_USES) == rbac.rules()
+    gated = [u for u in rbac.API_USES if u.gate is not None]
+    # rbac.yaml adds gated rules to each namespaced Role: a cluster-scoped one would be lost.
+    assert gated and all(u.kind.namespaced for u in gated)
 
 
 # --- monitoring toggles --------------------------------------------------------------------

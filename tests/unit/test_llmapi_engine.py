@@ -136,6 +136,36 @@ class FakeLLM:
         pass
 
 
+class Gauge:
+    def __init__(self, labels: dict[str, str]) -> None:
+        self.labels, self.value = labels, 0.0
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+
+class MetricFamily:
+    """Triton's pb_utils.MetricFamily, keeping every gauge made, by family name."""
+
+    GAUGE, COUNTER = "gauge", "counter"
+    made: ClassVar[dict[str, list[Gauge]]] = {}
+
+    def __init__(self, name: str, description: str, kind: str) -> None:
+        self.name = name
+        MetricFamily.made[name] = []
+
+    def Metric(self, labels: dict[str, str]) -> Gauge:  # noqa: N802 (Triton's name)
+        gauge = Gauge(labels)
+        MetricFamily.made[self.name].append(gauge)
+        return gauge
+
+
+def gauge(family: str, **labels: str) -> float:
+    found = [g for g in MetricFamily.made[family] if labels.items() <= g.labels.items()]
+    assert len(found) == 1, (family, labels)
+    return found[0].value
+
+
 class SamplingParams:
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs = kwargs
@@ -149,6 +179,7 @@ def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     pb.TritonError = Error  # type: ignore[attr-defined]
     pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL = FINAL  # type: ignore[attr-defined]
     pb.get_input_tensor_by_name = _get  # type: ignore[attr-defined]
+    pb.MetricFamily = MetricFamily  # type: ignore[attr-defined]
     trt = types.ModuleType("tensorrt_llm")
     trt.LLM = FakeLLM  # type: ignore[attr-defined]
     trt.SamplingParams = SamplingParams  # type: ignore[attr-defined]
@@ -276,3 +307,32 @@ def test_a_failure_is_an_error_response(engine: Any) -> None:
     sent = _run(engine, Request(input_lengths=[1], request_output_len=[4]))  # no input_ids
     response, flags = sent[-1]
     assert flags == FINAL and response is not None and response.error is not None
+
+
+def test_router_gauges_follow_requests_and_go_back_to_zero(engine: Any) -> None:
+    """The gauges the llm-d router reads (engine type triton-tensorrt-llm): requests beyond
+    max_batch_size wait, the others are scheduled, and all go back to 0 when done."""
+    engine.router.max_batch = 1
+    FakeLLM.instances[-1].delay = 0.05
+    requests = [_request(f"g{i}", request_output_len=[8], end_id=[-1]) for i in range(3)]
+    engine.execute(requests)
+    time.sleep(0.1)
+    waiting = gauge("nv_trt_llm_request_metrics", request_type="waiting")
+    scheduled = gauge("nv_trt_llm_request_metrics", request_type="scheduled")
+    assert (waiting, scheduled) == (2, 1)
+    for r in requests:
+        assert r.sender.done.wait(5)
+    deadline = time.monotonic() + 2
+    while gauge("nv_trt_llm_request_metrics", request_type="scheduled") and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.01)
+    assert gauge("nv_trt_llm_request_metrics", request_type="waiting") == 0
+    assert gauge("nv_trt_llm_request_metrics", request_type="scheduled") == 0
+    # KV blocks come from the LLM's iteration stats, in TensorRT-LLM's own field names.
+    stats = {"kvCacheStats": {"maxNumBlocks": 200, "usedNumBlocks": 50, "tokensPerBlock": 32}}
+    engine.router.set_blocks(stats)
+    assert gauge("nv_trt_llm_kv_cache_block_metrics", kv_cache_block_type="fraction") == 0.25
+    assert gauge("nv_trt_llm_kv_cache_block_metrics", kv_cache_block_type="tokens_per") == 32
+    assert gauge("nv_trt_llm_kv_cache_block_metrics", kv_cache_block_type="max") == 200
+    assert gauge("nv_trt_llm_kv_cache_block_metrics", kv_cache_block_type="free") == 150

@@ -289,6 +289,19 @@
   - patch
 {{- end }}
 
+{{- define "chatmodel-operator.rules.inferencePools" }}
+- apiGroups:
+  - inference.networking.k8s.io
+  resources:
+  - inferencepools
+  verbs:
+  - create
+  - delete
+  - list
+  - patch
+  - watch
+{{- end }}
+
 {{- define "chatmodel-operator.peeringName" -}}
 chatmodel-operator
 {{- end }}

@@ -52,6 +52,56 @@ def _word_list(request: Any, name: str) -> list[list[int]]:
     return out
 
 
+class _RouterGauges:
+    """nv_trt_llm_request_metrics{request_type} and nv_trt_llm_kv_cache_block_metrics
+    {kv_cache_block_type}, as the TensorRT-LLM C++ backend exports them, for the llm-d router
+    (pods labelled llm-d.ai/engine-type=triton-tensorrt-llm). Requests are counted here: the
+    LLM runs at most max_batch_size at once and queues the rest. The KV blocks come from the
+    LLM's iteration stats (kvCacheStats) where it produces them."""
+
+    def __init__(self, max_batch: int) -> None:
+        gauge = pb_utils.MetricFamily.GAUGE
+        self.families = (
+            pb_utils.MetricFamily(
+                name="nv_trt_llm_request_metrics", description="TRT LLM request metrics", kind=gauge
+            ),
+            pb_utils.MetricFamily(
+                name="nv_trt_llm_kv_cache_block_metrics",
+                description="TRT LLM KV cache block metrics",
+                kind=gauge,
+            ),
+        )
+        base = {"model": "tensorrt_llm", "version": "1"}
+        self.requests = {
+            t: self.families[0].Metric(labels={**base, "request_type": t})
+            for t in ("waiting", "scheduled", "active", "max")
+        }
+        self.blocks = {
+            t: self.families[1].Metric(labels={**base, "kv_cache_block_type": t})
+            for t in ("fraction", "tokens_per", "max", "used", "free")
+        }
+        self.max_batch = max_batch
+        self.requests["max"].set(max_batch)
+        self.set_requests(0)
+
+    def set_requests(self, in_flight: int) -> None:
+        scheduled = min(in_flight, self.max_batch)
+        self.requests["waiting"].set(in_flight - scheduled)
+        self.requests["scheduled"].set(scheduled)
+        self.requests["active"].set(scheduled)
+
+    def set_blocks(self, stats: dict[str, Any]) -> None:
+        kv = stats.get("kvCacheStats") or {}
+        total, used = int(kv.get("maxNumBlocks") or 0), int(kv.get("usedNumBlocks") or 0)
+        if total <= 0:
+            return
+        self.blocks["max"].set(total)
+        self.blocks["used"].set(used)
+        self.blocks["free"].set(int(kv.get("freeNumBlocks") or total - used))
+        self.blocks["tokens_per"].set(int(kv.get("tokensPerBlock") or 0))
+        self.blocks["fraction"].set(used / total)
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         from tensorrt_llm import LLM
@@ -72,6 +122,20 @@ class TritonPythonModel:
         self.thread.start()
         self.running: dict[str, Any] = {}
         self.last_arrival = 0
+        self.in_flight = 0
+        self.router = _RouterGauges(int(kwargs.get("max_batch_size") or 2048))
+        asyncio.run_coroutine_threadsafe(self._poll_stats(), self.loop)
+
+    async def _poll_stats(self) -> None:
+        """KV-cache blocks from the LLM's iteration stats, while it produces any."""
+        get_stats = getattr(self.llm, "get_stats_async", None)
+        while get_stats is not None:
+            try:
+                async for stats in get_stats(timeout=2):
+                    self.router.set_blocks(stats if isinstance(stats, dict) else {})
+            except Exception:  # stats off or not in this release: the request gauges remain
+                return
+            await asyncio.sleep(0.5)
 
     def finalize(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -109,6 +173,8 @@ class TritonPythonModel:
 
         # Unique per request: postprocessing keys its per-stream decoder state by it.
         self.last_arrival = arrival = max(time.time_ns(), self.last_arrival + 1)
+        self.in_flight += 1  # only the loop's thread changes it
+        self.router.set_requests(self.in_flight)
         try:
             ids = pb_utils.get_input_tensor_by_name(request, "input_ids").as_numpy().reshape(-1)
             prompt = [int(i) for i in ids[: int(_scalar(request, "input_lengths", len(ids)))]]
@@ -164,3 +230,5 @@ class TritonPythonModel:
             sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
         finally:
             self.running.pop(request.request_id(), None)
+            self.in_flight -= 1
+            self.router.set_requests(self.in_flight)

@@ -136,6 +136,55 @@ class _Job:
     sent: bool = False
 
 
+# The llm-d router reads TensorRT-LLM's own gauges from pods labelled
+# llm-d.ai/engine-type=triton-tensorrt-llm; this engine exports them with the same meaning.
+# Its KV cache is counted in blocks of this many tokens: max_slots sequences of at most
+# max_sequence_length tokens.
+TOKENS_PER_BLOCK = 64
+
+
+class _RouterGauges:
+    """nv_trt_llm_request_metrics{request_type} and nv_trt_llm_kv_cache_block_metrics
+    {kv_cache_block_type}, as the TensorRT-LLM C++ backend exports them."""
+
+    def __init__(self, *, max_slots: int, max_seq: int) -> None:
+        gauge = pb_utils.MetricFamily.GAUGE
+        # The families must outlive their metrics, so they are kept here.
+        self.families = (
+            pb_utils.MetricFamily(
+                name="nv_trt_llm_request_metrics", description="TRT LLM request metrics", kind=gauge
+            ),
+            pb_utils.MetricFamily(
+                name="nv_trt_llm_kv_cache_block_metrics",
+                description="TRT LLM KV cache block metrics",
+                kind=gauge,
+            ),
+        )
+        base = {"model": "tensorrt_llm", "version": "1"}
+        self.requests = {
+            t: self.families[0].Metric(labels={**base, "request_type": t})
+            for t in ("waiting", "scheduled", "active", "max")
+        }
+        self.blocks = {
+            t: self.families[1].Metric(labels={**base, "kv_cache_block_type": t})
+            for t in ("fraction", "tokens_per", "max", "used", "free")
+        }
+        self.max_blocks = max_slots * -(-max_seq // TOKENS_PER_BLOCK)
+        self.requests["max"].set(max_slots)
+        self.blocks["tokens_per"].set(TOKENS_PER_BLOCK)
+        self.blocks["max"].set(self.max_blocks)
+        self.set(waiting=0, active=[])
+
+    def set(self, *, waiting: int, active: list[_Job]) -> None:
+        used = sum(-(-(len(j.prompt) + len(j.out)) // TOKENS_PER_BLOCK) for j in active)
+        self.requests["waiting"].set(waiting)
+        self.requests["scheduled"].set(len(active))
+        self.requests["active"].set(len(active))
+        self.blocks["used"].set(used)
+        self.blocks["free"].set(self.max_blocks - used)
+        self.blocks["fraction"].set(used / self.max_blocks if self.max_blocks else 0.0)
+
+
 def _scalar(request: Any, name: str, default: Any) -> Any:
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:
@@ -237,6 +286,7 @@ class TritonPythonModel:
         self.m_cancelled = self.families["chatmodel_engine_cancelled_requests_total"].Metric(
             labels=labels
         )
+        self.router = _RouterGauges(max_slots=self.max_slots, max_seq=self.max_seq)
 
     def finalize(self) -> None:
         with self.lock:
@@ -264,6 +314,7 @@ class TritonPythonModel:
                 if job.request_id:
                     self.by_id[job.request_id] = job
                 self.m_waiting.set(len(self.waiting))
+                self.router.set(waiting=len(self.waiting), active=list(self.active))
                 self.lock.notify()
         return None
 
@@ -345,6 +396,8 @@ class TritonPythonModel:
                     if job in self.active and job not in admitted:
                         self._advance(job, prefill=False)
                 self.m_active.set(len(self.active))
+                with self.lock:
+                    self.router.set(waiting=len(self.waiting), active=list(self.active))
 
     def _advance(self, job: _Job, *, prefill: bool) -> None:
         try:

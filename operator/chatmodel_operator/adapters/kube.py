@@ -32,6 +32,7 @@ import aiohttp
 from chatmodel_operator.api.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from chatmodel_operator.errors import ChatModelError, TransientError
 from chatmodel_operator.render import ENGINE_KEY_LABEL, FIELD_MANAGER
+from chatmodel_operator.render.routing import ParentState, parent_states
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ PDB: Final = Kind("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets")
 NETWORK_POLICY: Final = Kind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies")
 SERVICE_MONITOR: Final = Kind("ServiceMonitor", "monitoring.coreos.com", "v1", "servicemonitors")
 SCALED_OBJECT: Final = Kind("ScaledObject", "keda.sh", "v1alpha1", "scaledobjects")
+INFERENCE_POOL: Final = Kind("InferencePool", "inference.networking.k8s.io", "v1", "inferencepools")
 CRD: Final = Kind(
     "CustomResourceDefinition",
     "apiextensions.k8s.io",
@@ -107,6 +109,7 @@ CHILD_KINDS: Final[tuple[Kind, ...]] = (
     DEPLOYMENT,
     SERVICE,
     PDB,
+    INFERENCE_POOL,
     HPA,
     SCALED_OBJECT,
     SERVICE_MONITOR,
@@ -115,7 +118,7 @@ CHILD_KINDS: Final[tuple[Kind, ...]] = (
 # Read, never written: the pods of our Jobs and Deployments, for why they do not run.
 WATCHED_KINDS: Final[tuple[Kind, ...]] = (POD,)
 # Optional CRDs: absent from many clusters, so the operator must run without them.
-OPTIONAL_KINDS: Final[frozenset[Kind]] = frozenset({SERVICE_MONITOR, SCALED_OBJECT})
+OPTIONAL_KINDS: Final[frozenset[Kind]] = frozenset({SERVICE_MONITOR, SCALED_OBJECT, INFERENCE_POOL})
 BY_KIND: Final[dict[str, Kind]] = {
     k.kind: k for k in (*CHILD_KINDS, *WATCHED_KINDS, CHATMODEL, EVENT)
 }
@@ -193,6 +196,7 @@ class Observed:
     pod: PodState | None = None
     claim_phase: str | None = None  # a PersistentVolumeClaim's status.phase
     created: str | None = None  # metadata.creationTimestamp
+    pool: tuple[ParentState, ...] | None = None  # an InferencePool's gateways and conditions
 
     @property
     def digest(self) -> tuple[Any, ...]:
@@ -209,6 +213,7 @@ class Observed:
             self.deployment,
             pod,
             self.claim_phase,
+            self.pool,
         )
 
 
@@ -269,6 +274,7 @@ def summarize(body: Mapping[str, Any]) -> Observed:
         pod = _pod_state(body, labels)
     elif kind == "PersistentVolumeClaim":
         claim_phase = status.get("phase")
+    pool = parent_states(status) if kind == "InferencePool" else None
     try:
         attempt = int(annotations.get(BUILD_ATTEMPT) or 1)
     except ValueError:
@@ -291,6 +297,7 @@ def summarize(body: Mapping[str, Any]) -> Observed:
         pod=pod,
         claim_phase=claim_phase,
         created=meta.get("creationTimestamp"),
+        pool=pool,
     )
 
 

@@ -270,8 +270,10 @@ class AutoscalingSpec(_Model):
     """Create a HorizontalPodAutoscaler (or KEDA ScaledObject) for the serving Deployment."""
     engine: AutoscalingEngine = "hpa"
     """hpa uses the custom metrics API (prometheus-adapter); keda renders a ScaledObject instead."""
-    min_replicas: int = Field(default=1, ge=1, le=1000)
-    """Fewest replicas."""
+    min_replicas: int = Field(default=1, ge=0, le=1000)
+    """Fewest replicas. 0 (scale to zero when idle) needs engine keda and
+    routing.inferencePool: the router holds requests while the first pod starts, and its queue
+    wakes the Deployment."""
     max_replicas: int = Field(default=4, ge=1, le=1000)
     """Most replicas."""
     # Not NVIDIA's queue-to-compute ratio by default: in-flight batching engines take every
@@ -286,6 +288,9 @@ class AutoscalingSpec(_Model):
     """
     scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600)
     """How long load must stay low before replicas are removed."""
+    cooldown_seconds: int = Field(default=300, ge=0, le=86400)
+    """With minReplicas 0: how long after the last sign of load (engine keda's triggers all
+    at their activation value) the Deployment goes down to zero (KEDA's cooldownPeriod)."""
     prometheus_address: str = Field(
         default="http://prometheus-operated.monitoring.svc:9090",
         pattern=r"^https?://.+",
@@ -295,6 +300,56 @@ class AutoscalingSpec(_Model):
 
     def effective_target(self) -> float:
         return self.target if self.target is not None else DEFAULT_TARGETS[self.metric]
+
+
+ENDPOINT_PICKER_KIND_PATTERN = r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"
+API_GROUP_PATTERN = r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class PortSpec(_Model):
+    """A port, as the Gateway API Inference Extension writes one."""
+
+    number: int = Field(ge=1, le=65535)
+    """The port number."""
+
+
+class EndpointPickerRefSpec(_Model):
+    """The endpoint picker (the llm-d router's EPP, or another) that chooses a pod of the pool
+    for each request; the InferencePool's endpointPickerRef, field for field."""
+
+    group: str = Field(default="", max_length=253, pattern=API_GROUP_PATTERN)
+    """API group of the referent; empty is the core group (a Service)."""
+    kind: str = Field(
+        default="Service", min_length=1, max_length=63, pattern=ENDPOINT_PICKER_KIND_PATTERN
+    )
+    """Kind of the referent; Service unless set (ExternalName Services are not supported by
+    the gateways)."""
+    name: str = Field(min_length=1, max_length=253)
+    """Name of the referent, in the ChatModel's namespace."""
+    port: PortSpec | None = None
+    """Port of the picker; required when kind is Service (the Service port, not the target
+    port)."""
+    failure_mode: Literal["FailOpen", "FailClose"] = "FailClose"
+    """What the gateway does when the picker does not answer: FailClose drops the request,
+    FailOpen forwards it to a pod of its own choosing."""
+
+
+class InferencePoolSpec(_Model):
+    """An InferencePool (inference.networking.k8s.io/v1) for the serving pods."""
+
+    endpoint_picker_ref: EndpointPickerRefSpec | None = None
+    """The endpoint picker of the pool; unset leaves it to the gateway (optional since the
+    Gateway API Inference Extension v1.6)."""
+
+
+class RoutingSpec(_Model):
+    """How a gateway routes requests to the serving pods."""
+
+    inference_pool: InferencePoolSpec | None = None
+    """Create an InferencePool named as the ChatModel that selects exactly its serving pods
+    on the OpenAI port (`{}` is enough), so that a Gateway API Inference Extension gateway
+    and the llm-d router can route to them. Needs the OpenAI frontend (serving.openai not
+    Disabled)."""
 
 
 class CacheSpec(_Model):
@@ -397,6 +452,45 @@ SPEC_RULES: list[CrossRule] = [
         "pvc://claim/path, or set serving.securityContext.podSecurityLevel to privileged",
         "spec.serving.securityContext.podSecurityLevel",
     ),
+    (
+        # Scoped at spec, like the rules below, so that the API server names the field itself.
+        "spec",
+        "!has(self.routing) || !has(self.routing.inferencePool)"
+        " || !has(self.routing.inferencePool.endpointPickerRef)"
+        " || (has(self.routing.inferencePool.endpointPickerRef.kind)"
+        " && self.routing.inferencePool.endpointPickerRef.kind != 'Service')"
+        " || has(self.routing.inferencePool.endpointPickerRef.port)",
+        "routing.inferencePool.endpointPickerRef.port is required when kind is Service (the "
+        "default); set port.number to the picker Service's port, 9002 for the llm-d router",
+        "spec.routing.inferencePool.endpointPickerRef.port",
+    ),
+    (
+        "spec",
+        "!has(self.routing) || !has(self.routing.inferencePool) || !has(self.serving)"
+        " || !has(self.serving.openai) || self.serving.openai != 'Disabled'",
+        "routing.inferencePool routes to the OpenAI port, which serving.openai Disabled turns "
+        "off; set serving.openai to Auto or Enabled, or remove routing.inferencePool",
+        "spec.routing.inferencePool",
+    ),
+    (
+        "spec",
+        "!has(self.autoscaling) || !has(self.autoscaling.minReplicas)"
+        " || self.autoscaling.minReplicas > 0"
+        " || (has(self.autoscaling.engine) && self.autoscaling.engine == 'keda')",
+        "autoscaling.minReplicas 0 needs autoscaling.engine keda (an HPA cannot scale to zero "
+        "and back); set engine to keda, or minReplicas to 1 or more",
+        "spec.autoscaling.minReplicas",
+    ),
+    (
+        "spec",
+        "!has(self.autoscaling) || !has(self.autoscaling.minReplicas)"
+        " || self.autoscaling.minReplicas > 0"
+        " || (has(self.routing) && has(self.routing.inferencePool))",
+        "autoscaling.minReplicas 0 needs routing.inferencePool: at zero replicas only the "
+        "router holds requests while the first pod starts, and its queue wakes the "
+        "Deployment; add routing.inferencePool, or set minReplicas to 1 or more",
+        "spec.autoscaling.minReplicas",
+    ),
 ]
 
 
@@ -415,6 +509,8 @@ class ChatModelSpec(_Model):
     """Autoscaling on Triton load signals."""
     cache: CacheSpec = CacheSpec()
     """Checkpoint and engine cache volume."""
+    routing: RoutingSpec = RoutingSpec()
+    """Routing through a Gateway API Inference Extension gateway (InferencePool)."""
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> ChatModelSpec:
@@ -442,6 +538,16 @@ class ChatModelSpec(_Model):
             "privileged",
         ):
             problems.append((SPEC_RULES[6][3], SPEC_RULES[6][2]))
+        pool = self.routing.inference_pool
+        picker = pool.endpoint_picker_ref if pool is not None else None
+        if picker is not None and picker.kind == "Service" and picker.port is None:
+            problems.append((SPEC_RULES[7][3], SPEC_RULES[7][2]))
+        if pool is not None and s.openai == "Disabled":
+            problems.append((SPEC_RULES[8][3], SPEC_RULES[8][2]))
+        if a.min_replicas == 0 and a.engine != "keda":
+            problems.append((SPEC_RULES[9][3], SPEC_RULES[9][2]))
+        if a.min_replicas == 0 and pool is None:
+            problems.append((SPEC_RULES[10][3], SPEC_RULES[10][2]))
         if problems:
             # pydantic wraps ValueError; the message carries field and fix for _to_spec_errors.
             raise ValueError(" | ".join(f"{f}::{m}" for f, m in problems))
@@ -551,6 +657,7 @@ class ChatModelStatus(_Model):
         "Deploying",
         "Blocked",
         "Ready",
+        "Idle",
         "Degraded",
         "Failed",
     ] = "Pending"

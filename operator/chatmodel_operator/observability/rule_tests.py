@@ -65,7 +65,8 @@ def _signal_test() -> dict[str, Any]:
         _series("nv_inference_compute_infer_duration_us", _pod("b", "tensorrt_llm"), "0x20"),
         _series("nv_inference_pending_request_count", _pod("b", "tensorrt_llm"), "0x20"),
         # Requests waiting inside the engine count as pending: the TensorRT-LLM C++ backend's
-        # "waiting" (not "active") on pod a, our Python engine's gauge on pod b.
+        # "waiting" (not "active") on pod a, our Python engine's same gauge on pod b, counted
+        # once although it also exports chatmodel_engine_waiting_requests.
         _series(
             "nv_trt_llm_request_metrics",
             {**_pod("a", "tensorrt_llm"), "request_type": "waiting"},
@@ -75,6 +76,11 @@ def _signal_test() -> dict[str, Any]:
             "nv_trt_llm_request_metrics",
             {**_pod("a", "tensorrt_llm"), "request_type": "active"},
             "5x20",
+        ),
+        _series(
+            "nv_trt_llm_request_metrics",
+            {**_pod("b", "tensorrt_llm"), "request_type": "waiting"},
+            "3x20",
         ),
         _series("chatmodel_engine_waiting_requests", _pod("b", "tensorrt_llm"), "3x20"),
         _series(

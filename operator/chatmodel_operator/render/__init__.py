@@ -50,10 +50,16 @@ from chatmodel_operator.render.objects import (
     tritonserver_args,
 )
 from chatmodel_operator.render.paths import cache_paths
+from chatmodel_operator.render.routing import (
+    ENGINE_TYPE_LABEL,
+    inference_pool_name,
+    render_inference_pool,
+)
 
 __all__ = [
     "CHATMODEL_LABEL",
     "ENGINE_KEY_LABEL",
+    "ENGINE_TYPE_LABEL",
     "FIELD_MANAGER",
     "FRONTEND_LABEL",
     "FRONTEND_REASON_ANNOTATION",
@@ -67,6 +73,7 @@ __all__ = [
     "configmap_name",
     "deployment_name",
     "endpoint",
+    "inference_pool_name",
     "job_name",
     "labels",
     "network_policy_name",
@@ -78,6 +85,7 @@ __all__ = [
     "render_configmap",
     "render_deployment",
     "render_hpa",
+    "render_inference_pool",
     "render_network_policies",
     "render_pdb",
     "render_scaled_object",
@@ -98,7 +106,8 @@ class Children:
     build_job: dict[str, Any]
     serving: tuple[
         dict[str, Any], ...
-    ]  # ConfigMap, Deployment, Service, PDB, HPA/ScaledObject, ServiceMonitor, NetworkPolicies
+    ]  # ConfigMap, Deployment, Service, PDB, InferencePool, HPA/ScaledObject, ServiceMonitor,
+    # NetworkPolicies
 
     def all(self) -> list[dict[str, Any]]:
         return [self.cache_pvc, self.build_job, *self.serving]
@@ -163,6 +172,10 @@ def render_children(
         render_service(name=name, namespace=namespace, spec=spec, owner=owner),
         render_pdb(name=name, namespace=namespace, owner=owner),
     ]
+    if spec.routing.inference_pool is not None:
+        serving.append(
+            render_inference_pool(name=name, namespace=namespace, spec=spec, owner=owner)
+        )
     if a.enabled:
         render = render_scaled_object if a.engine == "keda" else render_hpa
         serving.append(render(name=name, namespace=namespace, spec=spec, owner=owner))

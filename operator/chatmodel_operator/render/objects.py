@@ -34,6 +34,7 @@ from chatmodel_operator.render.paths import (
     cache_paths,
     runtime_cache_subpath,
 )
+from chatmodel_operator.render.routing import ENGINE_TYPE_LABEL, engine_type, inference_pool_name
 from chatmodel_operator.render.security import (
     BUILD_SCRATCH_LIMIT,
     SERVING_SCRATCH_LIMIT,
@@ -44,7 +45,7 @@ from chatmodel_operator.render.security import (
     shm_volume,
     writable_env,
 )
-from chatmodel_operator.signals import SIGNALS
+from chatmodel_operator.signals import SIGNALS, router_queue_query
 from chatmodel_operator.triton import configmap_key, triton_openai_frontend_args
 
 BUILD_BACKOFF_LIMIT = 2
@@ -505,7 +506,11 @@ def render_deployment(
     # Both processes serve KServe's health on the HTTP port. The frontend opens it (and /v1)
     # only once every model is loaded, so it is ready exactly when tritonserver would be.
     probe_http = {"path": "/v2/health/ready", "port": "http"}
-    pod_labels = {**labels(name, "server", engine_key), FRONTEND_LABEL: proc.frontend}
+    pod_labels = {
+        **labels(name, "server", engine_key),
+        FRONTEND_LABEL: proc.frontend,
+        ENGINE_TYPE_LABEL: engine_type(plan.route),
+    }
     container = {
         "name": "triton",
         "image": plan.image,
@@ -683,39 +688,63 @@ def render_hpa(
 def render_scaled_object(
     *, name: str, namespace: str, spec: ChatModelSpec, owner: Mapping[str, Any]
 ) -> dict[str, Any]:
+    """A KEDA ScaledObject on the Triton load signal, and, with routing.inferencePool, on the
+    router's queue for this pool too: at zero replicas no pod reports load, and requests wait
+    in the router (llm-d flow control), so its queue is what wakes the Deployment. With
+    minReplicas 0 every query falls back to 0 rather than to no series, which KEDA would
+    otherwise answer with its fallback or an error instead of "idle"."""
     a = spec.autoscaling
     signal = SIGNALS[a.metric]
+    to_zero = a.min_replicas == 0
+    query = signal.keda_query(namespace, name)
+    triggers: list[dict[str, Any]] = [
+        {
+            "type": "prometheus",
+            "metricType": "AverageValue",
+            "metadata": {
+                "serverAddress": a.prometheus_address,
+                "query": f"{query} or vector(0)" if to_zero else query,
+                "threshold": str(a.effective_target()),
+            },
+        }
+    ]
+    if spec.routing.inference_pool is not None:
+        triggers.append(
+            {
+                "type": "prometheus",
+                "metricType": "AverageValue",
+                "metadata": {
+                    "serverAddress": a.prometheus_address,
+                    "query": router_queue_query(inference_pool_name(name)),
+                    # llm-d's KEDA guide: one queued request per replica; any queued request
+                    # wakes a Deployment at zero (activation above 0).
+                    "threshold": "1",
+                    "activationThreshold": "0",
+                },
+            }
+        )
+    scaled: dict[str, Any] = {
+        "scaleTargetRef": {"name": deployment_name(name)},
+        "minReplicaCount": a.min_replicas,
+        "maxReplicaCount": a.max_replicas,
+    }
+    if to_zero:
+        scaled["cooldownPeriod"] = a.cooldown_seconds
+    scaled["advanced"] = {
+        "horizontalPodAutoscalerConfig": {
+            "behavior": {
+                "scaleDown": {"stabilizationWindowSeconds": a.scale_down_stabilization_seconds}
+            }
+        }
+    }
+    scaled["triggers"] = triggers
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
         "metadata": _meta(
             name=name, namespace=namespace, labels_=labels(name, "autoscaler"), owner=owner
         ),
-        "spec": {
-            "scaleTargetRef": {"name": deployment_name(name)},
-            "minReplicaCount": a.min_replicas,
-            "maxReplicaCount": a.max_replicas,
-            "advanced": {
-                "horizontalPodAutoscalerConfig": {
-                    "behavior": {
-                        "scaleDown": {
-                            "stabilizationWindowSeconds": a.scale_down_stabilization_seconds
-                        }
-                    }
-                }
-            },
-            "triggers": [
-                {
-                    "type": "prometheus",
-                    "metricType": "AverageValue",
-                    "metadata": {
-                        "serverAddress": a.prometheus_address,
-                        "query": signal.keda_query(namespace, name),
-                        "threshold": str(a.effective_target()),
-                    },
-                }
-            ],
-        },
+        "spec": scaled,
     }
 
 
