@@ -8,6 +8,7 @@ list that no test exercised (see tests/cluster/test_rbac.py). Resources are spel
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,12 +130,12 @@ API_USES: tuple[ApiUse, ...] = (
 )
 
 
-def rules() -> list[dict[str, Any]]:
-    """PolicyRules of every declared use, gated ones included (what the operator may need),
-    one per API group, resources and verbs merged and sorted (stable output)."""
+def rules(uses: Iterable[ApiUse] = API_USES) -> list[dict[str, Any]]:
+    """PolicyRules of the declared uses (by default every one, gated ones included: what the
+    operator may need), one per API group, resources and verbs merged and sorted."""
     by_group: dict[tuple[str, tuple[str, ...]], set[str]] = {}
     verbs_of: dict[tuple[str, str], set[str]] = {}
-    for use in API_USES:
+    for use in uses:
         verbs_of.setdefault((use.kind.group, use.resource), set()).update(use.verbs)
     for (group, resource), verbs in verbs_of.items():
         by_group.setdefault((group, tuple(sorted(verbs))), set()).add(resource)
