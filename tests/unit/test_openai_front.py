@@ -231,9 +231,14 @@ def test_a_client_that_hangs_up_while_nothing_is_written_stops_the_engine(
 ) -> None:
     """Tokens that decode to nothing yet (a character's first bytes, skipped special tokens),
     or a whole answer not yet complete, give the front nothing to write to its client: only the
-    hang-up itself can tell it the client left."""
+    hang-up itself can tell it the client left.
 
-    async def run() -> tuple[str, list[dict[str, object]], float]:
+    No step waits a fixed time: the client hangs up once Triton has the request, and the fake
+    engine never ends by itself, so the stop can only come from the hang-up (the waits below
+    only keep a broken front from hanging the suite, and are long enough for a loaded host)."""
+    guard_s = 60.0
+
+    async def run() -> tuple[str, list[dict[str, object]]]:
         started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         stops: list[dict[str, object]] = []
         stopped = asyncio.Event()
@@ -243,14 +248,19 @@ def test_a_client_that_hangs_up_while_nothing_is_written_stops_the_engine(
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await resp.prepare(request)
             await resp.write(b'data: {"text_output": "hi"}\n\n')
-            while not stopped.is_set():  # the engine goes on, with nothing to show
-                await resp.write(b'data: {"text_output": ""}\n\n')
-                await asyncio.sleep(0.01)
+            try:
+                while not stopped.is_set():  # the engine goes on, with nothing to show
+                    await resp.write(b'data: {"text_output": ""}\n\n')
+                    await asyncio.sleep(0.01)
+            except ConnectionResetError:
+                # The front hung up on Triton too (on a busy machine, often before its stop
+                # arrives): Triton drops such a stream quietly. Only the front's log is checked.
+                pass
             return resp
 
         async def generate(request: web.Request) -> web.Response:
             started.set_result((await request.json())["id"])
-            await asyncio.wait_for(stopped.wait(), 5)  # the answer is not complete until then
+            await stopped.wait()  # the answer is not complete until then
             return web.json_response({"text_output": "hi"})
 
         async def engine(request: web.Request) -> web.Response:
@@ -269,15 +279,16 @@ def test_a_client_that_hangs_up_while_nothing_is_written_stops_the_engine(
                     async with session.post(url, json=_chat_body(True)) as resp:
                         assert (await resp.content.readline()).startswith(b"data: ")
                 else:
-                    with pytest.raises(asyncio.TimeoutError):
-                        timeout = aiohttp.ClientTimeout(total=0.5)
-                        await session.post(url, json=_chat_body(False), timeout=timeout)
-            hung_up = asyncio.get_running_loop().time()
-            await asyncio.wait_for(stopped.wait(), 5)
-            return await started, stops, asyncio.get_running_loop().time() - hung_up
+                    asking = asyncio.create_task(session.post(url, json=_chat_body(False)))
+                    await asyncio.wait_for(asyncio.shield(started), guard_s)
+                    asking.cancel()  # hang up while the answer is not complete
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asking
+            # Leaving the session closes the client's connection: the hang-up.
+            await asyncio.wait_for(stopped.wait(), guard_s)
+            return await started, stops
 
-    request_id, stops, after_s = asyncio.run(run())
+    request_id, stops = asyncio.run(run())
     assert [s["id"] for s in stops] == [request_id]
     assert stops[0]["stop"] is True
-    assert after_s < 1.0
     assert not [r for r in caplog.records if r.levelname == "ERROR"], "a traceback was logged"
