@@ -22,7 +22,6 @@ import signal
 import socket
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 import urllib.parse
@@ -35,6 +34,7 @@ from typing import Any, Self
 import yaml
 
 from chatmodel_operator.render.objects import TRITON_METRICS_CONFIG
+from chatmodel_operator.runtime.server import find_tritonserver
 
 LOOPBACK = "127.0.0.1"
 
@@ -265,12 +265,6 @@ class TritonPythonModel:
 '''
 
 
-def _pytriton_dir() -> Path:
-    import pytriton  # the wheel ships tritonserver and the Python backend
-
-    return Path(pytriton.__file__).resolve().parent / "tritonserver"
-
-
 class TritonServer:
     """The tritonserver binary from the nvidia-pytriton wheel, on CPU, serving ``chat``."""
 
@@ -281,52 +275,28 @@ class TritonServer:
         self.log = workdir / "tritonserver.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def _layout(self) -> tuple[Path, Path]:
-        root = _pytriton_dir()
-        backends = self.workdir / "backends"
-        python_backend = backends / "python"
-        python_backend.mkdir(parents=True, exist_ok=True)
-        version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        links = {
-            "libtriton_python.so": root / "backends/python/libtriton_python.so",
-            "triton_python_backend_utils.py": root
-            / "backends/python/triton_python_backend_utils.py",
-            "triton_python_backend_stub": root / f"python_backend_stubs/{version}/"
-            "triton_python_backend_stub",
-        }
-        for name, target in links.items():
-            link = python_backend / name
-            if not link.exists():
-                link.symlink_to(target)
+    def _layout(self) -> Path:
         repo = self.workdir / "repository"
         (repo / "chat" / "1").mkdir(parents=True, exist_ok=True)
         (repo / "chat" / "config.pbtxt").write_text(
             CHAT_CONFIG % {"token_seconds": self.token_seconds}
         )
         (repo / "chat" / "1" / "model.py").write_text(CHAT_MODEL)
-        return backends, repo
+        return repo
 
     def start(self, timeout: float = 60) -> TritonServer:
-        backends, repo = self._layout()
-        root = _pytriton_dir()
-        libs = root.parent.parent / "nvidia_pytriton.libs"
-        env = dict(os.environ)
-        # The interpreter's libpython first (the stub links it), then the wheel's bundled libs.
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(
-            p
-            for p in (sysconfig.get_config_var("LIBDIR"), str(libs), env.get("LD_LIBRARY_PATH"))
-            if p
-        )
-        # The stub runs the model with the base interpreter: give it this venv's numpy.
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (sysconfig.get_paths()["purelib"], env.get("PYTHONPATH")) if p
-        )
+        repo = self._layout()
+        # The same binary, backend directory and environment as `chatmodel serve`: the stub
+        # finds this venv's site-packages (numpy) through the python3 first on PATH, which
+        # PYTHONPATH alone did not give it on a fresh machine.
+        install = find_tritonserver()
+        backends = [f"--backend-directory={install.backend_dir}"] if install.backend_dir else []
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [
-                    str(root / "bin" / "tritonserver"),
+                    str(install.binary),
                     f"--model-repository={repo}",
-                    f"--backend-directory={backends}",
+                    *backends,
                     f"--http-address={LOOPBACK}",
                     f"--http-port={self.http_port}",
                     f"--grpc-address={LOOPBACK}",
@@ -342,7 +312,7 @@ class TritonServer:
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=env,
+                env=install.env,
                 start_new_session=True,
             )
         _wait_http(
