@@ -21,6 +21,7 @@ import pytest
 from tests.tritonserver.helpers import (
     conversation_body,
     generate,
+    generate_stream,
     local_server,
     metric,
     stream_text,
@@ -271,3 +272,70 @@ def test_chat_command_streams_a_reply(server: LocalServer) -> None:
             ]
         )
     assert code == 0 and out.getvalue().strip() == CONVERSATIONS[2].reply
+
+
+# --- usage and finish_reason, from the engine's own counts ---------------------------------
+
+
+def _engine_tokens(server: LocalServer) -> float:
+    return metric(server.triton.metrics_url, TOKENS)
+
+
+@pytest.mark.parametrize("model", ["ensemble", "tensorrt_llm_bls"])
+def test_every_response_carries_the_engines_counts_as_the_openai_frontend_reads_them(
+    server: LocalServer, model: str
+) -> None:
+    """What Triton's OpenAI frontend does with a TensorRT-LLM model (server 2.64+): it sends
+    both return_num_* flags and reads num_input_tokens and num_output_tokens from a response;
+    streamed, it takes the prompt's count once and adds up the completion's counts. The engine
+    counts every token it samples, the end id too: that is the check on the completion."""
+    conv = CONVERSATIONS[3]
+    flags = {"return_num_input_tokens": True, "return_num_output_tokens": True}
+    before = _engine_tokens(server)
+    status, doc = generate(server.triton.http_url, model, conversation_body(conv, **flags))
+    assert status == 200, doc
+    assert doc["text_output"] == conv.reply
+    prompt, completion = doc["num_input_tokens"], doc["num_output_tokens"]
+    assert prompt > 10
+    assert _engine_tokens(server) - before == completion + 1  # + the end id, not an answer's
+    before = _engine_tokens(server)
+    events = generate_stream(
+        server.triton.http_url, model, {**conversation_body(conv, **flags), "stream": True}
+    )
+    counted = [e for e in events if "num_output_tokens" in e]
+    assert counted, events
+    assert {e["num_input_tokens"] for e in counted} == {prompt}
+    assert sum(e["num_output_tokens"] for e in counted) == completion
+    assert _engine_tokens(server) - before == completion + 1
+    assert "".join(e.get("text_output", "") for e in events) == conv.reply
+
+
+def test_openai_client_usage_and_finish_reason(server: LocalServer) -> None:
+    client = openai.OpenAI(base_url=server.openai_url, api_key="unused", max_retries=0)
+    conv = CONVERSATIONS[3]
+    _, doc = generate(server.triton.http_url, "ensemble", conversation_body(conv))
+    full = doc["num_output_tokens"]
+    for name in ["ensemble", "tensorrt_llm_bls"]:
+        for max_tokens, finish, completion in ((200, "stop", full), (5, "length", 5)):
+            done = client.chat.completions.create(
+                model=name, messages=conv.as_messages(), max_tokens=max_tokens
+            )
+            assert done.choices[0].finish_reason == finish, (name, max_tokens)
+            assert done.usage is not None
+            assert done.usage.completion_tokens == completion
+            assert done.usage.prompt_tokens == doc["num_input_tokens"]
+            assert done.usage.total_tokens == completion + doc["num_input_tokens"]
+            chunks = list(
+                client.chat.completions.create(
+                    model=name,
+                    messages=conv.as_messages(),
+                    max_tokens=max_tokens,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+            )
+            assert chunks[-1].choices == [] and chunks[-1].usage == done.usage
+            assert [c.choices[0].finish_reason for c in chunks[:-1]][-1] == finish
+        text = client.completions.create(model=name, prompt="你好", max_tokens=3)
+        assert text.choices[0].finish_reason == "length"
+        assert text.usage is not None and text.usage.completion_tokens == 3

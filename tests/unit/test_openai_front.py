@@ -50,6 +50,8 @@ def test_chat_request_carries_the_conversation_and_the_sampling_fields() -> None
     assert out == {
         "max_tokens": 64,
         "stream": True,
+        "return_num_input_tokens": True,
+        "return_num_output_tokens": True,
         "temperature": 0.7,
         "top_p": 0.9,
         "seed": 3,
@@ -88,7 +90,14 @@ def test_tools_the_request_forbids_using_are_no_error() -> None:
 
 def test_completion_request_sends_the_prompt_as_plain_text() -> None:
     out = triton_completion_request({"prompt": ["Hello"], "stop": ["\n\n"]}, default_max_tokens=99)
-    assert out == {"text_input": "Hello", "max_tokens": 99, "stream": False, "stop_words": ["\n\n"]}
+    assert out == {
+        "text_input": "Hello",
+        "max_tokens": 99,
+        "stream": False,
+        "stop_words": ["\n\n"],
+        "return_num_input_tokens": True,
+        "return_num_output_tokens": True,
+    }
     assert (
         triton_completion_request({"prompt": "hi", "max_completion_tokens": 5}, 99)["max_tokens"]
         == 5
@@ -292,3 +301,120 @@ def test_a_client_that_hangs_up_while_nothing_is_written_stops_the_engine(
     assert [s["id"] for s in stops] == [request_id]
     assert stops[0]["stop"] is True
     assert not [r for r in caplog.records if r.levelname == "ERROR"], "a traceback was logged"
+
+
+def _counted(text: str, prompt: int, new: int) -> bytes:
+    doc = {"text_output": text, "num_input_tokens": prompt, "num_output_tokens": new}
+    return f"data: {json.dumps(doc)}\n\n".encode()
+
+
+async def _ask_body(triton: str, body: dict[str, Any], path: str = "chat/completions") -> str:
+    async with (
+        _front(triton) as url,
+        aiohttp.ClientSession() as session,
+        session.post(url.replace("chat/completions", path), json=body) as resp,
+    ):
+        assert resp.status == 200
+        return await resp.text()
+
+
+def _events(text: str) -> list[Any]:
+    events = [e.removeprefix("data: ") for e in text.strip().split("\n\n")]
+    assert events[-1] == "[DONE]"
+    return [json.loads(e) for e in events[:-1]]
+
+
+@pytest.mark.parametrize(
+    ("engine_tokens", "max_tokens", "finish"),
+    [([2, 1, 0], 3, "length"), ([2, 0], 3, "stop"), ([1, 1, 1], 5, "stop")],
+    ids=["cut-by-max-tokens", "end-id-before", "stop-word"],
+)
+@pytest.mark.parametrize("route", ["chat/completions", "completions"])
+def test_streamed_usage_and_finish_reason_come_from_the_engines_counts(
+    engine_tokens: list[int], max_tokens: int, finish: str, route: str
+) -> None:
+    """Each response carries the engine's tokens behind it (0 for a final flush), so the usage
+    chunk adds them up, and ``length`` means the engine used every token allowed."""
+
+    async def run() -> str:
+        async def generate_stream(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            for i, n in enumerate(engine_tokens):
+                await resp.write(_counted("" if n == 0 else f"t{i}", 7, n))
+            return resp
+
+        body: dict[str, Any] = {
+            "max_tokens": max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if route == "completions":
+            body["prompt"] = "hi"
+        else:
+            body["messages"] = [{"role": "user", "content": "hi"}]
+        async with _fake_triton({"/v2/models/ensemble/generate_stream": generate_stream}) as t:
+            return await _ask_body(t, body, route)
+
+    events = _events(asyncio.run(run()))
+    *answer, last = events
+    assert last["choices"] == []
+    done = sum(engine_tokens)
+    assert last["usage"] == {
+        "prompt_tokens": 7,
+        "completion_tokens": done,
+        "total_tokens": 7 + done,
+    }
+    assert all(e["usage"] is None for e in answer), "usage only on the last chunk"
+    assert [e["choices"][0]["finish_reason"] for e in answer][-1] == finish
+    assert all(e["choices"][0]["finish_reason"] is None for e in answer[:-1])
+
+
+@pytest.mark.parametrize(("completion", "finish"), [(4, "length"), (3, "stop")])
+def test_an_answer_not_streamed_has_usage_and_finish_reason(completion: int, finish: str) -> None:
+    async def run() -> str:
+        async def generate(request: web.Request) -> web.Response:
+            doc = {"text_output": "hi", "num_input_tokens": [11], "num_output_tokens": [completion]}
+            return web.json_response(doc)
+
+        body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        async with _fake_triton({"/v2/models/ensemble/generate": generate}) as triton:
+            return await _ask_body(triton, body)
+
+    doc = json.loads(asyncio.run(run()))
+    assert doc["choices"][0]["finish_reason"] == finish
+    assert doc["usage"] == {
+        "prompt_tokens": 11,
+        "completion_tokens": completion,
+        "total_tokens": 11 + completion,
+    }
+
+
+def test_a_stream_without_include_usage_has_no_usage_field() -> None:
+    async def run() -> str:
+        async def generate_stream(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            await resp.write(_counted("hi", 3, 1))
+            return resp
+
+        async with _fake_triton({"/v2/models/ensemble/generate_stream": generate_stream}) as t:
+            return await _ask_body(t, _chat_body(True))
+
+    events = _events(asyncio.run(run()))
+    assert all("usage" not in e and e["choices"] for e in events)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"stream": True, "stream_options": {"include_usage": "yes"}},
+        {"stream": True, "stream_options": [True]},
+        {"stream": False, "stream_options": {"include_usage": True}},
+        {"stream": "true"},
+    ],
+)
+def test_bad_stream_options_name_the_field(extra: dict[str, Any]) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], **extra}
+    with pytest.raises(RequestError, match="stream"):
+        triton_request(body, default_max_tokens=16)

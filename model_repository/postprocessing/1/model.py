@@ -71,7 +71,7 @@ class TritonPythonModel:
     def _one(self, request: Any, now: float) -> Any:
         # One pass over the inputs (get_input_tensor_by_name would scan them once per name):
         # this runs once per streamed token.
-        tokens = lengths = key = None
+        tokens = lengths = key = prompt_tokens = None
         for tensor in request.inputs():
             name = tensor.name()
             if name == "TOKENS_BATCH":
@@ -80,6 +80,8 @@ class TritonPythonModel:
                 lengths = tensor.as_numpy()
             elif name == "STREAM_KEY":
                 key = tensor.as_numpy()
+            elif name == "ENGINE_NUM_INPUT_TOKENS":
+                prompt_tokens = tensor.as_numpy()
         if tokens is None:
             raise ValueError("TOKENS_BATCH is required")
         if self.batched:
@@ -111,7 +113,20 @@ class TritonPythonModel:
                 for b in range(tokens.shape[0])
             ]
             out = np.array([texts] if self.batched else texts, dtype=np.object_)
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUTPUT", out)])
+        # The engine's own counts, for usage: its tokens in this response (the first beam's),
+        # and the prompt as it counted it, passed on.
+        generated = tokens.shape[1] if lengths is None else int(lengths[0])
+        counts = [
+            pb_utils.Tensor("NUM_OUTPUT_TOKENS", self._count(generated)),
+        ]
+        if prompt_tokens is not None:
+            counts.append(pb_utils.Tensor("NUM_INPUT_TOKENS", self._count(prompt_tokens.flat[0])))
+        return pb_utils.InferenceResponse(
+            output_tensors=[pb_utils.Tensor("OUTPUT", out), *counts]
+        )
+
+    def _count(self, value: Any) -> Any:
+        return np.array([[int(value)]] if self.batched else [int(value)], dtype=np.int32)
 
     def _sweep(self, now: float, force: bool = False) -> None:
         """Drop streams idle for STATE_TTL_S; over MAX_STREAMS, the idlest half."""
