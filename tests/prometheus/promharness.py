@@ -6,8 +6,9 @@ request count and wall time.
 
 The Triton here serves a trivial decoupled Python model ("chat") that streams a few tokens with
 a fixed per-token delay, so queueing behaves like a one-slot LLM server. It exports the
-TensorRT-LLM token family (nv_llm_output_token_len) through the Python backend's custom
-metrics, as the data plane's CPU engine does. Series only the GPU / TensorRT-LLM C++ backend or
+TensorRT-LLM token family (nv_llm_output_token_len) and our inter-token latency histogram
+(chatmodel_inter_token_latency_ms) through the Python backend's custom metrics, as the data
+plane's models do. Series only the GPU / TensorRT-LLM C++ backend or
 a newer Triton export come from ``FakeTritonExporter`` (see its docstring).
 """
 
@@ -250,15 +251,30 @@ class TritonPythonModel:
                     "response_metric_type": "total_output_tokens"},
             buckets=[10, 50, 100, 500, 1000],
         )
+        # Our models' inter-token latency family (model_repository/common/chatmodel_helpers.py),
+        # timed between this model's tokens.
+        self.gaps_family = pb_utils.MetricFamily(
+            name="chatmodel_inter_token_latency_ms",
+            description="Time between a request's generated tokens after the first (ms)",
+            kind=pb_utils.MetricFamily.HISTOGRAM,
+        )
+        self.gaps = self.gaps_family.Metric(
+            labels={"model": "chat"}, buckets=[1, 2, 5, 10, 20, 40, 80, 160, 320, 640]
+        )
 
     def execute(self, requests):
         for request in requests:
             sender = request.get_response_sender()
             n = int(pb_utils.get_input_tensor_by_name(request, "max_tokens").as_numpy()[0])
+            last = None
             for i in range(n):
                 time.sleep(self.token_seconds)
                 out = pb_utils.Tensor("token", np.array([i], dtype=np.int32))
                 sender.send(pb_utils.InferenceResponse([out]))
+                now = time.monotonic()
+                if last is not None:
+                    self.gaps.observe((now - last) * 1000.0)
+                last = now
             sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
             self.tokens.observe(n)
         return None
@@ -499,8 +515,9 @@ class Load(_Clients):
 
 
 class GenerateLoad(_Clients):
-    """``concurrency`` clients streaming from Triton's generate endpoint (the data plane's
-    ensemble), one request after another; bounded like ``_Clients``."""
+    """``concurrency`` clients of Triton's generate_stream endpoint (the data plane's
+    ensemble), one request after another; bounded like ``_Clients``. With ``stream`` the engine
+    streams its tokens one response each, as for chat clients; without, it answers once."""
 
     thread_name = "generate"
     join_timeout = 65.0
@@ -514,12 +531,14 @@ class GenerateLoad(_Clients):
         max_tokens: int = 64,
         max_requests: int = 2000,
         max_seconds: float = 60.0,
+        stream: bool = False,
     ) -> None:
         super().__init__(
             concurrency=concurrency, max_requests=max_requests, max_seconds=max_seconds
         )
         self.url = f"{http_url}/v2/models/{model}/generate_stream"
-        self.body = json.dumps({"text_input": "Hello, who are you?", "max_tokens": max_tokens})
+        body = {"text_input": "Hello, who are you?", "max_tokens": max_tokens, "stream": stream}
+        self.body = json.dumps(body)
 
     def _client(self) -> None:
         deadline = time.monotonic() + self.max_seconds

@@ -10,6 +10,7 @@ import json
 import re
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stdout
@@ -339,3 +340,29 @@ def test_openai_client_usage_and_finish_reason(server: LocalServer) -> None:
         text = client.completions.create(model=name, prompt="你好", max_tokens=3)
         assert text.choices[0].finish_reason == "length"
         assert text.usage is not None and text.usage.completion_tokens == 3
+
+
+def _labelled(server: LocalServer, name: str, model: str) -> float:
+    with urllib.request.urlopen(server.triton.metrics_url, timeout=10) as resp:
+        text = resp.read().decode()
+    found = re.search(rf'^{name}{{[^}}]*model="{model}"[^}}]*}} (\S+)$', text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+@pytest.mark.parametrize("model", ["ensemble", "tensorrt_llm_bls"])
+def test_a_streamed_answer_is_timed_once_to_its_first_token_and_between_each_other(
+    server: LocalServer, model: str
+) -> None:
+    """Our engine streams one token per response: one time to first token, and one gap per
+    token after the first, under the client-facing model's label."""
+    ttft, itl = "chatmodel_time_to_first_token_ms", "chatmodel_inter_token_latency_ms"
+    conv = CONVERSATIONS[3]
+    flags = {"return_num_output_tokens": True, "stream": True}
+    before = {n: _labelled(server, f"{n}_count", model) for n in (ttft, itl)}
+    first_sum = _labelled(server, f"{ttft}_sum", model)
+    events = generate_stream(server.triton.http_url, model, conversation_body(conv, **flags))
+    tokens = sum(e.get("num_output_tokens", 0) for e in events)
+    assert tokens > 5
+    assert _labelled(server, f"{ttft}_count", model) - before[ttft] == 1
+    assert _labelled(server, f"{ttft}_sum", model) > first_sum
+    assert _labelled(server, f"{itl}_count", model) - before[itl] == tokens - 1

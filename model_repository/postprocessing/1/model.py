@@ -33,11 +33,12 @@ SWEEP_EVERY_S = 10.0
 
 
 class _Stream:
-    __slots__ = ("decoder", "touched")
+    __slots__ = ("decoder", "last_ns", "touched")
 
     def __init__(self, decoder: Any, now: float) -> None:
         self.decoder = decoder
         self.touched = now
+        self.last_ns = 0  # when the stream's last tokens came (0: none yet)
 
 
 class TritonPythonModel:
@@ -54,6 +55,9 @@ class TritonPythonModel:
         )
         self.streams: dict[tuple[str, int], _Stream] = {}
         self.last_sweep = time.monotonic()
+        # Timed here for the ensemble, whatever engine runs: the engine's arrival time (the
+        # stream key) starts the clock, each response's tokens stop it.
+        self.latency = chatmodel_helpers.TokenLatency(pb_utils, "ensemble")
 
     def execute(self, requests: list[Any]) -> list[Any]:
         now = time.monotonic()
@@ -100,6 +104,7 @@ class TritonPythonModel:
             else:
                 state.touched = now
             row = tokens[0] if lengths is None else tokens[0, : int(lengths[0])]
+            self._time(state, arrival, len(row))
             text = state.decoder.push(row.tolist())
             out = np.array(
                 [[text.encode("utf-8")]] if self.batched else [text.encode("utf-8")],
@@ -124,6 +129,16 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor("OUTPUT", out), *counts]
         )
+
+    def _time(self, state: _Stream, arrival: int, tokens: int) -> None:
+        if not tokens or not arrival:
+            return
+        now = time.time_ns()  # the engines' arrival times are nanoseconds since the epoch
+        if state.last_ns:
+            self.latency.gap((now - state.last_ns) / 1e6, tokens)
+        else:
+            self.latency.first((now - arrival) / 1e6)
+        state.last_ns = now
 
     def _count(self, value: Any) -> Any:
         return np.array([[int(value)]] if self.batched else [int(value)], dtype=np.int32)

@@ -86,6 +86,27 @@ def _error_of(response: Any, who: str) -> _Failed:
     return _Failed(f"{who}: {err.message()}", code)
 
 
+class _Clock:
+    """One request's token timing: from its arrival here to each response's tokens."""
+
+    __slots__ = ("last", "latency", "started")
+
+    def __init__(self, latency: Any) -> None:
+        self.latency = latency
+        self.started = time.monotonic()
+        self.last = 0.0
+
+    def tokens(self, n: int) -> None:
+        if n <= 0:
+            return
+        now = time.monotonic()
+        if self.last:
+            self.latency.gap((now - self.last) * 1e3, n)
+        else:
+            self.latency.first((now - self.started) * 1e3)
+        self.last = now
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
@@ -103,12 +124,14 @@ class TritonPythonModel:
                 trust_remote_code=params.get("trust_remote_code") == "true",
                 extra_special_ids=special if skip else (),
             )
+        self.latency = chatmodel_helpers.TokenLatency(pb_utils, "tensorrt_llm_bls")
         workers = int(params.get("max_concurrency", "64"))
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bls")
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
-            self.pool.submit(self._serve, request)
+            # The clock starts on arrival, before the request may wait for a thread.
+            self.pool.submit(self._serve, request, _Clock(self.latency))
         return None
 
     def finalize(self) -> None:
@@ -120,16 +143,16 @@ class TritonPythonModel:
         tensor = pb_utils.get_input_tensor_by_name(request, name)
         return None if tensor is None else tensor.as_numpy()
 
-    def _serve(self, request: Any) -> None:
+    def _serve(self, request: Any, clock: _Clock) -> None:
         sender = request.get_response_sender()
         try:
             stream_in = self._tensor(request, "stream")
             stream = bool(stream_in.reshape(-1)[0]) if stream_in is not None else False
             pre = self._preprocess(request)
             if self.takes_text:
-                self._run_text_engine(request, sender, pre, stream)
+                self._run_text_engine(request, sender, pre, stream, clock)
             else:
-                self._run_token_engine(request, sender, pre, stream)
+                self._run_token_engine(request, sender, pre, stream, clock)
         except _Failed as exc:
             code = exc.code if exc.code is not None else pb_utils.TritonError.INTERNAL
             sender.send(
@@ -200,7 +223,7 @@ class TritonPythonModel:
             pass
 
     def _run_token_engine(
-        self, request: Any, sender: Any, pre: dict[str, Any], stream: bool
+        self, request: Any, sender: Any, pre: dict[str, Any], stream: bool, clock: _Clock
     ) -> None:
         inputs = [pb_utils.Tensor(eng, pre[name]) for name, eng in PRE_TO_ENGINE.items()]
         for client, eng in TO_ENGINE.items():
@@ -241,6 +264,7 @@ class TritonPythonModel:
             if self.batched:
                 tokens, lengths = tokens[0], lengths[0]
             counted += int(lengths[0])
+            clock.tokens(int(lengths[0]))
             text = decoder.push(tokens[0, : int(lengths[0])].tolist())
             if not text:
                 continue
@@ -257,7 +281,7 @@ class TritonPythonModel:
             sender.send(self._text(tail, prompt_tokens, counted), flags=FINAL)
 
     def _run_text_engine(
-        self, request: Any, sender: Any, pre: dict[str, Any], stream: bool
+        self, request: Any, sender: Any, pre: dict[str, Any], stream: bool, clock: _Clock
     ) -> None:
         inputs = [
             pb_utils.Tensor("text_input", pre["PROMPT"]),
@@ -286,6 +310,7 @@ class TritonPythonModel:
                     prompt_tokens = value
                 else:
                     counted += value
+                    clock.tokens(value)
             out = pb_utils.get_output_tensor_by_name(response, "text_output")
             if out is None:
                 continue
