@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv checkov test unit lint demo generate system-deps bench clean controlplane cluster cluster-down
+.PHONY: venv checkov aiperf test unit lint demo generate system-deps bench clean controlplane cluster cluster-down
 
 venv: $(VENV)/.installed
 
@@ -19,6 +19,19 @@ $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
 	$(CHECKOV_VENV)/bin/pip install -q --upgrade pip
 	$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
 	touch $@
+
+# NVIDIA's aiperf in its own venv (its pinned dependencies are its own), run against
+# `chatmodel serve` on 127.0.0.1 with the server's token counts, checked against the engine's.
+AIPERF_VENV := .venv-aiperf
+AIPERF_VERSION := 0.13.0
+$(AIPERF_VENV)/.installed: Makefile
+	$(PY) -m venv $(AIPERF_VENV)
+	$(AIPERF_VENV)/bin/pip install -q --upgrade pip
+	$(AIPERF_VENV)/bin/pip install -q aiperf==$(AIPERF_VERSION)
+	touch $@
+
+aiperf: venv $(AIPERF_VENV)/.installed
+	$(BIN)/python bench/aiperf_check.py --aiperf $(AIPERF_VENV)/bin/aiperf
 
 # torch is pinned to the CPU wheel first, so transformers never pulls a CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -84,4 +97,4 @@ bench: venv system-deps
 	$(BIN)/python bench/autoscale.py
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) $(AIPERF_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -137,3 +138,53 @@ def speed_up_string_tensors(pb_utils: Any, np: Any) -> None:
         return slow(tensor)
 
     pb_utils.serialize_byte_tensor = serialize
+
+
+# Names the README documents and the serving dashboard reads (next to Triton's own
+# nv_inference_first_response_histogram_ms, which Triton's OpenAI frontend does not enable).
+TTFT_METRIC = "chatmodel_time_to_first_token_ms"
+ITL_METRIC = "chatmodel_inter_token_latency_ms"
+TTFT_BUCKETS_MS = [10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000]
+ITL_BUCKETS_MS = [1, 2, 5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560]
+
+
+class TokenLatency:
+    """Time to first token and inter-token latency as histograms, through the Python
+    backend's custom metrics (``MetricFamily.HISTOGRAM``), labelled with the client-facing
+    model whose requests they time.
+
+    Observations are serialized: the BLS times its requests from many threads, and concurrent
+    custom-metric calls from one model's threads crashed Triton 2.51's Python backend (a
+    segfault in libtriton_python.so under 16 concurrent streams)."""
+
+    def __init__(self, pb_utils: Any, model: str) -> None:
+        self.lock = threading.Lock()
+        kind = pb_utils.MetricFamily.HISTOGRAM
+        # The families must outlive their metrics, so they are kept here.
+        self.families = (
+            pb_utils.MetricFamily(
+                name=TTFT_METRIC,
+                description="Time from a request's arrival to its first generated token (ms)",
+                kind=kind,
+            ),
+            pb_utils.MetricFamily(
+                name=ITL_METRIC,
+                description="Time between a request's generated tokens after the first (ms)",
+                kind=kind,
+            ),
+        )
+        labels = {"model": model}
+        self.ttft = self.families[0].Metric(labels=labels, buckets=TTFT_BUCKETS_MS)
+        self.itl = self.families[1].Metric(labels=labels, buckets=ITL_BUCKETS_MS)
+
+    def first(self, ms: float) -> None:
+        with self.lock:
+            self.ttft.observe(max(ms, 0.0))
+
+    def gap(self, ms: float, tokens: int) -> None:
+        """``tokens`` arrived together ``ms`` after the previous ones: each took its share."""
+        if tokens > 0:
+            share = max(ms, 0.0) / tokens
+            with self.lock:
+                for _ in range(tokens):
+                    self.itl.observe(share)

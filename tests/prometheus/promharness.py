@@ -6,8 +6,9 @@ request count and wall time.
 
 The Triton here serves a trivial decoupled Python model ("chat") that streams a few tokens with
 a fixed per-token delay, so queueing behaves like a one-slot LLM server. It exports the
-TensorRT-LLM token family (nv_llm_output_token_len) through the Python backend's custom
-metrics, as the data plane's CPU engine does. Series only the GPU / TensorRT-LLM C++ backend or
+TensorRT-LLM token family (nv_llm_output_token_len) and our inter-token latency histogram
+(chatmodel_inter_token_latency_ms) through the Python backend's custom metrics, as the data
+plane's models do. Series only the GPU / TensorRT-LLM C++ backend or
 a newer Triton export come from ``FakeTritonExporter`` (see its docstring).
 """
 
@@ -22,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 import urllib.parse
@@ -35,6 +35,7 @@ from typing import Any, Self
 import yaml
 
 from chatmodel_operator.render.objects import TRITON_METRICS_CONFIG
+from chatmodel_operator.runtime.server import find_tritonserver
 
 LOOPBACK = "127.0.0.1"
 
@@ -250,25 +251,34 @@ class TritonPythonModel:
                     "response_metric_type": "total_output_tokens"},
             buckets=[10, 50, 100, 500, 1000],
         )
+        # Our models' inter-token latency family (model_repository/common/chatmodel_helpers.py),
+        # timed between this model's tokens.
+        self.gaps_family = pb_utils.MetricFamily(
+            name="chatmodel_inter_token_latency_ms",
+            description="Time between a request's generated tokens after the first (ms)",
+            kind=pb_utils.MetricFamily.HISTOGRAM,
+        )
+        self.gaps = self.gaps_family.Metric(
+            labels={"model": "chat"}, buckets=[1, 2, 5, 10, 20, 40, 80, 160, 320, 640]
+        )
 
     def execute(self, requests):
         for request in requests:
             sender = request.get_response_sender()
             n = int(pb_utils.get_input_tensor_by_name(request, "max_tokens").as_numpy()[0])
+            last = None
             for i in range(n):
                 time.sleep(self.token_seconds)
                 out = pb_utils.Tensor("token", np.array([i], dtype=np.int32))
                 sender.send(pb_utils.InferenceResponse([out]))
+                now = time.monotonic()
+                if last is not None:
+                    self.gaps.observe((now - last) * 1000.0)
+                last = now
             sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
             self.tokens.observe(n)
         return None
 '''
-
-
-def _pytriton_dir() -> Path:
-    import pytriton  # the wheel ships tritonserver and the Python backend
-
-    return Path(pytriton.__file__).resolve().parent / "tritonserver"
 
 
 class TritonServer:
@@ -281,52 +291,28 @@ class TritonServer:
         self.log = workdir / "tritonserver.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def _layout(self) -> tuple[Path, Path]:
-        root = _pytriton_dir()
-        backends = self.workdir / "backends"
-        python_backend = backends / "python"
-        python_backend.mkdir(parents=True, exist_ok=True)
-        version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        links = {
-            "libtriton_python.so": root / "backends/python/libtriton_python.so",
-            "triton_python_backend_utils.py": root
-            / "backends/python/triton_python_backend_utils.py",
-            "triton_python_backend_stub": root / f"python_backend_stubs/{version}/"
-            "triton_python_backend_stub",
-        }
-        for name, target in links.items():
-            link = python_backend / name
-            if not link.exists():
-                link.symlink_to(target)
+    def _layout(self) -> Path:
         repo = self.workdir / "repository"
         (repo / "chat" / "1").mkdir(parents=True, exist_ok=True)
         (repo / "chat" / "config.pbtxt").write_text(
             CHAT_CONFIG % {"token_seconds": self.token_seconds}
         )
         (repo / "chat" / "1" / "model.py").write_text(CHAT_MODEL)
-        return backends, repo
+        return repo
 
     def start(self, timeout: float = 60) -> TritonServer:
-        backends, repo = self._layout()
-        root = _pytriton_dir()
-        libs = root.parent.parent / "nvidia_pytriton.libs"
-        env = dict(os.environ)
-        # The interpreter's libpython first (the stub links it), then the wheel's bundled libs.
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(
-            p
-            for p in (sysconfig.get_config_var("LIBDIR"), str(libs), env.get("LD_LIBRARY_PATH"))
-            if p
-        )
-        # The stub runs the model with the base interpreter: give it this venv's numpy.
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (sysconfig.get_paths()["purelib"], env.get("PYTHONPATH")) if p
-        )
+        repo = self._layout()
+        # The same binary, backend directory and environment as `chatmodel serve`: the stub
+        # finds this venv's site-packages (numpy) through the python3 first on PATH, which
+        # PYTHONPATH alone did not give it on a fresh machine.
+        install = find_tritonserver()
+        backends = [f"--backend-directory={install.backend_dir}"] if install.backend_dir else []
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [
-                    str(root / "bin" / "tritonserver"),
+                    str(install.binary),
                     f"--model-repository={repo}",
-                    f"--backend-directory={backends}",
+                    *backends,
                     f"--http-address={LOOPBACK}",
                     f"--http-port={self.http_port}",
                     f"--grpc-address={LOOPBACK}",
@@ -342,7 +328,7 @@ class TritonServer:
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=env,
+                env=install.env,
                 start_new_session=True,
             )
         _wait_http(
@@ -529,8 +515,9 @@ class Load(_Clients):
 
 
 class GenerateLoad(_Clients):
-    """``concurrency`` clients streaming from Triton's generate endpoint (the data plane's
-    ensemble), one request after another; bounded like ``_Clients``."""
+    """``concurrency`` clients of Triton's generate_stream endpoint (the data plane's
+    ensemble), one request after another; bounded like ``_Clients``. With ``stream`` the engine
+    streams its tokens one response each, as for chat clients; without, it answers once."""
 
     thread_name = "generate"
     join_timeout = 65.0
@@ -544,12 +531,14 @@ class GenerateLoad(_Clients):
         max_tokens: int = 64,
         max_requests: int = 2000,
         max_seconds: float = 60.0,
+        stream: bool = False,
     ) -> None:
         super().__init__(
             concurrency=concurrency, max_requests=max_requests, max_seconds=max_seconds
         )
         self.url = f"{http_url}/v2/models/{model}/generate_stream"
-        self.body = json.dumps({"text_input": "Hello, who are you?", "max_tokens": max_tokens})
+        body = {"text_input": "Hello, who are you?", "max_tokens": max_tokens, "stream": stream}
+        self.body = json.dumps(body)
 
     def _client(self) -> None:
         deadline = time.monotonic() + self.max_seconds

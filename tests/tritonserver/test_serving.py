@@ -10,6 +10,7 @@ import json
 import re
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stdout
@@ -21,6 +22,7 @@ import pytest
 from tests.tritonserver.helpers import (
     conversation_body,
     generate,
+    generate_stream,
     local_server,
     metric,
     stream_text,
@@ -271,3 +273,106 @@ def test_chat_command_streams_a_reply(server: LocalServer) -> None:
             ]
         )
     assert code == 0 and out.getvalue().strip() == CONVERSATIONS[2].reply
+
+
+# --- usage and finish_reason, from the engine's own counts ---------------------------------
+
+
+def _engine_tokens(server: LocalServer) -> float:
+    return metric(server.triton.metrics_url, TOKENS)
+
+
+@pytest.mark.parametrize("model", ["ensemble", "tensorrt_llm_bls"])
+def test_every_response_carries_the_engines_counts_as_the_openai_frontend_reads_them(
+    server: LocalServer, model: str
+) -> None:
+    """What Triton's OpenAI frontend does with a TensorRT-LLM model (server 2.64+): it sends
+    both return_num_* flags and reads num_input_tokens and num_output_tokens from a response;
+    streamed, it takes the prompt's count once and adds up the completion's counts. The engine
+    counts every token it samples, the end id too: that is the check on the completion."""
+    conv = CONVERSATIONS[3]
+    flags = {"return_num_input_tokens": True, "return_num_output_tokens": True}
+    before = _engine_tokens(server)
+    status, doc = generate(server.triton.http_url, model, conversation_body(conv, **flags))
+    assert status == 200, doc
+    assert doc["text_output"] == conv.reply
+    prompt, completion = doc["num_input_tokens"], doc["num_output_tokens"]
+    assert prompt > 10
+    assert _engine_tokens(server) - before == completion + 1  # + the end id, not an answer's
+    before = _engine_tokens(server)
+    events = generate_stream(
+        server.triton.http_url, model, {**conversation_body(conv, **flags), "stream": True}
+    )
+    counted = [e for e in events if "num_output_tokens" in e]
+    assert counted, events
+    assert {e["num_input_tokens"] for e in counted} == {prompt}
+    assert sum(e["num_output_tokens"] for e in counted) == completion
+    assert _engine_tokens(server) - before == completion + 1
+    assert "".join(e.get("text_output", "") for e in events) == conv.reply
+
+
+def test_openai_client_usage_and_finish_reason(server: LocalServer) -> None:
+    client = openai.OpenAI(base_url=server.openai_url, api_key="unused", max_retries=0)
+    conv = CONVERSATIONS[3]
+    _, doc = generate(server.triton.http_url, "ensemble", conversation_body(conv))
+    full = doc["num_output_tokens"]
+    for name in ["ensemble", "tensorrt_llm_bls"]:
+        for max_tokens, finish, completion in ((200, "stop", full), (5, "length", 5)):
+            done = client.chat.completions.create(
+                model=name, messages=conv.as_messages(), max_tokens=max_tokens
+            )
+            assert done.choices[0].finish_reason == finish, (name, max_tokens)
+            assert done.usage is not None
+            assert done.usage.completion_tokens == completion
+            assert done.usage.prompt_tokens == doc["num_input_tokens"]
+            assert done.usage.total_tokens == completion + doc["num_input_tokens"]
+            chunks = list(
+                client.chat.completions.create(
+                    model=name,
+                    messages=conv.as_messages(),
+                    max_tokens=max_tokens,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+            )
+            assert chunks[-1].choices == [] and chunks[-1].usage == done.usage
+            assert [c.choices[0].finish_reason for c in chunks[:-1]][-1] == finish
+        text = client.completions.create(model=name, prompt="你好", max_tokens=3)
+        assert text.choices[0].finish_reason == "length"
+        assert text.usage is not None and text.usage.completion_tokens == 3
+
+
+def _labelled(server: LocalServer, name: str, model: str) -> float:
+    with urllib.request.urlopen(server.triton.metrics_url, timeout=10) as resp:
+        text = resp.read().decode()
+    found = re.search(rf'^{name}{{[^}}]*model="{model}"[^}}]*}} (\S+)$', text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+@pytest.mark.parametrize("model", ["ensemble", "tensorrt_llm_bls"])
+def test_a_streamed_answer_is_timed_once_to_its_first_token_and_between_each_other(
+    server: LocalServer, model: str
+) -> None:
+    """Our engine streams one token per response: one time to first token, and one gap per
+    token after the first, under the client-facing model's label."""
+    ttft, itl = "chatmodel_time_to_first_token_ms", "chatmodel_inter_token_latency_ms"
+    conv = CONVERSATIONS[3]
+    flags = {"return_num_output_tokens": True, "stream": True}
+    before = {n: _labelled(server, f"{n}_count", model) for n in (ttft, itl)}
+    first_sum = _labelled(server, f"{ttft}_sum", model)
+    events = generate_stream(server.triton.http_url, model, conversation_body(conv, **flags))
+    tokens = sum(e.get("num_output_tokens", 0) for e in events)
+    assert tokens > 5
+    want = {ttft: 1, itl: tokens - 1}
+
+    def added() -> dict[str, float]:
+        return {n: _labelled(server, f"{n}_count", model) - before[n] for n in (ttft, itl)}
+
+    # The stream's last response may reach us before its model's last observation reaches the
+    # metrics endpoint: wait for the counts (the guard only keeps a broken model from hanging
+    # the suite), then they must be exact.
+    deadline = time.monotonic() + 60
+    while any(got < want[n] for n, got in added().items()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert added() == want
+    assert _labelled(server, f"{ttft}_sum", model) > first_sum

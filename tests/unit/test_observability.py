@@ -35,6 +35,9 @@ TRTLLM = {  # TensorRT-LLM C++ backend custom metrics
 }
 # Our Python engine's custom metrics: checked against its source below.
 PYTHON_ENGINE = {"chatmodel_engine_waiting_requests", "chatmodel_engine_generated_tokens_total"}
+# Our models' latency histograms (postprocessing for the ensemble, the BLS), every layout:
+# declared in the helpers module shipped next to them, checked below.
+LATENCY = {"chatmodel_time_to_first_token_ms", "chatmodel_inter_token_latency_ms"}
 RECORDED = {s.record for s in SIGNALS.values()}
 
 NAME = re.compile(r"\b(nv_[a-z0-9_]+|chatmodel_[a-z0-9_]+|chatmodel:[a-z0-9_:]+)")
@@ -94,6 +97,7 @@ def test_generator_writes_and_checks(tmp_path: Path) -> None:
 
 def test_every_expression_names_an_exported_metric() -> None:
     known = operator_series_names() | TRITON | TRTLLM | PYTHON_ENGINE | RECORDED
+    known |= {f"{name}_bucket" for name in LATENCY}
     unknown = {
         (where, name)
         for where, expr in all_expressions()
@@ -109,6 +113,16 @@ def test_python_engine_exports_the_families_the_signals_read() -> None:
         assert f'"{name}"' in source, name
 
 
+def test_our_models_declare_the_latency_histograms_the_dashboard_reads() -> None:
+    helpers = (REPO / "model_repository/common/chatmodel_helpers.py").read_text(encoding="utf-8")
+    for name in LATENCY:
+        assert f'"{name}"' in helpers, name
+    assert "MetricFamily.HISTOGRAM" in helpers
+    for model in ("postprocessing", "tensorrt_llm_bls"):
+        source = (REPO / f"model_repository/{model}/1/model.py").read_text(encoding="utf-8")
+        assert "chatmodel_helpers.TokenLatency(pb_utils" in source, model
+
+
 def test_serving_dashboard_has_every_panel_the_issue_asks_for() -> None:
     board = observability.dashboards()["chatmodel-serving.json"]
     titles = [p["title"] for p in board["panels"] if p["type"] != "row"]
@@ -116,6 +130,7 @@ def test_serving_dashboard_has_every_panel_the_issue_asks_for() -> None:
         "Request rate",
         "Request latency p50 / p95",
         "Time to first token p50 / p95",
+        "Inter-token latency p50 / p95",
         "Output tokens per second",
         "Queue-to-compute ratio per replica",
         "Pending requests per replica",
@@ -125,6 +140,9 @@ def test_serving_dashboard_has_every_panel_the_issue_asks_for() -> None:
     ]
     exprs = " ".join(e for _, e in observability.expressions(board))
     assert "nv_inference_first_response_histogram_ms_bucket" in exprs
+    # Triton's OpenAI frontend enables no histogram of Triton's own: ours, or vLLM's, instead.
+    for name in (*LATENCY, "vllm:time_to_first_token_seconds"):
+        assert f"(rate({name}_bucket{{" in exprs, name
     assert 'quantile="0.95"' in exprs
     for s in SIGNALS.values():
         assert s.record in exprs

@@ -133,7 +133,48 @@ def test_clients_keep_nvidias_tensor_names() -> None:
             names = {t.name for t in configs[model].input}
             assert {"text_input", "max_tokens", "stream", "temperature", "top_k", "top_p"} <= names
             assert {"stop_words", "bad_words"} <= names
-            assert [t.name for t in configs[model].output] == ["text_output"]
+            outputs = [t.name for t in configs[model].output]
+            assert outputs[0] == "text_output"
+
+
+# What Triton's OpenAI frontend (server 2.64 and later) sends to and reads from a TensorRT-LLM
+# model for ``usage``: the flags as inputs (a model that lacks them refuses every request), the
+# counts as INT32 or UINT32 outputs of the same response.
+FRONTEND_FLAGS = {"return_num_input_tokens", "return_num_output_tokens"}
+COUNTS = ["num_input_tokens", "num_output_tokens"]
+
+
+@pytest.mark.parametrize("route", sorted(LAYOUTS))
+def test_every_client_model_takes_the_openai_frontends_count_flags(route: str) -> None:
+    configs = _configs(_repo(route))
+    for model in ("ensemble", "tensorrt_llm_bls"):
+        flags = {t.name: t for t in configs[model].input if t.name in FRONTEND_FLAGS}
+        assert set(flags) == FRONTEND_FLAGS, (route, model)
+        assert all(t.optional and t.data_type == model_config_pb2.TYPE_BOOL for t in flags.values())
+
+
+@pytest.mark.parametrize("route", sorted(LAYOUTS))
+def test_client_models_return_the_counts_the_openai_frontend_reads(route: str) -> None:
+    configs = _configs(_repo(route))
+    counted = {model_config_pb2.TYPE_INT32, model_config_pb2.TYPE_UINT32}
+    for model in ("ensemble", "tensorrt_llm_bls"):
+        outputs = {t.name: t for t in configs[model].output}
+        if route == "tensorrt-llm/engine" and model == "ensemble":
+            # The C++ backend returns no prompt count to rely on: the BLS reports usage there.
+            assert not set(COUNTS) & set(outputs)
+            continue
+        assert [outputs[n].data_type in counted for n in COUNTS] == [True, True], (route, model)
+    if route in ("python", "tensorrt-llm/llmapi"):
+        steps = configs["ensemble"].ensemble_scheduling.step
+        engine = next(s for s in steps if s.model_name == "tensorrt_llm")
+        post = next(s for s in steps if s.model_name == "postprocessing")
+        # The prompt's count is the engine's, passed on by postprocessing with the answer's.
+        assert engine.output_map["num_input_tokens"] == post.input_map["ENGINE_NUM_INPUT_TOKENS"]
+        assert dict(post.output_map) == {
+            "OUTPUT": "text_output",
+            "NUM_INPUT_TOKENS": "num_input_tokens",
+            "NUM_OUTPUT_TOKENS": "num_output_tokens",
+        }
 
 
 def test_engine_mode_sets_every_parameter_the_backend_would_default() -> None:

@@ -154,17 +154,21 @@ class TritonPythonModel:
             asyncio.run_coroutine_threadsafe(self._serve(request, sender), self.loop)
         return None
 
-    def _response(self, tokens: list[int], arrival: int) -> Any:
+    def _response(self, tokens: list[int], arrival: int, prompt_tokens: int) -> Any:
         ids = np.array([tokens], dtype=np.int32)
         lengths = np.array([len(tokens)], dtype=np.int32)
         stamp = np.array([arrival], dtype=np.int64)
+        # The prompt as the LLM API was given it: what usage.prompt_tokens reports.
+        counted = np.array([prompt_tokens], dtype=np.int32)
         if self.batched:
             ids, lengths, stamp = ids[np.newaxis], lengths[np.newaxis], stamp[np.newaxis]
+            counted = counted[np.newaxis]
         return pb_utils.InferenceResponse(
             output_tensors=[
                 pb_utils.Tensor("output_ids", ids),
                 pb_utils.Tensor("sequence_length", lengths),
                 pb_utils.Tensor("arrival_time_ns", stamp),
+                pb_utils.Tensor("num_input_tokens", counted),
             ]
         )
 
@@ -214,16 +218,19 @@ class TritonPythonModel:
                     gen.abort()
                 if streaming and len(tokens) > sent and not out.finished and not hit:
                     new = tokens[sent:] if exclude or sent else prompt + tokens
-                    sender.send(self._response(new, arrival))
+                    sender.send(self._response(new, arrival, len(prompt)))
                     sent = len(tokens)
                 if hit:
                     break
             if streaming:
                 rest = tokens[sent:] if exclude or sent else prompt + tokens
-                sender.send(self._response(rest, arrival) if rest else None, flags=FINAL)
+                sender.send(
+                    self._response(rest, arrival, len(prompt)) if rest else None, flags=FINAL
+                )
             else:
                 sender.send(
-                    self._response(tokens if exclude else prompt + tokens, arrival), flags=FINAL
+                    self._response(tokens if exclude else prompt + tokens, arrival, len(prompt)),
+                    flags=FINAL,
                 )
         except Exception as exc:
             error = pb_utils.TritonError(f"tensorrt_llm (llmapi): {type(exc).__name__}: {exc}")

@@ -33,11 +33,12 @@ SWEEP_EVERY_S = 10.0
 
 
 class _Stream:
-    __slots__ = ("decoder", "touched")
+    __slots__ = ("decoder", "last_ns", "touched")
 
     def __init__(self, decoder: Any, now: float) -> None:
         self.decoder = decoder
         self.touched = now
+        self.last_ns = 0  # when the stream's last tokens came (0: none yet)
 
 
 class TritonPythonModel:
@@ -54,6 +55,9 @@ class TritonPythonModel:
         )
         self.streams: dict[tuple[str, int], _Stream] = {}
         self.last_sweep = time.monotonic()
+        # Timed here for the ensemble, whatever engine runs: the engine's arrival time (the
+        # stream key) starts the clock, each response's tokens stop it.
+        self.latency = chatmodel_helpers.TokenLatency(pb_utils, "ensemble")
 
     def execute(self, requests: list[Any]) -> list[Any]:
         now = time.monotonic()
@@ -71,7 +75,7 @@ class TritonPythonModel:
     def _one(self, request: Any, now: float) -> Any:
         # One pass over the inputs (get_input_tensor_by_name would scan them once per name):
         # this runs once per streamed token.
-        tokens = lengths = key = None
+        tokens = lengths = key = prompt_tokens = None
         for tensor in request.inputs():
             name = tensor.name()
             if name == "TOKENS_BATCH":
@@ -80,6 +84,8 @@ class TritonPythonModel:
                 lengths = tensor.as_numpy()
             elif name == "STREAM_KEY":
                 key = tensor.as_numpy()
+            elif name == "ENGINE_NUM_INPUT_TOKENS":
+                prompt_tokens = tensor.as_numpy()
         if tokens is None:
             raise ValueError("TOKENS_BATCH is required")
         if self.batched:
@@ -98,6 +104,7 @@ class TritonPythonModel:
             else:
                 state.touched = now
             row = tokens[0] if lengths is None else tokens[0, : int(lengths[0])]
+            self._time(state, arrival, len(row))
             text = state.decoder.push(row.tolist())
             out = np.array(
                 [[text.encode("utf-8")]] if self.batched else [text.encode("utf-8")],
@@ -111,7 +118,30 @@ class TritonPythonModel:
                 for b in range(tokens.shape[0])
             ]
             out = np.array([texts] if self.batched else texts, dtype=np.object_)
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUTPUT", out)])
+        # The engine's own counts, for usage: its tokens in this response (the first beam's),
+        # and the prompt as it counted it, passed on.
+        generated = tokens.shape[1] if lengths is None else int(lengths[0])
+        counts = [
+            pb_utils.Tensor("NUM_OUTPUT_TOKENS", self._count(generated)),
+        ]
+        if prompt_tokens is not None:
+            counts.append(pb_utils.Tensor("NUM_INPUT_TOKENS", self._count(prompt_tokens.flat[0])))
+        return pb_utils.InferenceResponse(
+            output_tensors=[pb_utils.Tensor("OUTPUT", out), *counts]
+        )
+
+    def _time(self, state: _Stream, arrival: int, tokens: int) -> None:
+        if not tokens or not arrival:
+            return
+        now = time.time_ns()  # the engines' arrival times are nanoseconds since the epoch
+        if state.last_ns:
+            self.latency.gap((now - state.last_ns) / 1e6, tokens)
+        else:
+            self.latency.first((now - arrival) / 1e6)
+        state.last_ns = now
+
+    def _count(self, value: Any) -> Any:
+        return np.array([[int(value)]] if self.batched else [int(value)], dtype=np.int32)
 
     def _sweep(self, now: float, force: bool = False) -> None:
         """Drop streams idle for STATE_TTL_S; over MAX_STREAMS, the idlest half."""

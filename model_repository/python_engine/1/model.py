@@ -37,6 +37,7 @@ OUTPUTS = (
     "output_ids",
     "sequence_length",
     "arrival_time_ns",
+    "num_input_tokens",
 )  # is_cancelled() is a round trip to the server; not every token
 
 
@@ -491,6 +492,8 @@ class TritonPythonModel:
             "output_ids": ([tokens], np.int32),  # [beam, tokens]
             "sequence_length": ([len(tokens)], np.int32),
             "arrival_time_ns": ([job.arrival], np.int64),
+            # The prompt as this engine counts it: what usage.prompt_tokens reports.
+            "num_input_tokens": ([len(job.prompt)], np.int32),
         }
         out = []
         for name in OUTPUTS:

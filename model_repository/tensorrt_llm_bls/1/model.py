@@ -86,6 +86,27 @@ def _error_of(response: Any, who: str) -> _Failed:
     return _Failed(f"{who}: {err.message()}", code)
 
 
+class _Clock:
+    """One request's token timing: from its arrival here to each response's tokens."""
+
+    __slots__ = ("last", "latency", "started")
+
+    def __init__(self, latency: Any) -> None:
+        self.latency = latency
+        self.started = time.monotonic()
+        self.last = 0.0
+
+    def tokens(self, n: int) -> None:
+        if n <= 0:
+            return
+        now = time.monotonic()
+        if self.last:
+            self.latency.gap((now - self.last) * 1e3, n)
+        else:
+            self.latency.first((now - self.started) * 1e3)
+        self.last = now
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
@@ -103,12 +124,14 @@ class TritonPythonModel:
                 trust_remote_code=params.get("trust_remote_code") == "true",
                 extra_special_ids=special if skip else (),
             )
+        self.latency = chatmodel_helpers.TokenLatency(pb_utils, "tensorrt_llm_bls")
         workers = int(params.get("max_concurrency", "64"))
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bls")
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
-            self.pool.submit(self._serve, request)
+            # The clock starts on arrival, before the request may wait for a thread.
+            self.pool.submit(self._serve, request, _Clock(self.latency))
         return None
 
     def finalize(self) -> None:
@@ -120,16 +143,16 @@ class TritonPythonModel:
         tensor = pb_utils.get_input_tensor_by_name(request, name)
         return None if tensor is None else tensor.as_numpy()
 
-    def _serve(self, request: Any) -> None:
+    def _serve(self, request: Any, clock: _Clock) -> None:
         sender = request.get_response_sender()
         try:
             stream_in = self._tensor(request, "stream")
             stream = bool(stream_in.reshape(-1)[0]) if stream_in is not None else False
             pre = self._preprocess(request)
             if self.takes_text:
-                self._run_text_engine(request, sender, pre, stream)
+                self._run_text_engine(request, sender, pre, stream, clock)
             else:
-                self._run_token_engine(request, sender, pre, stream)
+                self._run_token_engine(request, sender, pre, stream, clock)
         except _Failed as exc:
             code = exc.code if exc.code is not None else pb_utils.TritonError.INTERNAL
             sender.send(
@@ -160,11 +183,24 @@ class TritonPythonModel:
             raise _error_of(response, "preprocessing")
         return {n: pb_utils.get_output_tensor_by_name(response, n).as_numpy() for n in wanted}
 
-    def _text(self, text: str) -> Any:
+    def _text(self, text: str, prompt_tokens: int, new_tokens: int) -> Any:
+        """One response: a text delta and the engine's counts for usage (the prompt, and the
+        tokens behind this delta), as Triton's OpenAI frontend reads them."""
         out = np.array([text.encode("utf-8")], dtype=np.object_)
+        counts = [
+            np.array([prompt_tokens], dtype=np.int32),
+            np.array([new_tokens], dtype=np.int32),
+        ]
         if self.batched:
             out = out[np.newaxis, :]
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("text_output", out)])
+            counts = [c[np.newaxis, :] for c in counts]
+        return pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor("text_output", out),
+                pb_utils.Tensor("num_input_tokens", counts[0]),
+                pb_utils.Tensor("num_output_tokens", counts[1]),
+            ]
+        )
 
     def _stop_engine(self, request_id: str) -> None:
         """TensorRT-LLM's cancellation: a second request with the same id and ``stop``."""
@@ -187,7 +223,7 @@ class TritonPythonModel:
             pass
 
     def _run_token_engine(
-        self, request: Any, sender: Any, pre: dict[str, Any], stream: bool
+        self, request: Any, sender: Any, pre: dict[str, Any], stream: bool, clock: _Clock
     ) -> None:
         inputs = [pb_utils.Tensor(eng, pre[name]) for name, eng in PRE_TO_ENGINE.items()]
         for client, eng in TO_ENGINE.items():
@@ -206,6 +242,8 @@ class TritonPythonModel:
         assert self.tokenizer is not None
         decoder = self.tokenizer.decoder()
         parts: list[str] = []
+        prompt_tokens = int(np.asarray(pre["REQUEST_INPUT_LEN"]).reshape(-1)[0])
+        counted = 0  # engine tokens not yet reported in a response
         checked = time.monotonic()
         for response in responses:
             if response.has_error():
@@ -225,45 +263,64 @@ class TritonPythonModel:
             lengths = pb_utils.get_output_tensor_by_name(response, "sequence_length").as_numpy()
             if self.batched:
                 tokens, lengths = tokens[0], lengths[0]
+            counted += int(lengths[0])
+            clock.tokens(int(lengths[0]))
             text = decoder.push(tokens[0, : int(lengths[0])].tolist())
             if not text:
                 continue
             if stream:
-                sender.send(self._text(text))
+                sender.send(self._text(text, prompt_tokens, counted))
+                counted = 0
             else:
                 parts.append(text)
         parts.append(decoder.finish())
-        if stream:
-            tail = "".join(parts)
-            sender.send(self._text(tail) if tail else None, flags=FINAL)
-        else:
-            sender.send(self._text("".join(parts)), flags=FINAL)
+        tail = "".join(parts)
+        if stream and not tail and not counted:
+            sender.send(None, flags=FINAL)
+        else:  # also the count of tokens whose text was held back or empty
+            sender.send(self._text(tail, prompt_tokens, counted), flags=FINAL)
 
     def _run_text_engine(
-        self, request: Any, sender: Any, pre: dict[str, Any], stream: bool
+        self, request: Any, sender: Any, pre: dict[str, Any], stream: bool, clock: _Clock
     ) -> None:
         inputs = [
             pb_utils.Tensor("text_input", pre["PROMPT"]),
             pb_utils.Tensor("sampling_parameters", pre["SAMPLING_PARAMETERS"]),
             pb_utils.Tensor("exclude_input_in_output", pre["EXCLUDE_INPUT"]),
             pb_utils.Tensor("stream", np.array([stream], dtype=np.bool_)),
+            # vLLM counts its own tokens when asked (UINT32, per response).
+            pb_utils.Tensor("return_num_input_tokens", np.array([True], dtype=np.bool_)),
+            pb_utils.Tensor("return_num_output_tokens", np.array([True], dtype=np.bool_)),
         ]
+        wanted = ["text_output", "num_input_tokens", "num_output_tokens"]
         responses = pb_utils.InferenceRequest(
-            model_name=self.engine, inputs=inputs, requested_output_names=["text_output"]
+            model_name=self.engine, inputs=inputs, requested_output_names=wanted
         ).exec(decoupled=True)
         parts: list[str] = []
+        prompt_tokens = counted = 0
         for response in responses:
             if response.has_error():
                 raise _error_of(response, self.engine)
+            for name in ("num_input_tokens", "num_output_tokens"):
+                count = pb_utils.get_output_tensor_by_name(response, name)
+                if count is None:
+                    continue
+                value = int(count.as_numpy().reshape(-1)[0])
+                if name == "num_input_tokens":
+                    prompt_tokens = value
+                else:
+                    counted += value
+                    clock.tokens(value)
             out = pb_utils.get_output_tensor_by_name(response, "text_output")
             if out is None:
                 continue
             text = "".join(v.decode("utf-8") for v in out.as_numpy().reshape(-1))
             if stream and text:
-                sender.send(self._text(text))
+                sender.send(self._text(text, prompt_tokens, counted))
+                counted = 0
             elif text:
                 parts.append(text)
-        if stream:
+        if stream and not counted:
             sender.send(None, flags=FINAL)
         else:
-            sender.send(self._text("".join(parts)), flags=FINAL)
+            sender.send(self._text("".join(parts), prompt_tokens, counted), flags=FINAL)

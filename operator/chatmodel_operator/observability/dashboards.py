@@ -147,12 +147,39 @@ def _mean_latency() -> Query:
     )
 
 
+# Histograms of time to first token and inter-token latency, in the order a panel prefers
+# them: Triton's own (plain tritonserver pods with histogram_latencies), ours (our Python
+# models time every layout's ensemble and BLS, on either frontend), vLLM's (seconds).
+TTFT_HISTOGRAMS = (
+    ("nv_inference_first_response_histogram_ms", 1),
+    ("chatmodel_time_to_first_token_ms", 1),
+    ("vllm:time_to_first_token_seconds", 1000),
+)
+ITL_HISTOGRAMS = (
+    ("chatmodel_inter_token_latency_ms", 1),
+    ("vllm:time_per_output_token_seconds", 1000),
+)
+
+
+def _quantile_of(q: float, histograms: tuple[tuple[str, int], ...]) -> Query:
+    """One quantile from whichever of ``histograms`` a pod exports (PromQL ``or`` keeps the
+    first for a model that has several), in milliseconds."""
+    parts = []
+    for name, scale in histograms:
+        expr = (
+            f"histogram_quantile({q}, sum by (le, {BY_TRITON_MODEL}) "
+            f"(rate({name}_bucket{{{SEL}}}[{RATE}])))"
+        )
+        parts.append(expr if scale == 1 else f"{expr} * {scale}")
+    return Query("\nor ".join(parts), f"p{round(q * 100)} {_LEGEND_TRITON}")
+
+
 def _quantile_ttft(q: float) -> Query:
-    return Query(
-        f"histogram_quantile({q}, sum by (le, {BY_TRITON_MODEL}) "
-        f"(rate(nv_inference_first_response_histogram_ms_bucket{{{SEL}}}[{RATE}])))",
-        f"p{round(q * 100)} {_LEGEND_TRITON}",
-    )
+    return _quantile_of(q, TTFT_HISTOGRAMS)
+
+
+def _quantile_itl(q: float) -> Query:
+    return _quantile_of(q, ITL_HISTOGRAMS)
 
 
 def _signal_panels() -> list[timeseries.Panel]:
@@ -240,12 +267,25 @@ def serving_dashboard() -> model.Dashboard:
         .with_panel(
             _series(
                 "Time to first token p50 / p95",
-                "Request to first streamed response, from Triton's "
-                "nv_inference_first_response_histogram_ms (decoupled models; needs "
-                "--metrics-config histogram_latencies=true).",
+                "Request to first generated token: Triton's "
+                "nv_inference_first_response_histogram_ms where it is on (plain tritonserver "
+                "pods, --metrics-config histogram_latencies=true), else "
+                "chatmodel_time_to_first_token_ms from our models (every layout, both "
+                "frontends), else vLLM's vllm:time_to_first_token_seconds.",
                 "ms",
                 _quantile_ttft(0.5),
                 _quantile_ttft(0.95),
+            )
+        )
+        .with_panel(
+            _series(
+                "Inter-token latency p50 / p95",
+                "Time between a request's generated tokens after the first: "
+                "chatmodel_inter_token_latency_ms from our models, else vLLM's "
+                "vllm:time_per_output_token_seconds.",
+                "ms",
+                _quantile_itl(0.5),
+                _quantile_itl(0.95),
             )
         )
         .with_panel(

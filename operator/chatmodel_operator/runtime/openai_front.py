@@ -16,6 +16,13 @@ each request an id (Triton passes it down to the engine) and, when its own clien
 stops the engine's request the TensorRT-LLM way: a request with the same id and ``stop``. That
 frees the engine's slot at once. The BLS does the same by itself when this front hangs up on it.
 
+Token counts come from the engine: every response of ``ensemble`` and ``tensorrt_llm_bls``
+carries ``num_input_tokens`` (the prompt as the engine was given it) and ``num_output_tokens``
+(the engine's tokens behind that response), the outputs Triton's own frontend reads too. So
+``usage`` never re-tokenizes text, and ``finish_reason`` is ``length`` exactly when the engine
+returned ``max_tokens`` tokens (the engine stops on its end id or a stop word before that, and
+never counts the end id as a token of the answer).
+
 In a pod, Triton's own OpenAI frontend serves the same route where the image ships it (see the
 README's "Data plane" section); this one is for ``chatmodel serve`` and the demo.
 """
@@ -79,7 +86,24 @@ def _generation(body: dict[str, Any], default_max_tokens: int) -> dict[str, Any]
         max_tokens = default_max_tokens
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise RequestError("max_tokens must be a positive integer")
-    out: dict[str, Any] = {"max_tokens": max_tokens, "stream": bool(body.get("stream", False))}
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise RequestError("stream must be true or false")
+    options = body.get("stream_options")
+    if options is not None:
+        if not stream:
+            raise RequestError("stream_options: only allowed when stream is true")
+        if not isinstance(options, dict) or not isinstance(
+            options.get("include_usage", False), bool
+        ):
+            raise RequestError('stream_options must be an object like {"include_usage": true}')
+    out: dict[str, Any] = {
+        "max_tokens": max_tokens,
+        "stream": stream,
+        # Counts from the engine; our models always return them, Triton's frontend asks so.
+        "return_num_input_tokens": True,
+        "return_num_output_tokens": True,
+    }
     for key, name, kind, low, high in (
         ("temperature", "temperature", float, 0.0, 2.0),
         ("top_p", "top_p", float, 0.0, 1.0),
@@ -182,6 +206,44 @@ CHAT = _Kind(triton_request, "chatcmpl-", "chat.completion", "chat.completion.ch
 COMPLETION = _Kind(triton_completion_request, "cmpl-", "text_completion", "text_completion", False)
 
 
+@dataclass
+class Usage:
+    """The engine's token counts for one answer, added up over its responses."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int = 0
+
+    def add(self, doc: dict[str, Any]) -> None:
+        """Count one generate response: the prompt's count is the same in each of them, the
+        completion's is the engine's tokens behind that response."""
+        prompt, completion = doc.get("num_input_tokens"), doc.get("num_output_tokens")
+        if prompt is not None:
+            self.prompt_tokens = int(_first(prompt))
+        if completion is not None:
+            self.completion_tokens += int(_first(completion))
+
+    def document(self) -> dict[str, int] | None:
+        if self.prompt_tokens is None:  # a model that returns no counts
+            return None
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+    def finish_reason(self, max_tokens: int) -> str:
+        # The engines stop before max_tokens on their end id (which is not counted) or a stop
+        # word, so only an answer that used every token it was allowed was cut by the limit.
+        return "length" if self.completion_tokens >= max_tokens else "stop"
+
+
+def _first(value: Any) -> Any:
+    """Triton's JSON gives a [1] tensor as a number, a batched one as a list."""
+    while isinstance(value, list):
+        value = value[0]
+    return value
+
+
 @dataclass(frozen=True)
 class _Call:
     """One request in flight: how it is framed, the name it answers as, where it goes."""
@@ -190,19 +252,27 @@ class _Call:
     model: str  # as the request named it (the ChatModel's name when it named none)
     triton_model: str
     request_id: str
+    max_tokens: int
+    include_usage: bool = False  # stream_options.include_usage
 
     @property
     def answer_id(self) -> str:
         return f"{self.kind.id_prefix}{self.request_id}"
 
-    def frame(self, choice: dict[str, Any], *, chunk: bool) -> dict[str, Any]:
-        return {
+    def frame(
+        self, choices: list[dict[str, Any]], *, chunk: bool, usage: dict[str, int] | None = None
+    ) -> dict[str, Any]:
+        doc: dict[str, Any] = {
             "id": self.answer_id,
             "object": self.kind.chunk_object if chunk else self.kind.object,
             "created": int(time.time()),
             "model": self.model,
-            "choices": [choice],
+            "choices": choices,
         }
+        # Streamed with include_usage, as OpenAI: null on every chunk but the last.
+        if not chunk or self.include_usage:
+            doc["usage"] = usage
+        return doc
 
 
 class Front:
@@ -267,7 +337,15 @@ class Front:
         except RequestError as exc:
             return _error(400, str(exc))
         # A number: TensorRT-LLM's C++ backend takes request ids that parse as integers.
-        call = _Call(kind, model, self.routes[model], str(secrets.randbits(62)))
+        options = body.get("stream_options") or {}
+        call = _Call(
+            kind,
+            model,
+            self.routes[model],
+            str(secrets.randbits(62)),
+            max_tokens=payload["max_tokens"],
+            include_usage=bool(options.get("include_usage", False)),
+        )
         payload["id"] = call.request_id
         try:
             if payload["stream"]:
@@ -304,8 +382,10 @@ class Front:
                 await resp.read()
 
     @staticmethod
-    def _chunk(call: _Call, choice: dict[str, Any]) -> bytes:
-        doc = call.frame(choice, chunk=True)
+    def _chunk(
+        call: _Call, choice: dict[str, Any] | None, usage: dict[str, int] | None = None
+    ) -> bytes:
+        doc = call.frame([] if choice is None else [choice], chunk=True, usage=usage)
         return f"data: {json.dumps(doc, ensure_ascii=False)}\n\n".encode()
 
     async def _complete(self, payload: dict[str, Any], call: _Call) -> web.Response:
@@ -315,8 +395,10 @@ class Front:
             doc = await resp.json(content_type=None)
             if resp.status != 200 or "error" in doc:
                 return _error(resp.status if resp.status != 200 else 500, str(doc.get("error")))
-        choice = call.kind.choice(doc.get("text_output", ""), "stop")
-        return web.json_response(call.frame(choice, chunk=False))
+        usage = Usage()
+        usage.add(doc)
+        choice = call.kind.choice(doc.get("text_output", ""), usage.finish_reason(call.max_tokens))
+        return web.json_response(call.frame([choice], chunk=False, usage=usage.document()))
 
     async def _stream(
         self, request: web.Request, payload: dict[str, Any], call: _Call
@@ -338,11 +420,12 @@ class Front:
             )
             await resp.prepare(request)
             error = None
+            usage = Usage()
             try:
                 opening = kind.opening_choice()
                 if opening is not None:
                     await resp.write(self._chunk(call, opening))
-                await self._relay(resp, upstream, call)
+                await self._relay(resp, upstream, call, usage)
             except aiohttp.ClientPayloadError as exc:  # Triton went away in the middle
                 error = f"Triton ended the stream early: {exc}"
             except _UpstreamError as exc:
@@ -352,7 +435,10 @@ class Front:
                 return resp
             try:
                 if error is None:
-                    await resp.write(self._chunk(call, kind.chunk_choice(None, "stop")))
+                    finish = usage.finish_reason(call.max_tokens)
+                    await resp.write(self._chunk(call, kind.chunk_choice(None, finish)))
+                    if call.include_usage:  # OpenAI's last chunk: no choices, the usage
+                        await resp.write(self._chunk(call, None, usage.document()))
                 else:
                     err = {"error": {"message": error, "type": "server_error"}}
                     await resp.write(f"data: {json.dumps(err)}\n\n".encode())
@@ -363,9 +449,13 @@ class Front:
             return resp
 
     async def _relay(
-        self, resp: web.StreamResponse, upstream: aiohttp.ClientResponse, call: _Call
+        self,
+        resp: web.StreamResponse,
+        upstream: aiohttp.ClientResponse,
+        call: _Call,
+        usage: Usage,
     ) -> None:
-        """Forward Triton's stream as chunks until it ends."""
+        """Forward Triton's stream as chunks until it ends, counting the engine's tokens."""
         async for raw in upstream.content:
             line = raw.decode("utf-8").strip()
             if not line.startswith("data:"):
@@ -373,6 +463,7 @@ class Front:
             doc = json.loads(line[5:])
             if "error" in doc:
                 raise _UpstreamError(str(doc["error"]))
+            usage.add(doc)
             text = doc.get("text_output", "")
             if text:
                 await resp.write(self._chunk(call, call.kind.chunk_choice(text, None)))

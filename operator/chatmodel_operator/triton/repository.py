@@ -284,7 +284,7 @@ def bls_files(
         "model_transaction_policy": {"decoupled": True},
         "dynamic_batching": _batching(batched),
         "input": _io("input", t.CLIENT_INPUTS),
-        "output": _io("output", t.CLIENT_OUTPUTS),
+        "output": _io("output", t.CLIENT_OUTPUTS + t.USAGE_OUTPUTS),
         # One process serves every request concurrently (a thread per request), instead of
         # NVIDIA's one request per instance that needs as many processes as batch slots.
         "instance_group": [{"count": 1, "kind": Enum("KIND_CPU")}],
@@ -307,11 +307,21 @@ def bls_files(
 
 
 @functools.cache
-def _token_steps() -> Rendered:
-    """The ensemble's wiring, the same for every engine with the token contract."""
+def _token_steps(usage: bool) -> Rendered:
+    """The ensemble's wiring, the same for every engine with the token contract. With
+    ``usage``, the engine returns the prompt's token count, and postprocessing passes it on
+    next to the count of each response's tokens (what Triton's OpenAI frontend reads)."""
     pre_out = {name.name: f"_{name.name}" for name in t.PRE_TOKEN_OUTPUTS}
     engine_in = {eng: f"_{pre}" for pre, eng in t.PRE_TO_ENGINE.items()}
     engine_in.update({eng: cli for cli, eng in t.CLIENT_TO_ENGINE.items()})
+    engine_out = {"output_ids": "_TOKENS_BATCH", "arrival_time_ns": "_ARRIVAL_TIME_NS"}
+    post_in = {"TOKENS_BATCH": "_TOKENS_BATCH", "STREAM_KEY": "_ARRIVAL_TIME_NS"}
+    post_out = {"OUTPUT": "text_output"}
+    if usage:
+        engine_out["num_input_tokens"] = "_NUM_INPUT_TOKENS"
+        post_in["ENGINE_NUM_INPUT_TOKENS"] = "_NUM_INPUT_TOKENS"
+        post_out.update({"NUM_INPUT_TOKENS": "num_input_tokens"})
+        post_out.update({"NUM_OUTPUT_TOKENS": "num_output_tokens"})
     return rendered_field(
         "ensemble_scheduling",
         {
@@ -326,38 +336,28 @@ def _token_steps() -> Rendered:
                     "model_name": ENGINE_MODEL,
                     "model_version": -1,
                     "input_map": _maps(engine_in),
-                    "output_map": _maps(
-                        {
-                            "output_ids": "_TOKENS_BATCH",
-                            "arrival_time_ns": "_ARRIVAL_TIME_NS",
-                        }
-                    ),
+                    "output_map": _maps(engine_out),
                 },
                 {
                     "model_name": "postprocessing",
                     "model_version": -1,
-                    "input_map": _maps(
-                        {
-                            "TOKENS_BATCH": "_TOKENS_BATCH",
-                            "STREAM_KEY": "_ARRIVAL_TIME_NS",
-                        }
-                    ),
-                    "output_map": _maps({"OUTPUT": "text_output"}),
+                    "input_map": _maps(post_in),
+                    "output_map": _maps(post_out),
                 },
             ]
         },
     )
 
 
-def token_ensemble(s: Settings) -> Repository:
+def token_ensemble(s: Settings, *, usage: bool = True) -> Repository:
     """preprocessing -> tensorrt_llm -> postprocessing, for engines that take token ids."""
     config = {
         "name": "ensemble",
         "platform": "ensemble",
         "max_batch_size": s.max_batch_size,
         "input": _io("input", t.CLIENT_INPUTS),
-        "output": _io("output", t.CLIENT_OUTPUTS),
-        "ensemble_scheduling": _token_steps(),
+        "output": _io("output", t.CLIENT_OUTPUTS + (t.USAGE_OUTPUTS if usage else ())),
+        "ensemble_scheduling": _token_steps(usage),
     }
     return {
         _path("ensemble/config.pbtxt"): dumps(config, _header("ensemble", s)),
@@ -366,9 +366,9 @@ def token_ensemble(s: Settings) -> Repository:
 
 
 def _token_pipeline(
-    s: Settings, fmt: ChatFormat, tokenizer_dir: str, src: ModelSources
+    s: Settings, fmt: ChatFormat, tokenizer_dir: str, src: ModelSources, *, usage: bool = True
 ) -> Repository:
-    files = token_ensemble(s)
+    files = token_ensemble(s, usage=usage)
     files.update(preprocessing_files(s, fmt, tokenizer_dir, src))
     files.update(postprocessing_files(s, fmt, tokenizer_dir, src))
     files.update(bls_files(s, fmt, tokenizer_dir, src))
@@ -427,7 +427,8 @@ def engine_layout(
         "instance_group": [{"count": 1, "kind": Enum("KIND_CPU")}],
         "parameters": parameters(_cpp_engine_parameters(s, engine_dir)),
     }
-    files = _token_pipeline(s, fmt, tokenizer_dir, sources)
+    # The C++ backend returns no prompt count we can rely on, so its ensemble reports no usage.
+    files = _token_pipeline(s, fmt, tokenizer_dir, sources, usage=False)
     files[_path(ENGINE_MODEL, "config.pbtxt")] = dumps(config, _header(ENGINE_MODEL, s))
     files[_path(ENGINE_MODEL, "1", VERSION_PLACEHOLDER)] = PLACEHOLDER_TEXT
     return files
@@ -557,7 +558,12 @@ def vllm_model_json(s: Settings, checkpoint_dir: str) -> dict[str, Any]:
 @functools.cache
 def _vllm_steps() -> Rendered:
     """preprocessing renders the prompt and vLLM's sampling JSON; vLLM returns text."""
-    pre_in = {pre: cli for cli, pre in {**t.CLIENT_TO_PRE, **t.CLIENT_TO_PRE_TEXT}.items()}
+    # The frontend's count flags go to vLLM itself, which returns the counts.
+    pre_in = {
+        pre: cli
+        for cli, pre in {**t.CLIENT_TO_PRE, **t.CLIENT_TO_PRE_TEXT}.items()
+        if cli not in t.RETURN_COUNT_INPUTS
+    }
     return rendered_field(
         "ensemble_scheduling",
         {
@@ -583,9 +589,11 @@ def _vllm_steps() -> Rendered:
                             "sampling_parameters": "_SAMPLING_PARAMETERS",
                             "exclude_input_in_output": "_EXCLUDE_INPUT",
                             "stream": "stream",
+                            "return_num_input_tokens": "return_num_input_tokens",
+                            "return_num_output_tokens": "return_num_output_tokens",
                         }
                     ),
-                    "output_map": _maps({"text_output": "text_output"}),
+                    "output_map": _maps({x.name: x.name for x in t.VLLM_OUTPUTS}),
                 },
             ]
         },
@@ -614,7 +622,7 @@ def vllm_layout(
         "input": _io(
             "input", tuple(x for x in t.CLIENT_INPUTS if x.name not in t.TEXT_ENGINE_UNUSED)
         ),
-        "output": _io("output", t.CLIENT_OUTPUTS),
+        "output": _io("output", t.VLLM_OUTPUTS),
         "ensemble_scheduling": _vllm_steps(),
     }
     files: Repository = {

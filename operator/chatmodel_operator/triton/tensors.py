@@ -63,8 +63,23 @@ CLIENT_INPUTS: tuple[Tensor, ...] = (
     Tensor("frequency_penalty", "FP32", (1,), optional=True),
     Tensor("seed", "UINT64", (1,), optional=True),
     Tensor("stream", "BOOL", (1,), optional=True),
+    # Sent by Triton's OpenAI frontend to every model of a TensorRT-LLM repository since 25.11
+    # (server 2.64, triton_engine utils ``_create_trtllm_generate_request``): a model that does
+    # not declare them refuses every request of that frontend. Our models always report the
+    # counts, so the flags change nothing.
+    Tensor("return_num_input_tokens", "BOOL", (1,), optional=True),
+    Tensor("return_num_output_tokens", "BOOL", (1,), optional=True),
 )
 CLIENT_OUTPUTS: tuple[Tensor, ...] = (Tensor("text_output", "STRING", (-1,)),)
+# Token counts per response, as Triton's OpenAI frontend reads them for ``usage``
+# (``_get_usage_from_response``: INT32 or UINT32, both in the same response; streamed, the
+# prompt's count is taken once and the completion's counts of all responses are added up).
+# So num_output_tokens is the engine's tokens in this response, not a running total.
+USAGE_OUTPUTS: tuple[Tensor, ...] = (
+    Tensor("num_input_tokens", "INT32", (1,)),
+    Tensor("num_output_tokens", "INT32", (1,)),
+)
+RETURN_COUNT_INPUTS = frozenset({"return_num_input_tokens", "return_num_output_tokens"})
 
 # preprocessing: NVIDIA's names where they exist.
 PRE_INPUTS: tuple[Tensor, ...] = (
@@ -83,6 +98,10 @@ PRE_INPUTS: tuple[Tensor, ...] = (
     Tensor("FREQUENCY_PENALTY", "FP32", (1,), optional=True),
     Tensor("SEED", "UINT64", (1,), optional=True),
     Tensor("EXCLUDE_INPUT_IN_OUTPUT", "BOOL", (1,), optional=True),
+    # The frontend's flags end here: every ensemble input must go to a step, and a step after
+    # the (decoupled) engine may only take the engine's outputs.
+    Tensor("RETURN_NUM_INPUT_TOKENS", "BOOL", (1,), optional=True),
+    Tensor("RETURN_NUM_OUTPUT_TOKENS", "BOOL", (1,), optional=True),
 )
 PRE_TOKEN_OUTPUTS: tuple[Tensor, ...] = (
     Tensor("INPUT_ID", "INT32", (-1,)),
@@ -112,12 +131,21 @@ PRE_TEXT_OUTPUTS: tuple[Tensor, ...] = (
 # SEQUENCE_LENGTH is optional and the ensemble does not send it: with one beam (all the client
 # inputs allow) output_ids holds exactly the tokens of the response, and every tensor less is
 # less copying per streamed token.
+# ENGINE_NUM_INPUT_TOKENS is the engine's own count of the prompt, which our Python engines
+# return. The C++ backend's releases we render for are not documented to return it, so in engine
+# mode the ensemble reports no usage (the BLS, which sees both, does).
 POST_INPUTS: tuple[Tensor, ...] = (
     Tensor("TOKENS_BATCH", "INT32", (-1, -1)),
     Tensor("SEQUENCE_LENGTH", "INT32", (-1,), optional=True),
     Tensor("STREAM_KEY", "INT64", (1,), optional=True),
+    Tensor("ENGINE_NUM_INPUT_TOKENS", "INT32", (1,), optional=True),
 )
-POST_OUTPUTS: tuple[Tensor, ...] = (Tensor("OUTPUT", "STRING", (-1,)),)
+# NUM_OUTPUT_TOKENS: the engine's tokens in this response (the length of its output_ids row).
+POST_OUTPUTS: tuple[Tensor, ...] = (
+    Tensor("OUTPUT", "STRING", (-1,)),
+    Tensor("NUM_INPUT_TOKENS", "INT32", (1,)),
+    Tensor("NUM_OUTPUT_TOKENS", "INT32", (1,)),
+)
 
 # The tensorrt_llm contract our Python engines implement (a subset of the C++ backend's).
 ENGINE_INPUTS: tuple[Tensor, ...] = (
@@ -147,6 +175,7 @@ ENGINE_OUTPUTS: tuple[Tensor, ...] = (
     Tensor("output_ids", "INT32", (-1, -1)),
     Tensor("sequence_length", "INT32", (-1,)),
     Tensor("arrival_time_ns", "INT64", (1,)),
+    Tensor("num_input_tokens", "INT32", (1,)),
 )
 
 # The C++ tensorrtllm backend: NVIDIA's full contract (inflight_batcher_llm, TensorRT-LLM 1.2),
@@ -240,8 +269,15 @@ VLLM_INPUTS: tuple[Tensor, ...] = (
     Tensor("stream", "BOOL", (1,), optional=True),
     Tensor("sampling_parameters", "STRING", (1,), optional=True),
     Tensor("exclude_input_in_output", "BOOL", (1,), optional=True),
+    Tensor("return_num_input_tokens", "BOOL", (1,), optional=True),
+    Tensor("return_num_output_tokens", "BOOL", (1,), optional=True),
 )
-VLLM_OUTPUTS: tuple[Tensor, ...] = (Tensor("text_output", "STRING", (-1,)),)
+# The vLLM backend's counts are UINT32 (vllm_backend src/model.py, additional outputs).
+VLLM_USAGE_OUTPUTS: tuple[Tensor, ...] = (
+    Tensor("num_input_tokens", "UINT32", (1,)),
+    Tensor("num_output_tokens", "UINT32", (1,)),
+)
+VLLM_OUTPUTS: tuple[Tensor, ...] = (Tensor("text_output", "STRING", (-1,)), *VLLM_USAGE_OUTPUTS)
 
 # Ensemble wiring: client input -> preprocessing input.
 CLIENT_TO_PRE = {
@@ -255,6 +291,8 @@ CLIENT_TO_PRE = {
     "top_k": "TOP_K",
     "top_p": "TOP_P",
     "repetition_penalty": "REPETITION_PENALTY",
+    "return_num_input_tokens": "RETURN_NUM_INPUT_TOKENS",
+    "return_num_output_tokens": "RETURN_NUM_OUTPUT_TOKENS",
 }
 # Only engines that take text get these through preprocessing (inside the sampling JSON).
 CLIENT_TO_PRE_TEXT = {
