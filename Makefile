@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv checkov test unit lint demo generate system-deps bench clean
+.PHONY: venv checkov test unit lint demo generate system-deps bench clean controlplane cluster cluster-down
 
 venv: $(VENV)/.installed
 
@@ -12,9 +12,9 @@ venv: $(VENV)/.installed
 # dependencies conflict with the operator's.
 CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
-checkov: $(CHECKOV_VENV)/.installed
+checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
-$(CHECKOV_VENV)/.installed: Makefile
+$(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
 	$(PY) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install -q --upgrade pip
 	$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
@@ -40,18 +40,37 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: venv checkov system-deps lint
+test: venv checkov system-deps lint controlplane
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit
 
+# The local control plane (controlplane/): kube-apiserver with admission and RBAC,
+# kube-controller-manager, kube-scheduler, etcd, kwok's GPU nodes, all on 127.0.0.1. Built from
+# Kubernetes' Go modules into ~/.cache/chatmodel-operator (a no-op once built).
+CLUSTER := $(PY) controlplane/cluster.py
+controlplane:
+	@$(CLUSTER) build
+
+# Starts it, installs the chart with helm and runs the operator in the background under the
+# chart's ServiceAccount; prints the two lines to eval (KUBECONFIG, PATH).
+cluster: venv
+	@$(CLUSTER) up --operator $(BIN)/chatmodel
+
+cluster-down:
+	@$(CLUSTER) down
+
+# The README's steps on the local cluster, then the data plane on a real Triton (CPU). A cluster
+# the demo started is stopped at the end; one `make cluster` started is left running.
 demo: venv
 	@echo "== planning every example =="
-	@for f in examples/*.yaml; do $(BIN)/chatmodel plan $$f || exit 1; echo; done
-	@echo "== rendering examples/suschat.yaml =="
-	@$(BIN)/chatmodel render examples/suschat.yaml | grep -E '^(kind|  name):' | paste - - | sed 's/^/  /'
-	@if [ -f operator/chatmodel_operator/demo.py ]; then $(BIN)/python -m chatmodel_operator.demo; fi
+	@for f in examples/*.yaml; do $(BIN)/chatmodel plan $$f >/dev/null || exit 1; done
+	@$(BIN)/chatmodel plan examples/suschat.yaml
+	@if $(CLUSTER) status; then stop=:; else stop="$(CLUSTER) down"; fi; \
+	  trap "$$stop" EXIT; \
+	  eval "$$($(CLUSTER) up --operator $(BIN)/chatmodel)" && \
+	  $(BIN)/python -m chatmodel_operator.demo --cluster examples/suschat.yaml
 
 # Regenerate every committed generated file (CRD, its chart copy, API reference, dashboards).
 generate: venv

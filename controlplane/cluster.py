@@ -16,9 +16,11 @@ Standard library only, so it runs before the project's virtualenv exists.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -28,7 +30,11 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 DEFAULT_NAME = "chatmodel"
+CHART = ROOT / "charts" / "chatmodel-operator"
+RELEASE = "chatmodel-operator"
+SYSTEM_NS = "chatmodel-system"
 
 # The GPU products the examples plan for (examples/*.yaml), eight GPUs a node, with the labels
 # NVIDIA's GPU Feature Discovery puts on real nodes: every example can become Ready.
@@ -41,6 +47,13 @@ GPU_NODES: tuple[tuple[str, int, int], ...] = (
     ("NVIDIA-GeForce-RTX-4090", 24564, 1),
 )
 GPUS_PER_NODE = 8
+COMPONENTS = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok-controller",
+    "etcd",
+)
 # Volumes the cache claims bind to: no provisioner runs here, so the claims of the default
 # (empty) StorageClass bind to these, as on a cluster with pre-provisioned storage.
 CACHE_VOLUMES = 12
@@ -60,20 +73,24 @@ rules:
 
 
 def build(*, keda: bool = False, quiet: bool = False) -> Path:
-    """Build the binaries that are missing (a no-op when all are there); returns their folder."""
+    """Build the binaries that are missing (a no-op when all are there); returns their folder.
+    Prints build.sh's line per component on stderr as it comes, unless quiet."""
     args = [str(HERE / "build.sh"), *(["--keda"] if keda else [])]
-    out = subprocess.run(
+    proc = subprocess.Popen(
         args,
-        check=True,
         text=True,
         stdout=subprocess.PIPE,
-        stderr=None if not quiet else subprocess.DEVNULL,
-    ).stdout
-    lines = out.strip().splitlines()
-    if not quiet:
-        for line in lines[:-1]:
-            print(line, flush=True)
-    return Path(lines[-1])
+        stderr=subprocess.DEVNULL if quiet else None,
+    )
+    assert proc.stdout is not None
+    last = ""
+    for line in proc.stdout:  # the last line is the folder; the others are progress
+        if last and not quiet:
+            print(last, file=sys.stderr, flush=True)
+        last = line.rstrip("\n")
+    if proc.wait() != 0:
+        raise RuntimeError(f"controlplane/build.sh failed (exit {proc.returncode})")
+    return Path(last)
 
 
 def bin_dir() -> Path:
@@ -144,7 +161,16 @@ class Cluster:
             # Stages as objects in the cluster (stages.yaml), so a test can change them.
             "enableCRDs": ["Stage"],
         }
-        patches = []
+        # One controller manager and one scheduler: without a second instance to take over,
+        # leader election only makes them exit when the API server restarts (a kubelet would
+        # start them again; nothing does here), so they run without it and keep retrying.
+        patches: list[dict[str, Any]] = [
+            {
+                "name": component,
+                "extraArgs": [{"key": "leader-elect", "value": "false", "override": True}],
+            }
+            for component in ("kube-controller-manager", "kube-scheduler")
+        ]
         if self.apiserver_args:
             patches.append(
                 {
@@ -302,10 +328,151 @@ class Cluster:
                 ),
             )
 
+    def helm(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(self.bin / "helm"), "--kubeconfig", str(self.admin_kubeconfig), *args],
+            env=self.env(),
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"helm {args[0]} failed: {proc.stderr.strip() or proc.stdout}")
+        return proc
+
+    def install_chart(self, *args: str, chart: Path = CHART) -> None:
+        """`helm install` of the chart (its CRDs included) into SYSTEM_NS; waits until the
+        ChatModel API serves (a 429 "storage is (re)initializing" right after the install)."""
+        self.helm("install", RELEASE, str(chart), "-n", SYSTEM_NS, "--create-namespace", *args)
+        self.wait_established("chatmodels.serving.chatmodel.io")
+        deadline = time.monotonic() + 60
+        while self.kubectl("get", "chatmodels", "-A", check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the ChatModel API was not served within 60s")
+            time.sleep(0.3)
+
+    @property
+    def operator_kubeconfig(self) -> Path:
+        return self.workdir / f"{self.name}.operator.kubeconfig"
+
+    def write_operator_kubeconfig(self, hours: int = 12) -> Path:
+        """A kubeconfig for the chart's ServiceAccount (a token from `kubectl create token`),
+        so the operator has exactly the chart's RBAC rules: a missing rule is a 403."""
+        token = self.kubectl(
+            "create", "token", RELEASE, "-n", SYSTEM_NS, "--duration", f"{hours}h"
+        ).stdout.strip()
+        view = json.loads(self.kubectl("config", "view", "--minify", "--raw", "-o", "json").stdout)
+        server = view["clusters"][0]["cluster"]
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "operator",
+            "clusters": [{"name": self.name, "cluster": server}],
+            "users": [{"name": "operator", "user": {"token": token}}],
+            "contexts": [
+                {"name": "operator", "context": {"cluster": self.name, "user": "operator"}}
+            ],
+        }
+        path = self.operator_kubeconfig
+        path.write_text(json.dumps(config, indent=1))  # kubeconfig may be JSON
+        path.chmod(0o600)
+        return path
+
+    @property
+    def operator_pidfile(self) -> Path:
+        return self.workdir / f"{self.name}.operator.pid"
+
+    @property
+    def operator_log(self) -> Path:
+        return self.workdir / f"{self.name}.operator.log"
+
+    def start_operator(self, command: Sequence[str]) -> int:
+        """Runs `command` (the operator) in the background under the chart's identity, its
+        output in operator_log; `down` stops it."""
+        self.stop_operator()
+        env = {**self.env(), "KUBECONFIG": str(self.write_operator_kubeconfig())}
+        with self.operator_log.open("ab") as log:
+            proc = subprocess.Popen(
+                list(command),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.operator_pidfile.write_text(str(proc.pid))
+        return proc.pid
+
+    def stop_operator(self, timeout: float = 20) -> None:
+        try:
+            pid = int(self.operator_pidfile.read_text())
+        except (OSError, ValueError):
+            return
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                os.killpg(pid, 0)
+                time.sleep(0.2)
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.operator_pidfile.unlink(missing_ok=True)
+
+    def component_pid(self, component: str) -> int | None:
+        """The pid of one of this cluster's processes (e.g. "kube-apiserver"), found by its
+        binary and this cluster's folder on its command line."""
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if Path(argv[0].decode()).name == component and str(self.home).encode() in b" ".join(
+                argv
+            ):
+                return int(proc.name)
+        return None
+
+    def restart_component(self, component: str, down_seconds: float = 0.0) -> float:
+        """Stops one control-plane process (SIGTERM, as a rolling restart does), keeps it down
+        for `down_seconds`, and starts it again with the same command line; kwokctl's pid file
+        follows, so `down` still stops it. Returns the seconds until it answered again."""
+        pid = self.component_pid(component)
+        if pid is None:
+            raise RuntimeError(f"{component} of cluster {self.name} is not running")
+        argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(down_seconds)
+        started = time.monotonic()
+        log = self.home / "logs" / f"{component}.log"
+        with log.open("ab") as out:
+            new = subprocess.Popen(
+                argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        for pidfile in (self.home / "pids" / f"{component}.pid",):
+            if pidfile.parent.is_dir():
+                pidfile.write_text(str(new.pid))
+        if component == "kube-apiserver":
+            self.wait_ready(120)
+        return time.monotonic() - started
+
     def down(self) -> None:
+        self.stop_operator()
         if self.home.exists():
             self.kwokctl("delete", "cluster", check=False)
-        for leftover in (self.admin_kubeconfig,):
+        # Whatever kwokctl did not know about (a component a test restarted) stops too.
+        for component in COMPONENTS:
+            pid = self.component_pid(component)
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        for leftover in (self.admin_kubeconfig, self.operator_kubeconfig):
             leftover.unlink(missing_ok=True)
 
     def server(self) -> str:
@@ -315,10 +482,12 @@ class Cluster:
         return out.stdout.strip()
 
 
-def gpu_nodes() -> list[dict[str, Any]]:
+def gpu_nodes(extra: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+    """GPU_NODES as Node objects, plus `extra` nodes of some products (a benchmark's 500
+    ChatModels need more GPUs than the tests)."""
     nodes = []
     for product, memory, count in GPU_NODES:
-        for i in range(count):
+        for i in range(count + (extra or {}).get(product, 0)):
             slug = product.lower().replace("nvidia-", "").replace("geforce-", "")
             name = f"gpu-{slug}-{i}"
             capacity = {
@@ -396,6 +565,14 @@ def cache_volumes() -> list[dict[str, Any]]:
     ]
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="controlplane/cluster.py", description=__doc__.split("\n\n")[0]
@@ -403,6 +580,15 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("command", choices=("build", "up", "down", "env", "status"))
     parser.add_argument("--name", default=DEFAULT_NAME)
     parser.add_argument("--keda", action="store_true", help="build KEDA's operator and adapter too")
+    parser.add_argument(
+        "--chart", action="store_true", help="up: install the chart (helm install) too"
+    )
+    parser.add_argument(
+        "--operator",
+        metavar="CHATMODEL",
+        help="up: run this `chatmodel` executable's operator in the background, logged in as "
+        "the chart's ServiceAccount (implies --chart)",
+    )
     args = parser.parse_args(argv)
     if args.command == "build":
         build(keda=args.keda)
@@ -412,9 +598,26 @@ def _main(argv: Sequence[str] | None = None) -> int:
         cluster.bin = build(keda=args.keda)
         started = time.monotonic()
         cluster.up()
-        print(
-            f"control plane {args.name} ready in {time.monotonic() - started:.1f}s", file=sys.stderr
-        )
+        say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+        say(f"control plane {args.name} ready in {time.monotonic() - started:.1f}s")
+        if args.chart or args.operator:
+            if cluster.helm("list", "-n", SYSTEM_NS, "-q").stdout.split().count(RELEASE):
+                say(f"chart: release {RELEASE} already installed in {SYSTEM_NS}")
+            else:
+                t = time.monotonic()
+                cluster.install_chart()
+                say(f"chart: helm install {RELEASE} -n {SYSTEM_NS} in {time.monotonic() - t:.1f}s")
+        if args.operator:
+            port = _free_port()
+            pid = cluster.start_operator(
+                [args.operator, "operator", "--metrics-address=127.0.0.1", f"--metrics-port={port}"]
+            )
+            say(
+                f"operator: pid {pid}, as system:serviceaccount:{SYSTEM_NS}:{RELEASE}, "
+                f"metrics on http://127.0.0.1:{port}/metrics, log {cluster.operator_log}"
+            )
+        print(f"export KUBECONFIG={cluster.admin_kubeconfig}")
+        print(f"export PATH={cluster.bin}:$PATH")
     elif args.command == "down":
         cluster.down()
     elif args.command == "env":

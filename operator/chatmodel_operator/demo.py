@@ -1,16 +1,21 @@
 """``python -m chatmodel_operator.demo``: the data plane end to end, on this machine.
 
-``make demo`` first plans and renders the examples (the control plane, through ``chatmodel plan``
-and ``chatmodel render``); this part then makes a tiny SUS-Chat checkpoint, serves it with a real
-``tritonserver`` (CPU), streams one Chinese conversation through Triton's gRPC stream
+``make demo`` starts the local control plane (``make cluster``: kube-apiserver, the controllers,
+kwok's GPU nodes, the chart and the operator). With ``--cluster`` this module first does what the
+README tells a user to do there: ``kubectl apply -f examples/suschat.yaml``, ``kubectl get chm -w``
+until it is Ready, ``kubectl describe chm``. Then it makes a tiny SUS-Chat checkpoint, serves it
+with a real ``tritonserver`` (CPU), streams one Chinese conversation through Triton's gRPC stream
 (``ensemble``) and one English conversation through the OpenAI-compatible API, prints the
-answers, time to first token and a few Triton metrics, and stops the server.
+answers, time to first token and a few Triton metrics, and stops the server. Each step says how
+long it took.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,8 +57,69 @@ def _metrics(url: str) -> list[str]:
     return lines
 
 
-def main() -> int:
+def _shell(*args: str, timeout: float = 60) -> str:
+    """Runs a command as a user would type it, prints it with its output and duration."""
+    _say(f"$ {' '.join(args)}")
+    t = time.perf_counter()
+    proc = subprocess.run(args, text=True, capture_output=True, timeout=timeout)
+    out = (proc.stdout + proc.stderr).rstrip()
+    _say(out)
+    if proc.returncode != 0:
+        raise SystemExit(f"demo: `{' '.join(args)}` failed (exit {proc.returncode})")
+    _say(f"   [{time.perf_counter() - t:.1f}s]")
+    return out
+
+
+def _watch_until(args: list[str], phase: str, timeout: float) -> None:
+    """`kubectl get -w`, printed line by line, until the Phase column says `phase`."""
+    _say(f"$ {' '.join(args)}")
+    t = time.perf_counter()
+    proc = subprocess.Popen(args, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    column = None
+    try:
+        deadline = time.monotonic() + timeout
+        for line in proc.stdout:
+            _say(f"{line.rstrip()}    [{time.perf_counter() - t:.1f}s]")
+            words = line.split()
+            if column is None and "PHASE" in words:
+                column = words.index("PHASE")
+            elif column is not None and len(words) > column and words[column] == phase:
+                return
+            if time.monotonic() > deadline:
+                break
+        raise SystemExit(f"demo: not {phase} within {timeout:.0f}s (see kubectl describe)")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def on_cluster(example: Path) -> None:
+    """The user's steps on the local control plane (KUBECONFIG and PATH from make cluster)."""
+    import yaml
+
+    doc = yaml.safe_load(example.read_text())
+    name, ns = doc["metadata"]["name"], doc["metadata"].get("namespace", "default")
+    _say(f"== control plane: {example} through the operator ==")
+    t = time.perf_counter()
+    _shell("kubectl", "apply", "-f", str(example))
+    _watch_until(["kubectl", "get", "chm", name, "-n", ns, "-w"], "Ready", timeout=180)
+    _shell("kubectl", "describe", "chm", name, "-n", ns)
+    _say(f"apply to Ready and described in {time.perf_counter() - t:.1f}s\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chatmodel_operator.demo")
+    parser.add_argument(
+        "--cluster",
+        metavar="EXAMPLE",
+        type=Path,
+        help="first apply this example on the cluster kubectl points at and watch it to Ready",
+    )
+    args = parser.parse_args(argv)
     started = time.perf_counter()
+    if args.cluster:
+        on_cluster(args.cluster)
     work = Path(tempfile.mkdtemp(prefix="chatmodel-demo-"))
     _say(f"== data plane: a tiny {FAMILY} checkpoint on a real Triton server (CPU) ==")
     t = time.perf_counter()

@@ -36,6 +36,11 @@ def register_commands(subparsers: Any) -> None:
         "--metrics-port", type=PORT_OR_OFF, default=8080, help="Prometheus /metrics port (0: off)"
     )
     p.add_argument(
+        "--metrics-address",
+        default="0.0.0.0",
+        help="address the /metrics server binds (127.0.0.1 outside a pod)",
+    )
+    p.add_argument(
         "--resync-seconds",
         type=bounded(float, 1),
         default=300.0,
@@ -85,7 +90,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(args.log_level)
     quiet_kopf(args.log_level)
     if args.metrics_port:
-        metrics.start_metrics_server(args.metrics_port)
+        metrics.start_metrics_server(args.metrics_port, args.metrics_address)
     namespaces = list(args.namespaces or [])
     config = OperatorConfig(
         resync_seconds=args.resync_seconds,

@@ -68,7 +68,8 @@ def write_inputs(directory: Path) -> int:
         count += len(r.objects)
     chart = helm_python.Chart.load(REPO / "charts/chatmodel-operator")
     for label, values in _chart_values().items():
-        rendered = chart.render(values, name="cmo", namespace="chatmodel-system", is_install=True)
+        offline = {**values, "metrics": {"checkAPIs": False, **values.get("metrics", {})}}
+        rendered = chart.render(offline, name="cmo", namespace="chatmodel-system", is_install=True)
         docs = [
             d
             for path, text in sorted(rendered.items())

@@ -12,6 +12,7 @@ import copy
 import itertools
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -22,7 +23,6 @@ from typing import Any
 
 import kopf
 import pytest
-import yaml
 from admin import CM, NAMESPACES, Admin, Audit, Call, conditions, iter_events, wait_until
 
 from chatmodel_operator import metrics
@@ -33,11 +33,8 @@ from chatmodel_operator.reconcile import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "controlplane"))
-from cluster import Cluster, build  # noqa: E402
+from cluster import RELEASE, SYSTEM_NS, Cluster, build  # noqa: E402
 
-CHART = ROOT / "charts" / "chatmodel-operator"
-RELEASE = "chatmodel-operator"
-SYSTEM_NS = "chatmodel-system"
 OPERATOR_USER = f"system:serviceaccount:{SYSTEM_NS}:{RELEASE}"
 
 
@@ -73,80 +70,32 @@ class ControlPlane:
     admin: Admin
     audit_log: Path
     operator_kubeconfig: Path
-    helm: Path
-
-    def helm_cmd(self, *args: str) -> list[str]:
-        return [str(self.helm), "--kubeconfig", str(self.cluster.admin_kubeconfig), *args]
 
 
-def _operator_kubeconfig(admin_kubeconfig: Path, token: str, out: Path) -> Path:
-    """The admin's kubeconfig with the chart's ServiceAccount token instead of the admin."""
-    cfg = yaml.safe_load(admin_kubeconfig.read_text())
-    ctx_name = cfg["current-context"]
-    ctx = next(c for c in cfg["contexts"] if c["name"] == ctx_name)["context"]
-    cluster = next(c for c in cfg["clusters"] if c["name"] == ctx["cluster"])
-    out.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "operator",
-                "clusters": [{"name": "kwok", "cluster": cluster["cluster"]}],
-                "users": [{"name": "operator", "user": {"token": token}}],
-                "contexts": [
-                    {"name": "operator", "context": {"cluster": "kwok", "user": "operator"}}
-                ],
-            }
-        )
-    )
-    return out
+def _interrupt_on_sigterm() -> None:
+    """A SIGTERM (CI's timeout, `timeout`, a kill) ends pytest as Ctrl-C does, so the
+    control plane's finalizer still stops every process it started."""
 
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
 
-def install_chart(cp_cluster: Cluster, helm: Path, *args: str) -> None:
-    import subprocess
-
-    proc = subprocess.run(
-        [
-            str(helm),
-            "--kubeconfig",
-            str(cp_cluster.admin_kubeconfig),
-            "install",
-            RELEASE,
-            str(CHART),
-            "-n",
-            SYSTEM_NS,
-            "--create-namespace",
-            *args,
-        ],
-        text=True,
-        capture_output=True,
-        env=cp_cluster.env(),
-        timeout=180,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"helm install failed: {proc.stderr}")
+    signal.signal(signal.SIGTERM, handler)
 
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     started = time.monotonic()
+    _interrupt_on_sigterm()
     bin_dir = build(quiet=True)
     work = Path(tmp_path_factory.mktemp("kwok"))
     cluster = Cluster(name=f"chm-test-{os.getpid()}", workdir=work, bin=bin_dir)
     try:
         cluster.up(timeout=180)
         admin = Admin(cluster.admin_kubeconfig, bin_dir / "kubectl")
-        install_chart(cluster, bin_dir / "helm")
-        token = admin.kubectl(
-            "create", "token", RELEASE, "-n", SYSTEM_NS, "--duration", "12h"
-        ).stdout.strip()
-        # The CRDs are served once their storage is ready (a 429 until then).
-        wait_until(lambda: admin.items(CM) is not None and True, 60, what="the ChatModel API")
-        kubeconfig = _operator_kubeconfig(
-            cluster.admin_kubeconfig, token, work / "operator.kubeconfig"
-        )
+        cluster.install_chart()
+        kubeconfig = cluster.write_operator_kubeconfig()
         print(f"\ncontrol plane up in {time.monotonic() - started:.1f}s", file=sys.stderr)
-        yield ControlPlane(cluster, admin, cluster.audit_log, kubeconfig, bin_dir / "helm")
+        yield ControlPlane(cluster, admin, cluster.audit_log, kubeconfig)
     finally:
         cluster.down()
 

@@ -53,3 +53,13 @@ app.kubernetes.io/part-of: chatmodel-operator
 {{- define "chatmodel-operator.peering" -}}
 {{- if gt (int .Values.replicas) 1 }}true{{ end }}
 {{- end }}
+
+{{/* Fails rendering when the cluster does not serve an API a value needs:
+     include "chatmodel-operator.requireAPI" (list . "monitoring.coreos.com/v1/PrometheusRule" "metrics.prometheusRule.enabled") */}}
+{{- define "chatmodel-operator.requireAPI" -}}
+{{- $root := index . 0 }}{{- $api := index . 1 }}{{- $value := index . 2 }}
+{{- if and $root.Values.metrics.checkAPIs (not ($root.Capabilities.APIVersions.Has $api)) }}
+{{- $parts := splitList "/" $api }}
+{{- fail (printf "%s=true needs the API %s (kind %s), which this cluster does not serve: install its CRD first (the Prometheus operator, for example kube-prometheus-stack), or set %s=false. Rendering without a cluster (helm template)? Pass --api-versions %s, or set metrics.checkAPIs=false." $value (printf "%s/%s" (index $parts 0) (index $parts 1)) (index $parts 2) $value $api) }}
+{{- end }}
+{{- end }}
