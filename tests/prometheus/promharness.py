@@ -317,10 +317,13 @@ class TritonServer:
             for p in (sysconfig.get_config_var("LIBDIR"), str(libs), env.get("LD_LIBRARY_PATH"))
             if p
         )
-        # The stub runs the model with the base interpreter: give it this venv's numpy.
+        # The stub runs the model with the base interpreter: give it this venv's numpy. The
+        # embedded interpreter finds site-packages through the python3 first on PATH (it
+        # ignores PYTHONPATH), as chatmodel_operator.runtime.server arranges too.
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (sysconfig.get_paths()["purelib"], env.get("PYTHONPATH")) if p
         )
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [
