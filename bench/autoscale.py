@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import statistics
 import sys
 import tempfile
@@ -237,15 +238,21 @@ def keda_loop(trials: int) -> int:
         return 2
     figures: dict[str, list[float]] = {k: [] for k in TARGETS}
     for trial in range(1, trials + 1):
-        with running_loop(Path(tempfile.mkdtemp(prefix="bench-keda-"))) as loop:
+        # Each trial puts the request and the load at another point of KEDA's polling cycle
+        # and the HPA's sync cycle: their waits are most of these figures.
+        phase = (trial - 1) / trials
+        work = Path(tempfile.mkdtemp(prefix="bench-keda-"))
+        with running_loop(work) as loop:
             out = new_run(loop)
             try:
-                run(loop, out)
+                run(loop, out, phase=phase)
             finally:
                 print_report(out, loop, file=sys.stdout)
+                print(f"logs: {work}", flush=True)
+        shutil.rmtree(work, ignore_errors=True)  # kept when the trial failed
         for k, v in out.figures().items():
             figures[k].append(v)
-        print(f"trial {trial} done")
+        print(f"trial {trial} (phase {phase:.2f} of the polling cycle) done", flush=True)
     print(f"\nKEDA loop, {trials} trial(s): median, max, target")
     for k, values in figures.items():
         worst = max(values)

@@ -241,9 +241,14 @@ def new_run(loop: Loop) -> Run:
     return Run(Timeline(loop.admin, loop.prometheus))
 
 
-def run(loop: Loop, out: Run) -> Run:
+def run(loop: Loop, out: Run, *, phase: float = 0.0) -> Run:
     """The scenario, step by step, recorded into ``out`` (so a caller reports what happened
-    even when a step does not happen within its bound and this raises)."""
+    even when a step does not happen within its bound and this raises).
+
+    KEDA polls every POLL seconds from the ScaledObject's creation and the HPA syncs every
+    HPA_SYNC seconds, so how long a step waits depends on where it falls in their cycles:
+    ``phase`` (0 to 1) shifts the router's request and the load by that fraction of a cycle
+    (bench/autoscale.py sweeps it; the test keeps 0)."""
     admin, router, prom = loop.admin, loop.router, loop.prometheus
     pool = inference_pool_name(NAME)
     tl, t, seen = out.timeline, out.t, out.seen
@@ -274,7 +279,7 @@ def run(loop: Loop, out: Run) -> Run:
         # 2. Idle while the router holds nothing: the router trigger reads 0 through KEDA's
         # metrics API (not absent), and a whole polling interval passes.
         seen["router metric at 0"] = external_metric(admin, "s1-prometheus")
-        time.sleep(max(0.0, t["idle"] + POLL + 5 - tl.now()))
+        time.sleep(max(0.0, t["idle"] + POLL + 5 + phase * POLL - tl.now()))
         seen["replicas while idle"] = tl.held("replicas", t["idle"], tl.now())
 
         # 3. The router holds one request for the pool: KEDA activates the Deployment, 0 -> 1.
@@ -287,6 +292,7 @@ def run(loop: Loop, out: Run) -> Run:
 
         # 4. Load on the Triton stand-in: pending requests above the target per replica, and
         # KEDA's HPA (kube-controller-manager) adds the second replica.
+        time.sleep(phase * HPA_SYNC)
         t["load"] = tl.mark(f"Triton load: {CONCURRENCY} concurrent streams")
         load = Load(
             loop.triton.grpc_port, concurrency=CONCURRENCY, max_requests=1_000_000, max_seconds=300
