@@ -60,11 +60,12 @@ unit: venv
 	$(BIN)/python -m pytest -q tests/unit
 
 # The local control plane (controlplane/): kube-apiserver with admission and RBAC,
-# kube-controller-manager, kube-scheduler, etcd, kwok's GPU nodes, all on 127.0.0.1. Built from
-# Kubernetes' Go modules into ~/.cache/chatmodel-operator (a no-op once built).
+# kube-controller-manager, kube-scheduler, etcd, kwok's GPU nodes, all on 127.0.0.1, and KEDA's
+# operator and metrics server for the autoscaling tier. Built from their Go modules into
+# ~/.cache/chatmodel-operator (a no-op once built; KEDA's cold build is the longest part).
 CLUSTER := $(PY) controlplane/cluster.py
 controlplane:
-	@$(CLUSTER) build
+	@$(CLUSTER) build --keda
 
 # Starts it, installs the chart with helm and runs the operator in the background under the
 # chart's ServiceAccount; prints the two lines to eval (KUBECONFIG, PATH).

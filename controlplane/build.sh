@@ -44,6 +44,11 @@ version_of() {
   esac
 }
 
+# The version a go.mod requires of a module, on a `require` line or inside a `require (...)` block.
+required() { # go.mod module
+  awk -v m="$2" '$1 == "require" && $2 == m {print $3} $1 == m && $2 ~ /^v/ {print $2}' "$1"
+}
+
 # A copy of one of our modules under $home/src, rewritten when the pinned version is overridden.
 module_dir() { # name
   local src=$home/src/$1
@@ -55,7 +60,7 @@ module_dir() { # name
 kubernetes_module() {
   local dir pinned minor_patch
   dir=$(module_dir kubernetes)
-  pinned=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$dir/go.mod")
+  pinned=$(required "$dir/go.mod" k8s.io/kubernetes)
   if [[ $pinned != "$KUBERNETES_VERSION" ]]; then
     # Another release: require it and replace each of its staging modules at v0.<minor>.<patch>.
     minor_patch=${KUBERNETES_VERSION#v1.}
@@ -94,7 +99,7 @@ build_one() { # component
       (cd "$dir" && go build -ldflags "$(kube_ldflags)" -o "$bin/$c" "k8s.io/kubernetes/cmd/$c") ;;
     etcd)
       dir=$(module_dir etcd)
-      if [[ $(awk '$1 == "require" && $2 == "go.etcd.io/etcd/server/v3" {print $3}' "$dir/go.mod") != "$ETCD_VERSION" ]]; then
+      if [[ $(required "$dir/go.mod" go.etcd.io/etcd/server/v3) != "$ETCD_VERSION" ]]; then
         (cd "$dir" && go mod edit -require="go.etcd.io/etcd/server/v3@$ETCD_VERSION" && go mod tidy) >&2
       fi
       (cd "$dir" && go build -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3) ;;
@@ -106,7 +111,7 @@ build_one() { # component
         "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" ;;
     keda-operator | keda-adapter)
       dir=$(module_dir keda)
-      if [[ $(awk '$1 == "require" && $2 == "github.com/kedacore/keda/v2" {print $3}' "$dir/go.mod") != "$KEDA_VERSION" ]]; then
+      if [[ $(required "$dir/go.mod" github.com/kedacore/keda/v2) != "$KEDA_VERSION" ]]; then
         (cd "$dir" && go mod edit -require="github.com/kedacore/keda/v2@$KEDA_VERSION" && go mod tidy) >&2
       fi
       (cd "$dir" && go build -ldflags "-s -w" -o "$bin/$c" "github.com/kedacore/keda/v2/cmd/${c#keda-}") ;;

@@ -3,8 +3,10 @@
 kube-apiserver (admission and RBAC on, Pod Security included), kube-controller-manager,
 kube-scheduler and etcd, built from their own Go modules by ``build.sh``, started by kwokctl's
 binary runtime. kwok plays the kubelets: fake GPU nodes whose pods go Running and Ready, and
-whose Job pods complete. Every component listens on 127.0.0.1 (``bindAddress``), or on the
-address of a network namespace the caller made (``bind``), never on every interface.
+whose Job pods complete. Every component listens on 127.0.0.1 (``bindAddress``), never on every
+interface. kwokctl itself reaches the API server on 127.0.0.1 whatever ``bind`` says, so inside
+a network namespace the caller made (controlplane/netns.py) the components stay on its
+loopback and the API server only advertises the namespace's address (``apiserver_args``).
 
 Standard library only, so it runs before the project's virtualenv exists.
 
@@ -161,15 +163,24 @@ class Cluster:
             # Stages as objects in the cluster (stages.yaml), so a test can change them.
             "enableCRDs": ["Stage"],
         }
-        patches: list[dict[str, Any]] = []
+        # One controller manager and one scheduler: without a second instance to take over,
+        # leader election only makes them exit when the API server restarts (a kubelet would
+        # start them again; nothing does here), so they run without it and keep retrying.
+        # Every extra argument is appended, never "override": kwokctl's override only
+        # rewrites an argument it passes itself and silently drops any other (leader-elect,
+        # advertise-address); appended, the last occurrence of a flag wins.
+        patches: list[dict[str, Any]] = [
+            {
+                "name": component,
+                "extraArgs": [{"key": "leader-elect", "value": "false"}],
+            }
+            for component in ("kube-controller-manager", "kube-scheduler")
+        ]
         if self.apiserver_args:
             patches.append(
                 {
                     "name": "kube-apiserver",
-                    "extraArgs": [
-                        {"key": k, "value": v, "override": True}
-                        for k, v in self.apiserver_args.items()
-                    ],
+                    "extraArgs": [{"key": k, "value": v} for k, v in self.apiserver_args.items()],
                 }
             )
         doc: dict[str, Any] = {
