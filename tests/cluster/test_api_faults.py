@@ -22,7 +22,7 @@ import pytest_asyncio
 from admin import CONFIGMAPS, EVENTS, Admin
 from aiohttp import web
 
-from chatmodel_operator.adapters.kube import Connection, KubeClient, RetryPolicy
+from chatmodel_operator.adapters.kube import Connection, KubeApiError, KubeClient, RetryPolicy
 from chatmodel_operator.errors import TransientError
 from conftest import ControlPlane
 
@@ -174,3 +174,18 @@ async def test_a_server_that_stays_unavailable_is_a_transient_error_and_writes_n
     assert p.forwarded == [] and p.faults[0].hits == 4
     await asyncio.sleep(0)
     assert "two" not in admin.names(CONFIGMAPS, ns)
+
+
+async def test_an_internal_error_that_persists_is_reported_with_the_servers_message(
+    proxy: tuple[FaultyProxy, KubeClient], admin: Admin, ns: str
+) -> None:
+    # As the real server answers when its Service IP range is full: the same 500 each time.
+    p, client = proxy
+    p.faults.append(
+        Fault("PATCH", rf"/api/v1/namespaces/{ns}/configmaps/three", 500, "InternalError", 99)
+    )
+    with pytest.raises(KubeApiError) as failed:
+        await client.apply(configmap(ns, "three"))
+    message = str(failed.value)
+    assert message.startswith("apply ConfigMap three: 500 InternalError: internalerror")
+    assert "(after 4 attempts)" in message and not failed.value.permanent

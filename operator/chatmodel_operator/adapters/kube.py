@@ -528,6 +528,12 @@ class KubeClient:
                     log.debug("%s: %s %s, retrying in %.2fs", what, status or "", reason, delay)
                     await asyncio.sleep(delay)
                     continue
+                if status == 500 and info.get("kind") == "Status":
+                    # The server answered, the same internal error every time (such as "failed
+                    # to allocate a serviceIP ... range is full"): show it on the ChatModel.
+                    raise KubeApiError(
+                        status, reason, f"{message} (after {self.retry.attempts} attempts)", what
+                    )
                 raise TransientError(
                     f"{what}: {status or 'no response'} {reason} after "
                     f"{self.retry.attempts} attempts: {message}"
