@@ -268,16 +268,18 @@ class TritonServer:
         """SIGTERM (Triton finishes in-flight requests, up to --exit-timeout-secs), then
         SIGKILL if it is still there after ``timeout_s``."""
         proc = self.process
-        if proc is None or proc.poll() is not None:
-            return proc.returncode if proc else None
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
+        if proc is None:
+            return None
+        if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            return proc.wait(timeout=10)
+                proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=timeout_s)
+        # Whatever is left of its group: the server if it did not stop in time, and Python
+        # backend stubs that outlived it (a stub busy in a BLS thread was seen to linger).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait(timeout=10)
 
     def __enter__(self) -> TritonServer:
         self.start()
