@@ -68,6 +68,7 @@ def write_inputs(directory: Path) -> int:
         count += len(r.objects)
     chart = helm_python.Chart.load(REPO / "charts/chatmodel-operator")
     for label, values in _chart_values().items():
+        values = values or {}
         offline = {**values, "metrics": {"checkAPIs": False, **values.get("metrics", {})}}
         rendered = chart.render(offline, name="cmo", namespace="chatmodel-system", is_install=True)
         docs = [

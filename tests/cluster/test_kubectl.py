@@ -234,3 +234,35 @@ def test_scale_goes_through_the_scale_subresource(
     )  # fmt: skip
     assert refused.returncode != 0 and "non-negative" in refused.stderr, refused.stderr
     assert models.get("xverse")["spec"]["serving"]["replicas"] == 3
+
+
+@pytest.mark.namespace_labels(**{"pod-security.kubernetes.io/enforce": "restricted"})
+def test_every_example_becomes_ready_where_restricted_is_enforced(
+    admin: Admin, ns: str, models: Models, operator: Operator
+) -> None:
+    """Each example as the user has it, applied in a namespace that enforces Pod Security
+    restricted: its build Job's pod and its serving pods are admitted and it becomes Ready.
+    The scale-to-zero example idles at 0 replicas behind a router, with KEDA's ScaledObject:
+    without KEDA's API here it waits for it, which test_cluster_says covers."""
+    examples = [
+        e for e in sorted((ROOT / "examples").glob("*.yaml")) if "scale-to-zero" not in e.name
+    ]
+    names = []
+    for example in examples:
+        admin.kubectl("apply", "-f", "-", input=example_in(example.name, ns))
+        names.append(yaml.safe_load(example.read_text())["metadata"]["name"])
+    for name in names:
+        models.wait_phase(name, "Ready", timeout=180)
+    pods = admin.items(("", "v1", "pods"), ns)
+    for name in names:
+        serving = [
+            p
+            for p in pods
+            if p["metadata"]["labels"].get("app.kubernetes.io/instance") == name
+            and "job-name" not in p["metadata"]["labels"]
+        ]
+        assert serving, f"{name} has no serving pod"
+        for pod in serving:
+            assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    builds = [p for p in pods if "job-name" in p["metadata"]["labels"]]
+    assert builds and all(p["status"]["phase"] == "Succeeded" for p in builds)

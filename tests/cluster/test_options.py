@@ -94,11 +94,25 @@ def test_autoscaler_and_service_monitor_go_when_no_longer_asked_for(
 def test_a_cache_with_delete_policy_delete_goes_with_its_chatmodel(
     admin: Admin, ns: str, models: Models, operator: Operator
 ) -> None:
-    models.create("xverse", {**SMALL_SPEC, "cache": {"deletePolicy": "Delete"}})
+    models.create("xverse", SMALL_SPEC)
     models.wait_phase("xverse", "Ready")
     uid = models.get("xverse")["metadata"]["uid"]
-    claim = admin.get(PVCS, ns, "chatmodel-cache")
-    assert uid in [r["uid"] for r in claim["metadata"].get("ownerReferences", [])]
+    assert "ownerReferences" not in admin.get(PVCS, ns, "chatmodel-cache")["metadata"]
+    # Switched to Delete afterwards: the existing claim gets the ChatModel as its owner.
+    models.replace_spec("xverse", {**SMALL_SPEC, "cache": {"deletePolicy": "Delete"}})
+    wait_until(
+        lambda: (
+            uid
+            in [
+                r["uid"]
+                for r in admin.get(PVCS, ns, "chatmodel-cache")["metadata"].get(
+                    "ownerReferences", []
+                )
+            ]
+        ),
+        60,
+        what="the cache claim's owner reference",
+    )
     admin.kubectl("delete", "chatmodel", "xverse", "-n", ns, "--wait=true")
     wait_until(
         lambda: (
