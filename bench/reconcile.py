@@ -24,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import socket
 import statistics
 import sys
@@ -252,7 +253,14 @@ def run(args: argparse.Namespace) -> int:
     items = [(NAMESPACES[i % len(NAMESPACES)], f"chat-{i:04d}", spec_for(i)) for i in range(N)]
     min_children, min_status, gpus = minimum_and_gpus(items)
     with tempfile.TemporaryDirectory(prefix="chm-bench-") as tmp:
-        cluster = Cluster(name=f"chm-bench-{os.getpid()}", workdir=Path(tmp), bin=build())
+        # 500 Services need more cluster IPs than kwokctl's default range holds ("failed to
+        # allocate a serviceIP ... range is full" at about 250): a /16, as clusters have.
+        cluster = Cluster(
+            name=f"chm-bench-{os.getpid()}",
+            workdir=Path(tmp),
+            bin=build(),
+            apiserver_args={"service-cluster-ip-range": "10.96.0.0/16"},
+        )
         try:
             t = time.monotonic()
             cluster.up(timeout=180)
@@ -379,7 +387,17 @@ def measure(
     return 0
 
 
+def _interrupt_on_sigterm() -> None:
+    """A SIGTERM ends the run as Ctrl-C does, so the control plane is still stopped."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main() -> int:
+    _interrupt_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--latency-rounds", type=int, default=5)
