@@ -83,7 +83,7 @@ demo: venv
 	@$(BIN)/chatmodel plan examples/suschat.yaml
 	@if $(CLUSTER) status; then stop=:; else stop="$(CLUSTER) down"; fi; \
 	  trap "$$stop" EXIT; \
-	  eval "$$($(CLUSTER) up --operator $(BIN)/chatmodel)" && \
+	  eval "$$($(CLUSTER) up --operator $(BIN)/chatmodel --build-seconds 8 --start-seconds 7)" && \
 	  $(BIN)/python -m chatmodel_operator.demo --cluster examples/suschat.yaml
 
 # Regenerate every committed generated file (CRD, its chart copy, API reference, dashboards).

@@ -500,6 +500,16 @@ class Cluster:
             time.sleep(0.5)
         return answered
 
+    def set_durations(self, *, build_seconds: float = 0, start_seconds: float = 0) -> None:
+        """How long kwok takes to complete a Job's pod (an engine build) and to make a pod
+        Ready (a model loading): 0 (the tests) or a few seconds, so that `kubectl get chm -w`
+        shows each phase as a real cluster would, only faster (the demo)."""
+        for stage, seconds in (("pod-complete", build_seconds), ("pod-ready", start_seconds)):
+            delay = {"spec": {"delay": {"durationMilliseconds": int(seconds * 1000)}}}
+            self.kubectl(
+                "patch", "stages.kwok.x-k8s.io", stage, "--type=merge", "-p", json.dumps(delay)
+            )
+
     def down(self) -> None:
         self.stop_operator()
         if self.home.exists():
@@ -629,6 +639,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
         help="up: run this `chatmodel` executable's operator in the background, logged in as "
         "the chart's ServiceAccount (implies --chart)",
     )
+    parser.add_argument(
+        "--build-seconds", type=float, default=0, help="up: how long a build Job's pod runs"
+    )
+    parser.add_argument(
+        "--start-seconds", type=float, default=0, help="up: how long a pod takes to be Ready"
+    )
     args = parser.parse_args(argv)
     if args.command == "build":
         build(keda=args.keda)
@@ -640,6 +656,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
         cluster.up()
         say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
         say(f"control plane {args.name} ready in {time.monotonic() - started:.1f}s")
+        if args.build_seconds or args.start_seconds:
+            cluster.set_durations(
+                build_seconds=args.build_seconds, start_seconds=args.start_seconds
+            )
+            say(f"kwok: builds take {args.build_seconds:g}s, pods {args.start_seconds:g}s to start")
         if args.chart or args.operator:
             if cluster.helm("list", "-n", SYSTEM_NS, "-q").stdout.split().count(RELEASE):
                 say(f"chart: release {RELEASE} already installed in {SYSTEM_NS}")
