@@ -42,7 +42,7 @@ PRODUCTS = [
 
 def repository_for(spec: Any, plan: Any, model: Any) -> dict[Any, str]:
     try:
-        from chatmodel_operator.triton import build_repository_for
+        from chatmodel_operator.render.repository import build_repository_for
     except ImportError:  # data plane not installed: render with an empty repository
         return {}
     return dict(build_repository_for(spec=spec, plan=plan, model=model))

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from chatmodel_operator.adapters import kube
 from chatmodel_operator.adapters.checkpoint import read_model_files
@@ -87,6 +87,10 @@ class Desired:
     serving: tuple[tuple[dict[str, Any], str], ...]  # (object annotated with its hash, hash)
 
 
+# What started a pass: a kopf change handler, the resync, a child's watch event, a retry.
+Cause = Literal["create", "update", "resume", "timer", "child", "retry"]
+
+
 @dataclass
 class Context:
     """Everything a pass needs besides the ChatModel: one per operator process."""
@@ -98,7 +102,7 @@ class Context:
     model_files: Callable[[str], ModelFiles] = read_model_files
     served: set[Kind] = field(default_factory=set)  # optional CRDs the cluster serves
     scheduler: Scheduler | None = None
-    # The Triton model repository builder (triton.build_repository_for unless replaced).
+    # The Triton model repository builder (render.repository.build_repository_for unless replaced).
     build_repository: Callable[..., Mapping[Any, str]] | None = None
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     engine_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
@@ -317,7 +321,7 @@ class Context:
         if self.build_repository is not None:
             build = self.build_repository
         else:
-            from chatmodel_operator.triton import build_repository_for as build
+            from chatmodel_operator.render.repository import build_repository_for as build
 
         key = (spec_json, plan.engine_key)
         repo = self._repos.get(key)

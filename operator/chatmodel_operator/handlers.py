@@ -191,6 +191,7 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         ctx.scheduler = scheduling.Scheduler(
             ctx,
             ctx.latest,
+            reconcile.run,
             workers=cfg.workers,
             resync_seconds=cfg.resync_seconds,
             keys=lambda: list(kw["chatmodels_index"]),

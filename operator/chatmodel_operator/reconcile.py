@@ -49,6 +49,7 @@ from chatmodel_operator.conditions import (
     redact,
 )
 from chatmodel_operator.context import (
+    Cause,
     Context,
     ModelFiles,
     ObservedChildren,
@@ -76,7 +77,6 @@ from chatmodel_operator.render.routing import pool_readiness
 
 log = logging.getLogger(__name__)
 
-Cause = Literal["create", "update", "resume", "timer", "child", "retry"]
 
 # Phases on the way somewhere: their status may wait for the next one (Settings.status_settle_s).
 _IN_BETWEEN: frozenset[str] = frozenset({"Pending", "Planning", "BuildingEngine", "Deploying"})

@@ -11,7 +11,7 @@ from typing import Any
 import kopf
 
 from chatmodel_operator import metrics
-from chatmodel_operator.cli import PORT_OR_OFF, CliError, bounded
+from chatmodel_operator.cli_args import PORT_OR_OFF, CliError, bounded
 from chatmodel_operator.handlers import OperatorConfig, build_registry
 from chatmodel_operator.reconcile import Settings
 

@@ -8,15 +8,15 @@ import contextlib
 import heapq
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from chatmodel_operator.adapters.kube import Kind
+from chatmodel_operator.context import Cause, Context
 from chatmodel_operator.errors import ChatModelError
-from chatmodel_operator.reconcile import Cause, Context, run
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class Scheduler:
         self,
         ctx: Context,
         lookup: Callable[[str, str], Mapping[str, Any] | None],
+        run_pass: Callable[..., Awaitable[Any]],
         *,
         workers: int = 8,
         resync_seconds: float | None = None,
@@ -62,6 +63,7 @@ class Scheduler:
     ) -> None:
         self.ctx = ctx
         self.lookup = lookup
+        self.run_pass = run_pass
         self.workers = workers
         self.resync_seconds = resync_seconds
         self.keys = keys
@@ -167,7 +169,7 @@ class Scheduler:
                 continue
             self._running.add(key)
             try:
-                await run(body, self.ctx, cause=cause)
+                await self.run_pass(body, self.ctx, cause=cause)
             except kopf.TemporaryError as exc:
                 self.poke(*key, delay=exc.delay or 10)
             except kopf.PermanentError:

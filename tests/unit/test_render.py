@@ -714,7 +714,7 @@ def test_seed_models_render_on_the_newest_release(
 ) -> None:
     from chatmodel_operator.catalog.triton_releases import RELEASES
     from chatmodel_operator.plan.image import ngc_image
-    from chatmodel_operator.triton import build_repository_for
+    from chatmodel_operator.render.repository import build_repository_for
 
     image = ngc_image(RELEASES[-1].release, flavour)
     spec = parse_spec(

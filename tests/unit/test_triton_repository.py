@@ -21,11 +21,11 @@ from chatmodel_operator.api.spec import ModelSource
 from chatmodel_operator.catalog import resolve_model
 from chatmodel_operator.plan import plan_model
 from chatmodel_operator.render import render_children
+from chatmodel_operator.render.repository import build_repository_for
 from chatmodel_operator.runtime import sources
 from chatmodel_operator.triton import (
     LAYOUTS,
     Settings,
-    build_repository_for,
     chat_format,
     configmap_key,
     triton_openai_frontend_args,

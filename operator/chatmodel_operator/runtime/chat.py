@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from chatmodel_operator.cli import bounded
+from chatmodel_operator.cli_args import bounded
 from chatmodel_operator.triton.textproc import envelope
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 
 def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
-    from chatmodel_operator.cli import CliError
+    from chatmodel_operator.cli_args import CliError
     from chatmodel_operator.runtime.tiny_checkpoint import write_tiny_checkpoint
 
     try:
@@ -23,7 +23,7 @@ def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
 
 def register_commands(sub: Any) -> None:
     """Add serve, chat and tiny-checkpoint to the ``chatmodel`` subparsers."""
-    from chatmodel_operator.cli import bounded
+    from chatmodel_operator.cli_args import bounded
     from chatmodel_operator.runtime import chat, serve
     from chatmodel_operator.runtime.tiny_checkpoint import SEED_FAMILIES
 

@@ -24,7 +24,7 @@ from typing import Any
 from chatmodel_operator.adapters.checkpoint import read_model_files
 from chatmodel_operator.api import ChatModel, parse_chatmodel
 from chatmodel_operator.catalog import ModelInfo, parse_source, resolve_model
-from chatmodel_operator.cli import PORT, PORT_OR_OFF, CliError, bounded, load_documents
+from chatmodel_operator.cli_args import PORT, PORT_OR_OFF, CliError, bounded, load_documents
 from chatmodel_operator.errors import SpecError
 from chatmodel_operator.runtime.server import (
     Ports,

@@ -684,29 +684,6 @@ def build_repository(
     )
 
 
-def build_repository_for(*, spec: ChatModelSpec, plan: Plan, model: ModelInfo) -> Repository:
-    """``build_repository`` with the pod's paths: the checkpoint and engine on the cache volume
-    (``render.paths``), as the serving Deployment mounts them."""
-    from chatmodel_operator.render.paths import cache_paths
-
-    paths = cache_paths(model.source, spec.model.source, plan.engine_key)
-    if plan.route == "tensorrt-llm/engine":
-        engine_dir = paths.engine
-    elif (
-        plan.route == "tensorrt-llm/llmapi" and plan.quantization == "fp8" and not plan.prequantized
-    ):
-        engine_dir = paths.quantized
-    else:
-        engine_dir = paths.checkpoint
-    return build_repository(
-        spec=spec,
-        plan=plan,
-        model_info=model,
-        tokenizer_dir=paths.checkpoint,
-        engine_dir=engine_dir,
-    )
-
-
 def triton_openai_frontend_args(
     *,
     repository: str,
@@ -766,7 +743,6 @@ __all__ = [
     "Repository",
     "Settings",
     "build_repository",
-    "build_repository_for",
     "chat_format",
     "configmap_key",
     "engine_layout",
