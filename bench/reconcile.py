@@ -266,7 +266,10 @@ def run(args: argparse.Namespace) -> int:
             cluster.up(timeout=180)
 
             per_node = 8
-            cluster.apply(gpu_nodes({p: math.ceil(n / per_node) + 1 for p, n in gpus.items()}))
+            # Room to spare: pods of 4 GPUs do not always pack two to a node.
+            cluster.apply(
+                gpu_nodes({p: math.ceil(1.5 * n / per_node) + 2 for p, n in gpus.items()})
+            )
             cluster.install_chart()
             cluster.kubectl(
                 "apply", "-f", str(REPO / "tests" / "cluster" / "crds" / "servicemonitor.yaml")

@@ -252,19 +252,31 @@ class Cluster:
             return
         if self.home.exists():  # a cluster left half-made by a killed run
             self.kwokctl("delete", "cluster", check=False)
-        proc = self.kwokctl(
-            "create",
-            "cluster",
-            "--config",
-            str(self._config()),
-            "--kubeconfig",
-            str(self.admin_kubeconfig),
-            "--wait",
-            f"{int(timeout)}s",
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"kwokctl create cluster failed:\n{proc.stderr[-3000:]}")
+        for attempt in (1, 2):
+            proc = self.kwokctl(
+                "create",
+                "cluster",
+                "--config",
+                str(self._config()),
+                "--kubeconfig",
+                str(self.admin_kubeconfig),
+                "--wait",
+                f"{int(timeout)}s",
+                check=False,
+            )
+            if proc.returncode == 0:
+                break
+            # On a machine busy enough, kwokctl gives up on an API server still starting: say
+            # what the API server logged, then try once more from scratch.
+            apiserver_log = self.home / "logs" / "kube-apiserver.log"
+            tail = (
+                apiserver_log.read_text(errors="replace")[-2000:] if apiserver_log.exists() else ""
+            )
+            failure = f"kwokctl create cluster failed:\n{proc.stderr[-2000:]}\n{tail}"
+            print(f"controlplane: attempt {attempt}: {failure}", file=sys.stderr)
+            self.kwokctl("delete", "cluster", check=False)
+            if attempt == 2:
+                raise RuntimeError(failure)
         self.wait_ready(timeout)
         self.wait_established("stages.kwok.x-k8s.io", timeout)
         self.kubectl(
