@@ -97,15 +97,21 @@ def test_gauges_move_under_load_and_go_back_to_zero(server: LocalServer) -> None
     assert max(fractions) > 0 and all(0 <= f <= 1 for f in fractions)
     # A full slot holds its prompt and TOKENS generated tokens: the used blocks say so.
     assert max(s[(BLOCKS, "used")] for s in seen) >= TOKENS // 64
+    # used and free are two gauges set one after the other: a scrape between the two sets may
+    # see one new and one old, so under load each stays in range; their sum is checked at rest.
     for s in seen:
-        assert s[(BLOCKS, "used")] + s[(BLOCKS, "free")] == SLOTS * blocks
+        assert 0 <= s[(BLOCKS, "used")] <= SLOTS * blocks
+        assert 0 <= s[(BLOCKS, "free")] <= SLOTS * blocks
 
     # And back to zero once every request has finished.
     deadline = time.monotonic() + 10
     after = gauges(url)
-    while after[(REQUESTS, "scheduled")] and time.monotonic() < deadline:
+    while (
+        after[(REQUESTS, "scheduled")] or after[(BLOCKS, "used")]
+    ) and time.monotonic() < deadline:
         time.sleep(0.1)
         after = gauges(url)
     assert after[(REQUESTS, "waiting")] == 0
     assert after[(REQUESTS, "scheduled")] == 0
     assert after[(BLOCKS, "fraction")] == 0
+    assert after[(BLOCKS, "used")] == 0 and after[(BLOCKS, "free")] == SLOTS * blocks
