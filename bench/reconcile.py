@@ -24,8 +24,6 @@ import argparse
 import json
 import math
 import os
-import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -44,7 +42,7 @@ from chatmodel_operator.api import parse_spec  # noqa: E402
 from chatmodel_operator.api.spec import API_VERSION, PLURAL  # noqa: E402
 from chatmodel_operator.plan import plan_model  # noqa: E402
 from chatmodel_operator.render import render_children  # noqa: E402
-from cluster import Cluster, build, gpu_nodes  # noqa: E402
+from cluster import Cluster, build, free_port, gpu_nodes, interrupt_on_sigterm  # noqa: E402
 
 N = int(os.environ.get("BENCH_CHATMODELS", "500"))
 NAMESPACES = ("team-a", "team-b", "team-c", "team-d")
@@ -154,12 +152,6 @@ def reconciles(port: int) -> float:
         for line in text.splitlines()
         if line.startswith("chatmodel_reconciles_total")
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait(predicate: Any, timeout: float, what: str, every: float = 0.5) -> None:
@@ -390,17 +382,8 @@ def measure(
     return 0
 
 
-def _interrupt_on_sigterm() -> None:
-    """A SIGTERM ends the run as Ctrl-C does, so the control plane is still stopped."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def main() -> int:
-    _interrupt_on_sigterm()
+    interrupt_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--latency-rounds", type=int, default=5)

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -484,14 +485,12 @@ class Cluster:
     def restart_component(self, component: str, down_seconds: float = 0.0) -> float:
         """Stops one control-plane process (SIGTERM, as a rolling restart does), keeps it down
         for `down_seconds` and starts it again with the same command line. Returns the seconds
-        until it answered again. The controller manager and the scheduler exit when they lose
-        their leader lease while the API server is away; as a kubelet restarts such static
-        pods, they are started again here when that happens."""
+        until it answered again. The controller manager and the scheduler run without leader
+        election (_config), so they keep retrying while the API server is away."""
         found = self._command_of(component)
         if found is None:
             raise RuntimeError(f"{component} of cluster {self.name} is not running")
         pid, argv, cwd = found
-        others = {c: self._command_of(c) for c in COMPONENTS if c != component}
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
@@ -501,16 +500,7 @@ class Cluster:
         self._start(component, argv, cwd)
         if component == "kube-apiserver":
             self.wait_ready(120)
-        answered = time.monotonic() - started
-        # A lost lease ends them within the lease's renew deadline (10 s) of the API server's
-        # going away; watch that long after it is back.
-        until = time.monotonic() + 15
-        while time.monotonic() < until:
-            for name, before in others.items():
-                if before is not None and self.component_pid(name) is None:
-                    self._start(name, before[1], before[2])
-            time.sleep(0.5)
-        return answered
+        return time.monotonic() - started
 
     def set_durations(self, *, build_seconds: float = 0, start_seconds: float = 0) -> None:
         """How long kwok takes to complete a Job's pod (an engine build) and to make a pod
@@ -627,12 +617,21 @@ def cache_volumes() -> list[dict[str, Any]]:
     ]
 
 
-def _free_port() -> int:
-    import socket
-
+def free_port(address: str = "127.0.0.1") -> int:
+    """A port free on `address` now (for a process about to bind it)."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((address, 0))
         return int(sock.getsockname()[1])
+
+
+def interrupt_on_sigterm() -> None:
+    """A SIGTERM (CI's timeout, `timeout`, a kill) ends the caller as Ctrl-C does, so its
+    finally blocks and fixture teardowns still stop every process a control plane started."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
@@ -681,7 +680,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
                 cluster.install_chart()
                 say(f"chart: helm install {RELEASE} -n {SYSTEM_NS} in {time.monotonic() - t:.1f}s")
         if args.operator:
-            port = _free_port()
+            port = free_port()
             pid = cluster.start_operator(
                 [args.operator, "operator", "--metrics-address=127.0.0.1", f"--metrics-port={port}"]
             )

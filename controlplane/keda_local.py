@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster import HERE, Cluster
+from cluster import HERE, Cluster, free_port
 
 NAMESPACE = "keda"
 METRICS_SERVICE = "keda-metrics-apiserver"
@@ -71,12 +70,6 @@ def module_dir(ver: str | None = None) -> Path:
 
 def crd_files(ver: str | None = None) -> list[Path]:
     return sorted((module_dir(ver) / "config" / "crd" / "bases").glob("*.yaml"))
-
-
-def _free_port(address: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return int(sock.getsockname()[1])
 
 
 def make_certificates(folder: Path, address: str) -> None:
@@ -167,8 +160,8 @@ class Keda:
         make_certificates(self.certs, self.address)
         self.install_crds()
         kubeconfig = str(self.cluster.admin_kubeconfig)
-        grpc_port = _free_port(self.address)
-        secure_port = _free_port(self.address)
+        grpc_port = free_port(self.address)
+        secure_port = free_port(self.address)
         self._spawn(
             "keda-operator",
             [
@@ -176,8 +169,8 @@ class Keda:
                 "--zap-log-level=info",
                 "--zap-encoder=console",
                 f"--kubeconfig={kubeconfig}",
-                f"--metrics-bind-address=127.0.0.1:{_free_port('127.0.0.1')}",
-                f"--health-probe-bind-address=127.0.0.1:{_free_port('127.0.0.1')}",
+                f"--metrics-bind-address=127.0.0.1:{free_port('127.0.0.1')}",
+                f"--health-probe-bind-address=127.0.0.1:{free_port('127.0.0.1')}",
                 f"--metrics-service-bind-address={self.address}:{grpc_port}",
                 f"--cert-dir={self.certs}",
                 f"--ca-dir={self.certs}",
@@ -193,7 +186,7 @@ class Keda:
                 "--zap-encoder=console",
                 f"--bind-address={self.address}",
                 f"--secure-port={secure_port}",
-                f"--port={_free_port('127.0.0.1')}",  # its own /metrics
+                f"--port={free_port('127.0.0.1')}",  # its own /metrics
                 f"--cert-dir={self.certs}",
                 f"--tls-cert-file={self.certs / 'tls.crt'}",
                 f"--tls-private-key-file={self.certs / 'tls.key'}",

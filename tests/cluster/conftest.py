@@ -12,7 +12,6 @@ import copy
 import itertools
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -33,7 +32,7 @@ from chatmodel_operator.reconcile import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "controlplane"))
-from cluster import RELEASE, SYSTEM_NS, Cluster, build  # noqa: E402
+from cluster import RELEASE, SYSTEM_NS, Cluster, build, interrupt_on_sigterm  # noqa: E402
 
 OPERATOR_USER = f"system:serviceaccount:{SYSTEM_NS}:{RELEASE}"
 
@@ -73,20 +72,10 @@ class ControlPlane:
     operator_kubeconfig: Path
 
 
-def _interrupt_on_sigterm() -> None:
-    """A SIGTERM (CI's timeout, `timeout`, a kill) ends pytest as Ctrl-C does, so the
-    control plane's finalizer still stops every process it started."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     started = time.monotonic()
-    _interrupt_on_sigterm()
+    interrupt_on_sigterm()
     bin_dir = build(quiet=True)
     work = Path(tmp_path_factory.mktemp("kwok"))
     cluster = Cluster(name=f"chm-test-{os.getpid()}", workdir=work, bin=bin_dir)
