@@ -6,7 +6,7 @@ switch). Shared by the Pod Security test and the Checkov tier."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import PurePosixPath
@@ -149,3 +149,16 @@ def pods() -> Iterator[tuple[str, dict[str, Any]]]:
         for obj in r.objects:
             if obj["kind"] in ("Deployment", "Job"):
                 yield f"{r.id}/{obj['kind']}/{obj['metadata']['name']}", obj
+
+
+def containers(pod: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """Every container of a pod spec: containers, initContainers, ephemeralContainers."""
+    for key in ("containers", "initContainers", "ephemeralContainers"):
+        yield from pod.get(key) or ()
+
+
+def pod_templates(obj: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """The pod spec of a Deployment, Job or anything with a template; nothing for other kinds."""
+    template = (obj.get("spec") or {}).get("template")
+    if isinstance(template, Mapping) and "spec" in template:
+        yield template["spec"]

@@ -1,18 +1,28 @@
-"""Every pod the operator renders passes the Pod Security Standard restricted (every example,
-layout and option that touches a pod, tests/renders.py); the opt-outs break exactly what they
-say; the root filesystem is read-only with every writer pointed at a writable volume; the hub
-token reaches only the download container."""
+"""The hardening of every pod the operator renders (every example, layout and option that touches
+a pod, tests/renders.py): the root filesystem is read-only with every writer pointed at a writable
+volume, no ServiceAccount token, the settings that would break restricted are refused with the
+field and the fix, and the hub token reaches only the download container. Whether the API
+server's Pod Security admission takes them is tested on the real one:
+tests/cluster/test_pod_security_admission.py."""
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.pod_security import BASELINE, containers, pod_templates, violations
-from tests.renders import LAYOUTS, _merge, _render, configurations, layouts_covered, pods
+from tests.renders import (
+    BASE,
+    LAYOUTS,
+    _merge,
+    _render,
+    configurations,
+    containers,
+    layouts_covered,
+    pod_templates,
+    pods,
+)
 
 from chatmodel_operator import rbac
 from chatmodel_operator.api import parse_spec
@@ -22,7 +32,6 @@ from chatmodel_operator.render.security import TRITON_GID, TRITON_UID, WRITABLE_
 
 REPO = Path(__file__).resolve().parents[2]
 PODS = list(pods())
-BASE = {"model": {"source": "hf://01-ai/Yi-34B-Chat"}, "resources": {"gpu": {"memoryGiB": 80}}}
 
 
 def test_the_matrix_covers_every_layout_and_both_pod_kinds() -> None:
@@ -33,9 +42,9 @@ def test_the_matrix_covers_every_layout_and_both_pod_kinds() -> None:
 
 
 @pytest.mark.parametrize(("pid", "obj"), PODS, ids=[pid for pid, _ in PODS])
-def test_every_rendered_pod_passes_restricted(pid: str, obj: dict[str, Any]) -> None:
-    [(pod, annotations)] = list(pod_templates(obj))
-    assert violations(pod, annotations, "restricted") == {}
+def test_every_rendered_pod_is_read_only_and_has_no_token(pid: str, obj: dict[str, Any]) -> None:
+    # Pod Security admission itself checks these pods: tests/cluster/test_pod_security_admission.
+    [pod] = list(pod_templates(obj))
     assert pod["automountServiceAccountToken"] is False
     for c in containers(pod):
         assert c["securityContext"]["readOnlyRootFilesystem"] is not ("writable-root" in pid)
@@ -46,27 +55,6 @@ def _pod(spec: dict[str, Any], kind: str = "Deployment") -> dict[str, Any]:
     assert rendered is not None
     obj = next(o for o in rendered.objects if o["kind"] == kind)
     return obj["spec"]["template"]["spec"]
-
-
-def test_root_opt_out_breaks_exactly_the_non_root_controls() -> None:
-    spec = _merge(
-        BASE, {"serving": {"securityContext": {"runAsUser": 0, "podSecurityLevel": "baseline"}}}
-    )
-    for kind in ("Deployment", "Job"):
-        pod = _pod(spec, kind)
-        assert set(violations(pod, level="restricted")) == {
-            "Running as Non-root",
-            "Running as Non-root user",
-        }
-        assert violations(pod, level="baseline") == {}
-
-
-def test_file_source_breaks_only_the_host_path_control() -> None:
-    # file:// is mounted from the node: the one thing it costs is the hostPath volume.
-    spec = _merge(BASE, {"model": {"source": "file:///models/yi", "family": "yi-chat"}})
-    for kind in ("Deployment", "Job"):
-        pod = _pod(spec, kind)
-        assert set(violations(pod, level="restricted")) == {"HostPath Volumes", "Volume Types"}
 
 
 @pytest.mark.parametrize(
@@ -167,7 +155,7 @@ def test_the_hub_token_reaches_only_the_download_container() -> None:
     assert rendered is not None
     refs: list[tuple[str, str, Any]] = []
     for obj in rendered.objects:
-        for pod, _ in pod_templates(obj):
+        for pod in pod_templates(obj):
             assert "hub-token" not in json.dumps(pod.get("volumes") or [])
             for c in containers(pod):
                 assert "envFrom" not in c
@@ -194,40 +182,3 @@ def test_the_operator_cannot_read_secrets_so_no_token_reaches_status_events_or_l
     for verb in ("get", "list", "watch"):
         assert not rbac.allows("", "secrets", verb)
     assert all(rule["resources"] != ["secrets"] for rule in rbac.rules())
-
-
-# --- the checker itself: each control fires on the one thing it forbids --------------------
-
-_C = "containers"
-MUTATIONS: list[tuple[str, str, Any]] = [
-    ("HostProcess", "securityContext.windowsOptions", {"hostProcess": True}),
-    ("Host Namespaces", "hostPID", True),
-    ("Privileged Containers", f"{_C}.securityContext.privileged", True),
-    ("Capabilities (baseline)", f"{_C}.securityContext.capabilities.add", ["SYS_ADMIN"]),
-    ("HostPath Volumes", "volumes", [{"name": "h", "hostPath": {"path": "/"}}]),
-    ("Host Ports", f"{_C}.ports", [{"containerPort": 80, "hostPort": 80}]),
-    ("AppArmor", f"{_C}.securityContext.appArmorProfile", {"type": "Unconfined"}),
-    ("SELinux", "securityContext.seLinuxOptions", {"type": "spc_t"}),
-    ("/proc Mount Type", f"{_C}.securityContext.procMount", "Unmasked"),
-    ("Seccomp (baseline)", f"{_C}.securityContext.seccompProfile", {"type": "Unconfined"}),
-    ("Sysctls", "securityContext.sysctls", [{"name": "kernel.msgmax", "value": "1"}]),
-    ("Volume Types", "volumes", [{"name": "n", "nfs": {"server": "s", "path": "/"}}]),
-    ("Privilege Escalation", f"{_C}.securityContext.allowPrivilegeEscalation", True),
-    ("Running as Non-root", f"{_C}.securityContext.runAsNonRoot", False),
-    ("Running as Non-root user", f"{_C}.securityContext.runAsUser", 0),
-    ("Capabilities (restricted)", f"{_C}.securityContext.capabilities.drop", ["NET_RAW"]),
-]
-
-
-@pytest.mark.parametrize(("control", "path", "value"), MUTATIONS, ids=[m[0] for m in MUTATIONS])
-def test_each_control_catches_what_it_forbids(control: str, path: str, value: Any) -> None:
-    pod = copy.deepcopy(_pod(BASE))
-    node: Any = pod
-    *parents, leaf = path.split(".")
-    for key in parents:
-        node = node[key][0] if key == _C else node.setdefault(key, {})
-    node[leaf] = value
-    found = violations(pod, level="restricted")
-    assert control in found, found
-    if control in BASELINE:
-        assert control in violations(pod, level="baseline")
