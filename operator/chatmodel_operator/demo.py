@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -71,13 +72,17 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
 
 
-def _shell(*args: str, timeout: float = 60) -> str:
-    """Runs a command as a user would type it, prints it with its output and duration."""
-    _say(f"$ {' '.join(args)}")
+def _shell(*args: str, timeout: float = 60, lines: int | None = None) -> str:
+    """Runs a command as a user would type it, prints it with its output (its first ``lines``
+    lines, if given) and duration."""
+    _say(f"$ {shlex.join(args)}")
     t = time.perf_counter()
     proc = subprocess.run(args, text=True, capture_output=True, timeout=timeout, env=_env())
     out = (proc.stdout + proc.stderr).rstrip()
-    _say(out)
+    shown = out.splitlines()
+    if lines is not None and len(shown) > lines:
+        shown = [*shown[:lines], f"... ({len(shown) - lines} more lines)"]
+    _say("\n".join(shown))
     if proc.returncode != 0:
         raise SystemExit(f"demo: `{' '.join(args)}` failed (exit {proc.returncode})")
     _say(f"   [{time.perf_counter() - t:.1f}s]")
@@ -86,7 +91,7 @@ def _shell(*args: str, timeout: float = 60) -> str:
 
 def _watch_until(args: list[str], name: str, phase: str, timeout: float) -> None:
     """`kubectl get -w`, printed line by line, until the Phase column of `name` says `phase`."""
-    _say(f"$ {' '.join(args)}")
+    _say(f"$ {shlex.join(args)}")
     t = time.perf_counter()
     proc = subprocess.Popen(
         args, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env()
@@ -135,7 +140,7 @@ def _curl(words: list[str], http_url: str, openai_url: str) -> None:
     local = {f"{SERVICE}:8000": http_url, f"{SERVICE}:9000": openai_url}
     for service, url in local.items():
         words = [w.replace(service, url) for w in words]
-    out = _shell(*words)
+    out = _shell(*words, lines=6)
     if not out.strip():
         raise SystemExit(f"demo: `{' '.join(words)}` printed nothing")
 
