@@ -83,22 +83,23 @@ cluster: venv
 cluster-down:
 	@$(CLUSTER) down
 
-# The README's steps on the local cluster, then the data plane on a real Triton (CPU). A cluster
+# The README's commands for a first ChatModel, as it writes them, on the local cluster, then the
+# data plane on a real Triton (CPU) with the README's curl commands. A cluster
 # the demo started is stopped at the end; one `make cluster` started is left running.
 demo: venv
 	@echo "== planning every example =="
 	@for f in examples/*.yaml; do $(BIN)/chatmodel plan $$f >/dev/null || exit 1; done
-	@$(BIN)/chatmodel plan examples/suschat.yaml
 	@if $(CLUSTER) status; then stop=:; else stop="$(CLUSTER) down"; fi; \
 	  trap "$$stop" EXIT; \
 	  eval "$$($(CLUSTER) up --operator $(BIN)/chatmodel --build-seconds 8 --start-seconds 7)" && \
-	  $(BIN)/python -m chatmodel_operator.demo --cluster examples/suschat.yaml
+	  $(BIN)/python -m chatmodel_operator.demo --cluster
 
 # Regenerate every committed generated file (CRD, its chart copy, API reference, dashboards).
 generate: venv
 	$(BIN)/python -m chatmodel_operator.generate
 
-# Each prints a table; see the README for the targets and the figures measured.
+# Each prints a table; see docs/ (data-plane, autoscaling, control-plane) for the targets and
+# the figures measured.
 bench: venv system-deps
 	$(BIN)/python bench/plan.py
 	$(BIN)/python bench/reconcile.py

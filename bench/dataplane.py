@@ -411,7 +411,8 @@ def main() -> int:
                 if n == 32:
                     cpu_per_token[m].append(cpu)
         # The BLS under many fast streams last: Triton 2.51's Python backend may crash the
-        # BLS's process then (see the README), which must not cost the other numbers.
+        # BLS's process then (docs/data-plane.md, Known limits), which must not cost the other
+        # numbers.
         for n in (1, 8, 32) if not bls_failure else ():
             try:
                 for _ in range(args.repeat):

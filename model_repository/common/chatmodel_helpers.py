@@ -140,7 +140,7 @@ def speed_up_string_tensors(pb_utils: Any, np: Any) -> None:
     pb_utils.serialize_byte_tensor = serialize
 
 
-# Names the README documents and the serving dashboard reads (next to Triton's own
+# Names docs/metrics.md documents and the serving dashboard reads (next to Triton's own
 # nv_inference_first_response_histogram_ms, which Triton's OpenAI frontend does not enable).
 TTFT_METRIC = "chatmodel_time_to_first_token_ms"
 ITL_METRIC = "chatmodel_inter_token_latency_ms"

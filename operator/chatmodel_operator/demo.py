@@ -1,19 +1,23 @@
 """``python -m chatmodel_operator.demo``: the data plane end to end, on this machine.
 
 ``make demo`` starts the local control plane (``make cluster``: kube-apiserver, the controllers,
-kwok's GPU nodes, the chart and the operator). With ``--cluster`` this module first does what the
-README tells a user to do there: ``kubectl apply -f examples/suschat.yaml``, ``kubectl get chm -w``
-until it is Ready, ``kubectl describe chm``. Then it makes a tiny SUS-Chat checkpoint, serves it
-with a real ``tritonserver`` (CPU), streams one Chinese conversation through Triton's gRPC stream
-(``ensemble``) and one English conversation through the OpenAI-compatible API, prints the
-answers, time to first token and a few Triton metrics, and stops the server. Each step says how
-long it took.
+kwok's GPU nodes, the chart and the operator). With ``--cluster`` this module first runs the
+README's "Your first ChatModel" commands as the README writes them (``readme.command``): ``chatmodel
+plan examples/suschat.yaml``, ``kubectl apply -f examples/suschat.yaml``, ``kubectl get chm -w``
+until it is Ready, ``kubectl describe chm suschat`` and the conditions one per line. Then it makes
+a tiny SUS-Chat checkpoint, serves it with a real ``tritonserver`` (CPU), runs the README's two
+``curl`` commands against it (the Service's address replaced by the local server's), streams one
+Chinese conversation through Triton's gRPC stream (``ensemble``) and one English conversation
+through the OpenAI-compatible API, prints the answers, time to first token and a few Triton
+metrics, and stops the server. Each step says how long it took.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -23,6 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from chatmodel_operator import readme
 from chatmodel_operator.api import parse_chatmodel
 from chatmodel_operator.runtime.chat import chat
 from chatmodel_operator.runtime.serve import LocalServer, prepare_local
@@ -57,24 +62,40 @@ def _metrics(url: str) -> list[str]:
     return lines
 
 
-def _shell(*args: str, timeout: float = 60) -> str:
-    """Runs a command as a user would type it, prints it with its output and duration."""
-    _say(f"$ {' '.join(args)}")
+# The Service address the README's curl commands use, by port.
+SERVICE = "http://suschat.default.svc"
+
+
+def _env() -> dict[str, str]:
+    """This environment with the virtualenv's ``chatmodel`` on PATH, as after activating it."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+
+
+def _shell(*args: str, timeout: float = 60, lines: int | None = None) -> str:
+    """Runs a command as a user would type it, prints it with its output (its first ``lines``
+    lines, if given) and duration."""
+    _say(f"$ {shlex.join(args)}")
     t = time.perf_counter()
-    proc = subprocess.run(args, text=True, capture_output=True, timeout=timeout)
+    proc = subprocess.run(args, text=True, capture_output=True, timeout=timeout, env=_env())
     out = (proc.stdout + proc.stderr).rstrip()
-    _say(out)
+    shown = out.splitlines()
+    if lines is not None and len(shown) > lines:
+        shown = [*shown[:lines], f"... ({len(shown) - lines} more lines)"]
+    _say("\n".join(shown))
     if proc.returncode != 0:
         raise SystemExit(f"demo: `{' '.join(args)}` failed (exit {proc.returncode})")
     _say(f"   [{time.perf_counter() - t:.1f}s]")
     return out
 
 
-def _watch_until(args: list[str], phase: str, timeout: float) -> None:
-    """`kubectl get -w`, printed line by line, until the Phase column says `phase`."""
-    _say(f"$ {' '.join(args)}")
+def _watch_until(args: list[str], name: str, phase: str, timeout: float) -> None:
+    """`kubectl get -w`, printed line by line, until the Phase column of `name` says `phase`."""
+    _say(f"$ {shlex.join(args)}")
     t = time.perf_counter()
-    proc = subprocess.Popen(args, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        args, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env()
+    )
     assert proc.stdout is not None
     column = None
     try:
@@ -84,7 +105,9 @@ def _watch_until(args: list[str], phase: str, timeout: float) -> None:
             words = line.split()
             if column is None and "PHASE" in words:
                 column = words.index("PHASE")
-            elif column is not None and len(words) > column and words[column] == phase:
+            elif (
+                column is not None and words[:1] == [name] and words[column : column + 1] == [phase]
+            ):
                 return
             if time.monotonic() > deadline:
                 break
@@ -94,32 +117,45 @@ def _watch_until(args: list[str], phase: str, timeout: float) -> None:
         proc.wait(10)
 
 
-def on_cluster(example: Path) -> None:
-    """The user's steps on the local control plane (KUBECONFIG and PATH from make cluster)."""
-    import yaml
-
-    doc = yaml.safe_load(example.read_text())
-    name, ns = doc["metadata"]["name"], doc["metadata"].get("namespace", "default")
-    _say(f"== control plane: {example} through the operator ==")
+def on_cluster() -> None:
+    """The README's first ChatModel on the local control plane (KUBECONFIG and PATH from make
+    cluster), each command as the README writes it."""
+    _say("== control plane: the README's first ChatModel through the operator ==")
     t = time.perf_counter()
-    _shell("kubectl", "apply", "-f", str(example))
-    _watch_until(["kubectl", "get", "chm", name, "-n", ns, "-w"], "Ready", timeout=180)
-    _shell("kubectl", "describe", "chm", name, "-n", ns)
+    _shell(*readme.command("chatmodel plan examples/suschat.yaml"))
+    _shell(*readme.command("kubectl apply -f examples/suschat.yaml"))
+    _watch_until(readme.command("kubectl get chm -w"), "suschat", "Ready", timeout=180)
+    _shell(*readme.command("kubectl describe chm suschat"))
+    _shell(
+        *readme.command(
+            'kubectl get chm suschat -o jsonpath=\'{range .status.conditions[*]}{.type}{"\\t"}'
+            '{.status}{"\\t"}{.reason}{"\\t"}{.message}{"\\n"}{end}\''
+        )
+    )
     _say(f"apply to Ready and described in {time.perf_counter() - t:.1f}s\n")
+
+
+def _curl(words: list[str], http_url: str, openai_url: str) -> None:
+    """A README curl command against the local server instead of the ChatModel's Service."""
+    local = {f"{SERVICE}:8000": http_url, f"{SERVICE}:9000": openai_url}
+    for service, url in local.items():
+        words = [w.replace(service, url) for w in words]
+    out = _shell(*words, lines=6)
+    if not out.strip():
+        raise SystemExit(f"demo: `{' '.join(words)}` printed nothing")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chatmodel_operator.demo")
     parser.add_argument(
         "--cluster",
-        metavar="EXAMPLE",
-        type=Path,
-        help="first apply this example on the cluster kubectl points at and watch it to Ready",
+        action="store_true",
+        help="first run the README's first ChatModel on the cluster kubectl points at",
     )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     if args.cluster:
-        on_cluster(args.cluster)
+        on_cluster()
     work = Path(tempfile.mkdtemp(prefix="chatmodel-demo-"))
     _say(f"== data plane: a tiny {FAMILY} checkpoint on a real Triton server (CPU) ==")
     t = time.perf_counter()
@@ -147,6 +183,23 @@ def main(argv: list[str] | None = None) -> int:
 
         # One request first: the engine's first forward pass pays for lazy initialisation.
         chat(server.triton.grpc_url, "Hello", max_tokens=4, stream=False)
+
+        _say("\n-- the README's curl commands, against this server --")
+        assert server.openai_url is not None
+        openai_root = server.openai_url.removesuffix("/v1")
+        for words in (
+            readme.command(
+                "curl -sN http://suschat.default.svc:8000/v2/models/ensemble/generate_stream "
+                """-d '{"text_input": "Hello, who are you?", "max_tokens": 64, "stream": true}'"""
+            ),
+            readme.command(
+                "curl -sN http://suschat.default.svc:9000/v1/chat/completions "
+                "-H 'Content-Type: application/json' "
+                """-d '{"model": "ensemble", "messages": [{"role": "user", "content": "你好"}], """
+                """"stream": true}'"""
+            ),
+        ):
+            _curl(words, server.triton.http_url, openai_root)
 
         _say("\n-- Chinese, multi-turn, streamed over gRPC (ensemble) --")
         for m in CHINESE:

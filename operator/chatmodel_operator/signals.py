@@ -1,8 +1,8 @@
 """Load signals that drive autoscaling, declared once (pure).
 
-Prometheus computes them with recording rules from the Triton pods' own metrics (see README:
-why recording rules rather than operator scraping); prometheus-adapter exposes the per-pod
-series to the HPA under ``hpa_metric``, and KEDA queries ``keda_query`` directly. The
+Prometheus computes them with recording rules from the Triton pods' own metrics (see
+docs/metrics.md: why recording rules rather than operator scraping); prometheus-adapter exposes
+the per-pod series to the HPA under ``hpa_metric``, and KEDA queries ``keda_query`` directly. The
 PrometheusRule, the adapter rules, the HPA and the dashboards are all built from this table.
 """
 

@@ -199,7 +199,7 @@ def external_metric(admin: Admin, metric: str) -> float:
     return float(value[:-1]) / 1000 if value.endswith("m") else float(value)
 
 
-# What each figure should be on this loop, as the README states it: the mechanism's own delay
+# What each figure should be on this loop, as docs/autoscaling.md states it: the mechanism's own delay
 # (KEDA's polling interval, the HPA's sync period, the cool-down) plus a few seconds of ours.
 TARGETS = {
     "queue held -> KEDA scales 0->1": POLL + 5,

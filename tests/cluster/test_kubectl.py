@@ -1,7 +1,8 @@
 """What a user's kubectl prints, on the real API server with the real operator: `apply` of the
 README's example (validation on), `get chm` and `get chm -w`, `describe chm`, `explain` and
-`scale`. Every README claim about these outputs is asserted here (README: "Your first
-ChatModel", "What `kubectl get chm` shows", "What `kubectl describe chm` shows")."""
+`scale`. The README's kubectl commands are run as it writes them (`readme.command`), in the
+test's namespace, and every claim about their output is asserted here (README: "Your first
+ChatModel", "What kubectl shows", "Autoscaling"; docs/conditions.md)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ import pytest
 import yaml
 from admin import DEPLOYMENTS, Admin, wait_until
 
+from chatmodel_operator import readme
 from conftest import SMALL_SPEC, ControlPlane, Models, Operator
 
 pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parents[2]
-WATCH = ("get", "chm", "-n")
 COLUMNS = ["NAME", "PHASE", "MODEL", "GPUS", "REPLICAS", "READY", "AGE"]
-# README: the condition types, in order.
+# README ("What kubectl shows"): the condition types, in order.
 CONDITION_ORDER = ["Validated", "Planned", "EngineBuilding", "EngineReady", "EngineBuildFailed"]
 CONDITION_ORDER += ["Available", "Ready"]
 
@@ -33,12 +34,30 @@ def example_in(example: str, ns: str) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
+def kubectl_args(words: list[str], ns: str) -> tuple[list[str], str | None]:
+    """A README kubectl command's arguments in the test's namespace, and the stdin it needs: an
+    example file is given on stdin, moved to that namespace."""
+    assert words[0] == "kubectl", words
+    args = [*words[1:], "-n", ns]
+    if "-f" in args and args[args.index("-f") + 1].startswith("examples/"):
+        at = args.index("-f") + 1
+        example, args[at] = Path(args[at]).name, "-"
+        return args, example_in(example, ns)
+    return args, None
+
+
+def run_readme(admin: Admin, ns: str, words: list[str]) -> subprocess.CompletedProcess[str]:
+    args, stdin = kubectl_args(words, ns)
+    return admin.kubectl(*args, input=stdin)
+
+
 class Watch:
     """`kubectl get chm -w` in the background, its lines kept."""
 
     def __init__(self, admin: Admin, ns: str) -> None:
+        args, _ = kubectl_args(readme.command("kubectl get chm -w"), ns)
         self.proc = subprocess.Popen(
-            [str(admin.kubectl_bin), "--kubeconfig", str(admin.kubeconfig), *WATCH, ns, "-w"],
+            [str(admin.kubectl_bin), "--kubeconfig", str(admin.kubeconfig), *args],
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -100,7 +119,7 @@ def test_the_first_chatmodel_as_the_readme_tells_it(
     watch = Watch(admin, ns)
     try:
         # `kubectl apply -f examples/suschat.yaml`, with the API server's validation on.
-        applied = admin.kubectl("apply", "-f", "-", input=example_in("suschat.yaml", ns))
+        applied = run_readme(admin, ns, readme.command("kubectl apply -f examples/suschat.yaml"))
         assert applied.stdout.strip() == "chatmodel.serving.chatmodel.io/suschat created"
         assert applied.stderr == ""  # no warning: no unknown or deprecated field
 
@@ -110,8 +129,9 @@ def test_the_first_chatmodel_as_the_readme_tells_it(
         assert rows[0] == COLUMNS
         building = ["suschat", "BuildingEngine", "hf://SUSTech/SUS-Chat-34B", "0", "0", "0"]
         assert rows[1][:6] == building
-        # README: while the engine builds, describe shows the Engine block and the Event.
-        described = admin.kubectl("describe", "chm", "suschat", "-n", ns).stdout
+        # docs/conditions.md: while the engine builds, describe shows the Engine block and the
+        # Event.
+        described = run_readme(admin, ns, readme.command("kubectl describe chm suschat")).stdout
         status = describe_block(described, "Status:")
         engine = fields(describe_block(status, "Engine:", 2))
         assert engine["Job"] == f"chatmodel-build-{key}"
@@ -148,7 +168,7 @@ def test_the_first_chatmodel_as_the_readme_tells_it(
 
     # `kubectl describe chm`: each condition as a block in the README's order, then the plan,
     # the engine and Events from chatmodel-operator for every phase change.
-    described = admin.kubectl("describe", "chm", "suschat", "-n", ns).stdout
+    described = run_readme(admin, ns, readme.command("kubectl describe chm suschat")).stdout
     types = [
         line.split(":", 1)[1].strip()
         for line in described.splitlines()
@@ -172,11 +192,11 @@ def test_the_first_chatmodel_as_the_readme_tells_it(
     assert all("chatmodel-operator" in e for e in events[2:]), events
 
     # README: one line per condition with the jsonpath it gives.
-    jsonpath = (
-        "{range .status.conditions[*]}{.type}{'\\t'}{.status}{'\\t'}{.reason}{'\\t'}"
-        "{.message}{'\\n'}{end}"
+    command = readme.command(
+        'kubectl get chm suschat -o jsonpath=\'{range .status.conditions[*]}{.type}{"\\t"}'
+        '{.status}{"\\t"}{.reason}{"\\t"}{.message}{"\\n"}{end}\''
     )
-    lines = admin.kubectl("get", "chm", "suschat", "-n", ns, "-o", f"jsonpath={jsonpath}").stdout
+    lines = run_readme(admin, ns, command).stdout
     per_type = {line.split("\t")[0]: line.split("\t") for line in lines.strip().splitlines()}
     assert set(per_type) == set(types)
     assert per_type["Ready"][1] == "True" and all(len(v) == 4 for v in per_type.values())
@@ -215,25 +235,25 @@ def test_explain_shows_the_fields_descriptions(admin: Admin) -> None:
 def test_scale_goes_through_the_scale_subresource(
     admin: Admin, ns: str, models: Models, operator: Operator
 ) -> None:
-    models.create("xverse", SMALL_SPEC)
-    models.wait_phase("xverse", "Ready")
-    out = admin.kubectl("scale", "chm", "xverse", "-n", ns, "--replicas=3")
-    assert out.stdout.strip() == "chatmodel.serving.chatmodel.io/xverse scaled"
+    models.create("suschat", {**SMALL_SPEC, "serving": {"replicas": 1}})
+    models.wait_phase("suschat", "Ready")
+    out = run_readme(admin, ns, readme.command("kubectl scale chm suschat --replicas 2"))
+    assert out.stdout.strip() == "chatmodel.serving.chatmodel.io/suschat scaled"
 
     def row() -> list[str]:
-        return table(admin.kubectl("get", "chm", "xverse", "-n", ns).stdout)[1]
+        return table(admin.kubectl("get", "chm", "suschat", "-n", ns).stdout)[1]
 
-    wait_until(lambda: row()[3:6] == ["3", "3", "3"], what=f"3 replicas (row {row()})")
-    deployment: dict[str, Any] = admin.get(DEPLOYMENTS, ns, "xverse-triton") or {}
-    assert deployment["spec"]["replicas"] == 3
+    wait_until(lambda: row()[3:6] == ["2", "2", "2"], what=f"2 replicas (row {row()})")
+    deployment: dict[str, Any] = admin.get(DEPLOYMENTS, ns, "suschat-triton") or {}
+    assert deployment["spec"]["replicas"] == 2
     # kubectl refuses a negative count itself; through the scale subresource the API server
     # does, with the CRD's scale path.
     refused = admin.kubectl(
-        "patch", "chm", "xverse", "-n", ns, "--subresource=scale", "--type=merge",
+        "patch", "chm", "suschat", "-n", ns, "--subresource=scale", "--type=merge",
         "-p", '{"spec": {"replicas": -1}}', check=False,
     )  # fmt: skip
     assert refused.returncode != 0 and "non-negative" in refused.stderr, refused.stderr
-    assert models.get("xverse")["spec"]["serving"]["replicas"] == 3
+    assert models.get("suschat")["spec"]["serving"]["replicas"] == 2
 
 
 @pytest.mark.namespace_labels(**{"pod-security.kubernetes.io/enforce": "restricted"})

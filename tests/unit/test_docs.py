@@ -1,7 +1,9 @@
-"""The documentation: the generated API reference and the README's claims against the code."""
+"""The documentation: the generated API reference, the README's and docs/ claims against the code,
+and every README command run by `make demo` or a test."""
 
 from __future__ import annotations
 
+import ast
 import itertools
 import re
 import shlex
@@ -11,13 +13,14 @@ from typing import Any, get_args
 import pytest
 import yaml
 
-from chatmodel_operator import docs
+from chatmodel_operator import docs, readme
 from chatmodel_operator.api import parse_chatmodel
 from chatmodel_operator.api.crd import build_crd
 from chatmodel_operator.api.spec import ChatModelStatus
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
+DOCS = sorted((REPO / "docs").glob("*.md"))
 API_DOC = REPO / docs.API_DOC_PATH
 
 
@@ -161,21 +164,29 @@ def test_readme_quick_start_is_the_two_make_commands() -> None:
         assert re.search(rf"^{command.split()[1]}:", makefile, flags=re.MULTILINE)
 
 
-def test_readme_links_resolve() -> None:
-    text = _readme()
-    anchors = _headings(text)
+@pytest.mark.parametrize("page", [README, *DOCS], ids=lambda p: str(p.relative_to(REPO)))
+def test_links_resolve(page: Path) -> None:
+    """Every relative link of the README and of docs/*.md names a file that exists and, with
+    a #fragment, a heading of that file (of the page itself without a path)."""
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    text = re.sub(r"`[^`\n]*`", "", text)  # code, such as regular expressions, is no link
     broken = []
     for target in re.findall(r"\]\(([^)\s]+)\)", text):
         if target.startswith(("http://", "https://")):
             continue
         path, _, fragment = target.partition("#")
-        resolves = (REPO / path).exists() if path else fragment in anchors
+        file = (page.parent / path).resolve() if path else page
+        resolves = file.exists()
+        if resolves and fragment:
+            resolves = file.suffix == ".md" and fragment in _headings(file.read_text("utf-8"))
         if not resolves:
             broken.append(target)
     assert broken == []
 
 
 def test_readme_names_every_phase_and_condition() -> None:
+    """A user sees every phase in `kubectl get chm` and every condition in `describe`: the
+    README names each phase, and its troubleshooting each condition."""
     text = _readme()
     phases = get_args(ChatModelStatus.model_fields["phase"].annotation)
     assert phases
@@ -186,6 +197,23 @@ def test_readme_names_every_phase_and_condition() -> None:
     troubleshooting = text.split("## Troubleshooting by condition", 1)[1].split("\n## ", 1)[0]
     for condition in CONDITION_TYPES:
         assert f"`{condition}`" in troubleshooting, condition
+
+
+def test_conditions_page_has_every_condition_in_every_phase() -> None:
+    """docs/conditions.md: each phase in its table with what to look at, each condition in the
+    per-phase table, and a troubleshooting entry for each condition."""
+    text = (REPO / "docs" / "conditions.md").read_text(encoding="utf-8")
+    phases = get_args(ChatModelStatus.model_fields["phase"].annotation)
+    for phase in phases:
+        assert f"| `{phase}` |" in text, phase
+    from chatmodel_operator.conditions import CONDITION_TYPES
+
+    per_phase = text.split("| Condition | `BuildingEngine` |", 1)[1].split("\n\n", 1)[0]
+    troubleshooting = text.split("## Troubleshooting by condition", 1)[1]
+    for condition in CONDITION_TYPES:
+        assert f"`{condition}`" in troubleshooting, condition
+        if condition != "InferencePoolReady":  # only with a pool; its own list above the table
+            assert f"| `{condition}` |" in per_phase, condition
 
 
 def test_readme_chatmodels_are_valid() -> None:
@@ -212,11 +240,11 @@ def _set_value(text: str) -> Any:
 
 
 def _our_helm_installs() -> list[list[str]]:
-    """Every `helm install|upgrade` of charts/chatmodel-operator in the README's sh blocks."""
+    """Every `helm install|upgrade` of charts/chatmodel-operator in the sh blocks of the README
+    and docs/."""
     commands = []
-    for block in re.findall(r"```sh\n(.*?)```", _readme(), flags=re.S):
-        for command in block.replace("\\\n", " ").splitlines():
-            words = shlex.split(command)
+    for page in [README, *DOCS]:
+        for words in readme.commands(page.read_text(encoding="utf-8")):
             if words[:2] in (["helm", "install"], ["helm", "upgrade"]) and (
                 "charts/chatmodel-operator" in words
             ):
@@ -224,11 +252,11 @@ def _our_helm_installs() -> list[list[str]]:
     return commands
 
 
-def test_readme_helm_installs_pass_the_chart_schema_and_lint() -> None:
+def test_helm_installs_in_the_docs_pass_the_chart_schema_and_lint() -> None:
     import helm_python
 
     installs = _our_helm_installs()
-    assert len(installs) >= 2
+    assert len(installs) >= 3
     for words in installs:
         values: dict[str, Any] = {}
         for flag, arg in itertools.pairwise(words):
@@ -242,3 +270,85 @@ def test_readme_helm_installs_pass_the_chart_schema_and_lint() -> None:
             node[leaf] = _set_value(raw)
         report = helm_python.lint(REPO / "charts/chatmodel-operator", values, strict=True)
         assert report["errors"] == [] and report["messages"] == [], (words, report)
+
+
+# --- every README command is run ------------------------------------------------------------
+
+# This module asks for a command the README lacks on purpose, so it is no runner.
+RUNNERS = [REPO / "operator/chatmodel_operator/demo.py"]
+RUNNERS += [p for p in sorted((REPO / "tests").rglob("*.py")) if p != Path(__file__).resolve()]
+
+
+def _asked_for() -> dict[tuple[str, ...], list[str]]:
+    """The commands `make demo` and the tests run through `readme.command("...")`, with where."""
+    asked: dict[tuple[str, ...], list[str]] = {}
+    for path in RUNNERS:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "command"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "readme"
+            ):
+                arg = node.args[0]
+                assert isinstance(arg, ast.Constant) and isinstance(arg.value, str), (
+                    f"{path.relative_to(REPO)}:{node.lineno}: readme.command takes the literal text"
+                )
+                key = tuple(shlex.split(arg.value))
+                asked.setdefault(key, []).append(f"{path.relative_to(REPO)}:{node.lineno}")
+    return asked
+
+
+def _make_targets() -> set[str]:
+    makefile = (REPO / "Makefile").read_text()
+    return set(re.findall(r"^([\w-]+):", makefile, flags=re.MULTILINE))
+
+
+def _not_run(text: str) -> list[str]:
+    asked, targets = _asked_for(), _make_targets()
+    return [
+        shlex.join(words)
+        for words in readme.commands(text)
+        if tuple(words) not in asked
+        and not (words[0] == "make" and len(words) == 2 and words[1] in targets)
+    ]
+
+
+def test_every_readme_command_is_run_by_make_demo_or_a_test() -> None:
+    """Each command in the README's sh blocks is run as written by `make demo` (demo.py) or a
+    test, which ask for it with `readme.command`; `make <target>` needs only the target."""
+    assert len(readme.commands(_readme())) >= 10
+    assert _not_run(_readme()) == []
+
+
+def test_a_command_nobody_runs_fails_the_check() -> None:
+    bogus = _readme() + "\n```sh\nkubectl delete chm suschat\n```\n"
+    assert _not_run(bogus) == ["kubectl delete chm suschat"]
+
+
+def test_what_the_runners_ask_for_is_in_the_readme() -> None:
+    """The other way round, ahead of the runs themselves: readme.command fails on a command the
+    README does not have, so demo and tests never run a command the README dropped."""
+    asked = _asked_for()
+    assert asked
+    commands = [tuple(c) for c in readme.commands(_readme())]
+    assert {c: where for c, where in asked.items() if c not in commands} == {}
+    with pytest.raises(LookupError, match="no command"):
+        readme.command("kubectl delete chm suschat")
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        pytest.param("a b\nc d\n", [["a", "b"], ["c", "d"]], id="one a line"),
+        pytest.param("a \\\n  b\n", [["a", "b"]], id="continued"),
+        pytest.param("a  # why\n# only\n", [["a"]], id="comments"),
+        pytest.param("a && b c\n", [["a"], ["b", "c"]], id="and"),
+        pytest.param("a '{x y}' \"z\"\n", [["a", "{x y}", "z"]], id="quotes"),
+    ],
+)
+def test_readme_commands_are_split_as_the_shell_splits_them(
+    block: str, expected: list[list[str]]
+) -> None:
+    assert readme.commands(f"```sh\n{block}```\n```yaml\nnot: run\n```\n") == expected

@@ -23,8 +23,8 @@ carries ``num_input_tokens`` (the prompt as the engine was given it) and ``num_o
 returned ``max_tokens`` tokens (the engine stops on its end id or a stop word before that, and
 never counts the end id as a token of the answer).
 
-In a pod, Triton's own OpenAI frontend serves the same route where the image ships it (see the
-README's "Data plane" section); this one is for ``chatmodel serve`` and the demo.
+In a pod, Triton's own OpenAI frontend serves the same route where the image ships it (see
+docs/data-plane.md); this one is for ``chatmodel serve`` and the demo.
 """
 
 from __future__ import annotations
