@@ -10,6 +10,9 @@ reconcile pass costs only its writes. Every write goes through ``KubeClient``, w
 * retries conflicts (409), throttling (429), server errors (5xx) and timeouts with
   exponential backoff and jitter, and raises ``TransientError`` when they persist;
 * never logs request bodies, so a value that reached an object cannot reach the logs.
+
+The transport under it (credentials and their refresh, TLS, the connection pool) is
+``kubernetes_asyncio``'s; what it sends and reads back is plain JSON.
 """
 
 from __future__ import annotations
@@ -492,8 +495,45 @@ class KubeClient:
             # Created in the running loop: the library's aiohttp session binds to it.
             self.configuration.connection_pool_maxsize = 64
             self._api = ApiClient(self.configuration)
-            self._api.user_agent = COMPONENT
+            # The library's session trusts the environment: every request then reads ~/.netrc
+            # and the proxy variables in a worker thread, two thread hops that doubled an
+            # apply's CPU (bench/reconcile.py), and a netrc entry for the API server's host
+            # makes aiohttp refuse our Authorization header. kopf's watches do not trust it
+            # either (ConnectionInfo.trust_env), so both reach the server the same way; a
+            # kubeconfig's proxy-url still applies. aiohttp has no public setter for this.
+            self._api.rest_client.pool_manager._trust_env = False
         return self._api
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: Any,
+        params: Mapping[str, str] | None,
+    ) -> aiohttp.ClientResponse:
+        """One HTTP exchange through the library's REST layer, the answer left unread.
+
+        Below ``ApiClient.call_api`` on purpose: that walks every body through
+        ``sanitize_for_serialization`` (for its generated models; ours are plain JSON already),
+        which more than doubled the CPU of an apply. Unread (no ``_preload_content``), because
+        the library would raise on every non-2xx and decode the body as text; we read the
+        status, Retry-After and raw bytes ourselves.
+        """
+        api = self._client()
+        send = {**headers, "User-Agent": COMPONENT}
+        # The library's credentials, refreshed by its own hooks (a rotated token file).
+        await api.update_params_for_auth(send, [], ["BearerToken"])
+        response: aiohttp.ClientResponse = await api.rest_client.request(
+            method,
+            f"{self.configuration.host}{path}",
+            query_params=dict(params) if params else None,
+            headers=send,
+            body=body,
+            _preload_content=False,
+            _request_timeout=self.retry.timeout,
+        )
+        return response
 
     async def _request(
         self,
@@ -514,18 +554,7 @@ class KubeClient:
         while True:
             self.stats.count(method)
             try:
-                # Unread (no _preload_content): the library would raise on every non-2xx and
-                # decode the body as text; we read the status, Retry-After and raw bytes.
-                resp = await self._client().call_api(
-                    path,
-                    method,
-                    query_params=list((params or {}).items()),
-                    header_params=dict(headers),
-                    body=body,
-                    auth_settings=["BearerToken"],
-                    _preload_content=False,
-                    _request_timeout=self.retry.timeout,
-                )
+                resp = await self._send(method, path, headers, body, params)
                 async with resp:
                     status = resp.status
                     payload = _decode(await resp.read())
