@@ -381,7 +381,9 @@ def _observed(type_: str, body: kopf.Body) -> Observed:
 async def connection_info(configuration: Configuration) -> kopf.ConnectionInfo:
     """kopf's watches log in as our client does: the same server, CA, client certificate and
     (freshly refreshed) token that ``kubernetes_asyncio`` loaded, so both always act as one
-    identity. Its loaders write inline kubeconfig data to files, so paths are enough."""
+    identity. Its loaders write inline kubeconfig data to files, so paths are enough. The
+    mapping is kopf's ``login_via_async_client``'s, from our Configuration rather than the
+    library's process-wide default (which reads ``$KUBECONFIG`` once, at import)."""
     auth = await kube.authorization(configuration)
     return kopf.ConnectionInfo(
         server=str(configuration.host),
