@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import kopf
 
@@ -32,6 +32,9 @@ from chatmodel_operator.adapters.kube import (
 )
 from chatmodel_operator.api.spec import GROUP, KIND, PLURAL, VERSION
 
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client import Configuration
+
 log = logging.getLogger(__name__)
 
 OURS = {kube.MANAGED_BY_LABEL: kube.FIELD_MANAGER}
@@ -47,8 +50,8 @@ class OperatorConfig:
     workers: int = 8
     peering_poll_seconds: float = 5.0  # how soon a standby replica notices its role changed
     kopf_workers: int = 100  # kopf's per-object event workers at once (see configure)
-    # How to log in: kopf's own kubeconfig/in-cluster loader; tests may pass another.
-    login: Callable[..., Any] = kopf.login_via_client
+    # Where the credentials come from (in-cluster, else the kubeconfig); tests may pass another.
+    login: Callable[[], Awaitable[Configuration]] = kube.load_credentials
     model_files: Callable[[str], reconcile.ModelFiles] | None = None
     build_repository: Callable[..., Mapping[Any, str]] | None = None
 
@@ -167,12 +170,9 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
         settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **kw: Any
     ) -> None:
         configure(settings, workers=cfg.kopf_workers)
-        info = cfg.login(logger=logger, settings=settings)
-        client = kube.KubeClient(
-            kube.Connection.from_kopf(info),
-            retry=cfg.retry,
-            relogin=lambda: kube.Connection.from_kopf(cfg.login(logger=logger, settings=settings)),
-        )
+        configuration = await cfg.login()
+        client = kube.KubeClient(configuration, retry=cfg.retry, relogin=cfg.login)
+        info = await connection_info(configuration)
         await _choose_peering(client, settings, logger, clusterwide=cfg.clusterwide)
         indexes = {k.plural: kw[_index_id(k)] for k in (*CHILD_KINDS, *WATCHED_KINDS)}
         ctx = reconcile.Context(
@@ -214,11 +214,11 @@ def build_registry(config: OperatorConfig | None = None) -> kopf.OperatorRegistr
             await ctx.client.close()
 
     @kopf.on.login(registry=registry)
-    def login(memo: Any, **kw: Any) -> Any:
+    async def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
         # The same credentials our client uses; fresh ones after kopf saw a 401.
-        info = getattr(memo, "info", None)
+        info: kopf.ConnectionInfo | None = getattr(memo, "info", None)
         memo.info = None
-        return info or cfg.login(**kw)
+        return info or await connection_info(await cfg.login())
 
     @kopf.index(*cm, registry=registry, id="chatmodels_index")
     async def chatmodels_index(
@@ -375,6 +375,25 @@ def _observed(type_: str, body: kopf.Body) -> Observed:
         )
         if type_ == "DELETED"
         else obs
+    )
+
+
+async def connection_info(configuration: Configuration) -> kopf.ConnectionInfo:
+    """kopf's watches log in as our client does: the same server, CA, client certificate and
+    (freshly refreshed) token that ``kubernetes_asyncio`` loaded, so both always act as one
+    identity. Its loaders write inline kubeconfig data to files, so paths are enough. The
+    mapping is kopf's ``login_via_async_client``'s, from our Configuration rather than the
+    library's process-wide default (which reads ``$KUBECONFIG`` once, at import)."""
+    auth = await kube.authorization(configuration)
+    return kopf.ConnectionInfo(
+        server=str(configuration.host),
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        scheme=auth[0] if auth else None,
+        token=auth[1] if auth else None,
+        proxy_url=configuration.proxy,
     )
 
 

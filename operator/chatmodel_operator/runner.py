@@ -9,8 +9,11 @@ import logging
 from typing import Any
 
 import kopf
+import yaml
+from kubernetes_asyncio.config import ConfigException
 
 from chatmodel_operator import metrics
+from chatmodel_operator.adapters import kube
 from chatmodel_operator.cli_args import PORT_OR_OFF, CliError, bounded
 from chatmodel_operator.handlers import OperatorConfig, build_registry
 from chatmodel_operator.reconcile import Settings
@@ -61,20 +64,13 @@ def register_commands(subparsers: Any) -> None:
 
 
 def credentials_problem() -> str | None:
-    """Why neither in-cluster credentials nor a kubeconfig can be loaded (the two places kopf
-    logs in from), or None. Without this check kopf retries its login forever, a traceback
-    each time."""
-    from kubernetes import config
-
+    """Why neither in-cluster credentials nor a kubeconfig can be loaded (the loader the
+    operator and its kopf watches log in with), or None. Without this check kopf retries its
+    login forever, a traceback each time."""
     try:
-        config.load_incluster_config()
+        asyncio.run(kube.load_credentials())
         return None
-    except config.ConfigException:
-        pass
-    try:
-        config.load_kube_config()
-        return None
-    except (config.ConfigException, OSError) as exc:
+    except (ConfigException, OSError, yaml.YAMLError) as exc:
         return str(exc).strip() or type(exc).__name__
 
 

@@ -16,6 +16,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
+from chatmodel_operator.adapters.kube import Kind
 from chatmodel_operator.api.spec import GROUP, PLURAL, VERSION
 
 CM = (GROUP, VERSION, PLURAL)
@@ -38,16 +39,10 @@ CLUSTER_SCOPED = {"namespaces", "customresourcedefinitions", "nodes", "persisten
 def path(
     res: Resource, namespace: str | None = None, name: str | None = None, sub: str = ""
 ) -> str:
+    """The request path, spelled by the operator's own ``Kind.path``."""
     group, version, plural = res
-    base = f"/apis/{group}/{version}" if group else f"/api/{version}"
-    if namespace and plural not in CLUSTER_SCOPED:
-        base += f"/namespaces/{namespace}"
-    base += f"/{plural}"
-    if name:
-        base += f"/{name}"
-    if sub:
-        base += f"/{sub}"
-    return base
+    kind = Kind("", group, version, plural, namespaced=plural not in CLUSTER_SCOPED)
+    return kind.path(namespace, name, sub or None)
 
 
 class Admin:

@@ -127,7 +127,6 @@ FAST = Settings(
 
 
 def fast_config(**kw: Any) -> OperatorConfig:
-    kw.setdefault("login", kopf.login_with_kubeconfig)
     kw.setdefault("settings", FAST)
     kw.setdefault("retry", RetryPolicy(attempts=6, first_delay=0.1, max_delay=1.0, timeout=10.0))
     kw.setdefault("resync_seconds", 3600)

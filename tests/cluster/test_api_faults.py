@@ -21,8 +21,9 @@ import pytest
 import pytest_asyncio
 from admin import CONFIGMAPS, EVENTS, Admin
 from aiohttp import web
+from kubernetes_asyncio.client import Configuration
 
-from chatmodel_operator.adapters.kube import Connection, KubeApiError, KubeClient, RetryPolicy
+from chatmodel_operator.adapters.kube import KubeApiError, KubeClient, RetryPolicy
 from chatmodel_operator.errors import TransientError
 from conftest import ControlPlane
 
@@ -111,7 +112,9 @@ async def proxy(control_plane: ControlPlane) -> AsyncIterator[tuple[FaultyProxy,
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     p.url = f"http://127.0.0.1:{port}"
     client = KubeClient(
-        Connection(server=p.url, headers={"Authorization": f"Bearer {token}"}, ssl=False),
+        Configuration(
+            host=p.url, api_key={"BearerToken": token}, api_key_prefix={"BearerToken": "Bearer"}
+        ),
         retry=RetryPolicy(attempts=4, first_delay=0.05, max_delay=2.0, timeout=20),
     )
     try:

@@ -10,6 +10,9 @@ reconcile pass costs only its writes. Every write goes through ``KubeClient``, w
 * retries conflicts (409), throttling (429), server errors (5xx) and timeouts with
   exponential backoff and jitter, and raises ``TransientError`` when they persist;
 * never logs request bodies, so a value that reached an object cannot reach the logs.
+
+The transport under it (credentials and their refresh, TLS, the connection pool) is
+``kubernetes_asyncio``'s; what it sends and reads back is plain JSON.
 """
 
 from __future__ import annotations
@@ -18,16 +21,19 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import random
-import ssl
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client import ApiClient, Configuration
 
 from chatmodel_operator.api.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from chatmodel_operator.errors import ChatModelError, TransientError
@@ -381,24 +387,39 @@ class KubeApiError(ChatModelError):
         super().__init__(f"{what}: {status} {reason}: {message}")
 
 
-@dataclass(frozen=True)
-class Connection:
-    """Where the API server is and how to authenticate (from kopf's login)."""
+async def load_credentials() -> Configuration:
+    """The API server and credentials, loaded by ``kubernetes_asyncio`` the way kopf and
+    kubectl look for them: a pod's ServiceAccount first (its token file is re-read as the
+    kubelet rotates it), else ``$KUBECONFIG`` or ``~/.kube/config`` (exec plugins, inline
+    certificates, token files). Raises ``ConfigException``, ``OSError`` or ``yaml.YAMLError``
+    when neither loads.
+    """
+    configuration = Configuration()
+    try:
+        k8s_config.load_incluster_config(client_configuration=configuration)
+        return configuration
+    except k8s_config.ConfigException:
+        pass
+    # Read at call time: the library's own default is frozen when it is first imported.
+    path = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    if not any(Path(p).expanduser().is_file() for p in path.split(os.pathsep) if p):
+        # The library would go on to a puzzling "Expected key current-context".
+        raise k8s_config.ConfigException(f"no kubeconfig file at {path}")
+    await k8s_config.load_kube_config(
+        config_file=path, client_configuration=configuration, persist_config=False
+    )
+    return configuration
 
-    server: str
-    headers: Mapping[str, str] = field(default_factory=dict)
-    ssl: ssl.SSLContext | bool = True
 
-    @classmethod
-    def from_kopf(cls, info: Any) -> Connection:
-        """From a ``kopf.ConnectionInfo`` (duck-typed so tests can pass any such object)."""
-        headers = dict(info.as_http_headers())
-        if info.username and info.password and "Authorization" not in headers:
-            auth = aiohttp.BasicAuth(info.username, info.password)
-            headers["Authorization"] = auth.encode()
-        return cls(
-            server=info.server.rstrip("/"), headers=headers, ssl=info.as_ssl_context() or True
-        )
+async def authorization(configuration: Configuration) -> tuple[str, str] | None:
+    """The (scheme, credential) the library sends in ``Authorization``, refreshed first (a
+    rotated ServiceAccount token), for kopf to log in with the same identity; None when the
+    credentials are a client certificate alone."""
+    value = await configuration.get_api_key_with_prefix("BearerToken")
+    if not value:
+        return None
+    scheme, _, credential = str(value).partition(" ")
+    return (scheme, credential) if credential else ("Bearer", scheme)
 
 
 def _seconds(header: str | None) -> float | None:
@@ -444,36 +465,75 @@ class RequestStats:
 
 
 class KubeClient:
-    """A small async Kubernetes client: just the calls the operator makes."""
+    """The calls the operator makes, over ``kubernetes_asyncio``'s transport (TLS, credentials
+    and their refresh, the connection pool). What is ours: the request counting, the retry
+    policy and which answers are errors; bodies go out and come back as plain JSON, never
+    through the library's generated models (the hot path is a few thousand writes)."""
 
     def __init__(
         self,
-        connection: Connection,
+        configuration: Configuration,
         *,
         field_manager: str = FIELD_MANAGER,
         retry: RetryPolicy | None = None,
-        relogin: Callable[[], Connection] | None = None,
+        relogin: Callable[[], Awaitable[Configuration]] | None = None,
     ) -> None:
-        self.connection = connection
+        self.configuration = configuration
         self.field_manager = field_manager
         self.retry = retry or RetryPolicy()
         self._relogin = relogin
-        self._session: aiohttp.ClientSession | None = None
+        self._api: ApiClient | None = None
         self.stats = RequestStats()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._api is not None:
+            await self._api.close()
+            self._api = None
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64, ssl=self.connection.ssl),
-                headers={"User-Agent": COMPONENT, **self.connection.headers},
-                timeout=aiohttp.ClientTimeout(total=self.retry.timeout),
-            )
-        return self._session
+    def _client(self) -> ApiClient:
+        if self._api is None:
+            # Created in the running loop: the library's aiohttp session binds to it.
+            self.configuration.connection_pool_maxsize = 64
+            self._api = ApiClient(self.configuration)
+            # The library's session trusts the environment: every request then reads ~/.netrc
+            # and the proxy variables in a worker thread, two thread hops that doubled an
+            # apply's CPU (bench/reconcile.py), and a netrc entry for the API server's host
+            # makes aiohttp refuse our Authorization header. kopf's watches do not trust it
+            # either (ConnectionInfo.trust_env), so both reach the server the same way; a
+            # kubeconfig's proxy-url still applies. aiohttp has no public setter for this.
+            self._api.rest_client.pool_manager._trust_env = False
+        return self._api
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: Any,
+        params: Mapping[str, str] | None,
+    ) -> aiohttp.ClientResponse:
+        """One HTTP exchange through the library's REST layer, the answer left unread.
+
+        Below ``ApiClient.call_api`` on purpose: that walks every body through
+        ``sanitize_for_serialization`` (for its generated models; ours are plain JSON already),
+        which more than doubled the CPU of an apply. Unread (no ``_preload_content``), because
+        the library would raise on every non-2xx and decode the body as text; we read the
+        status, Retry-After and raw bytes ourselves.
+        """
+        api = self._client()
+        send = {**headers, "User-Agent": COMPONENT}
+        # The library's credentials, refreshed by its own hooks (a rotated token file).
+        await api.update_params_for_auth(send, [], ["BearerToken"])
+        response: aiohttp.ClientResponse = await api.rest_client.request(
+            method,
+            f"{self.configuration.host}{path}",
+            query_params=dict(params) if params else None,
+            headers=send,
+            body=body,
+            _preload_content=False,
+            _request_timeout=self.retry.timeout,
+        )
+        return response
 
     async def _request(
         self,
@@ -488,16 +548,14 @@ class KubeClient:
     ) -> tuple[int, Any]:
         """One API call with retries; returns (status, parsed body). Statuses in
         ``ok_statuses`` are returned to the caller instead of raised (404 on delete...)."""
-        data = None if body is None else json.dumps(body, separators=(",", ":"))
         headers = {"Content-Type": _CONTENT_TYPES[content], "Accept": "application/json"}
         delays = iter(self.retry.delays())
         relogged = False
         while True:
             self.stats.count(method)
             try:
-                async with self._client().request(
-                    method, self.connection.server + path, data=data, headers=headers, params=params
-                ) as resp:
+                resp = await self._send(method, path, headers, body, params)
+                async with resp:
                     status = resp.status
                     payload = _decode(await resp.read())
                     retry_after = _seconds(resp.headers.get("Retry-After"))
@@ -510,9 +568,10 @@ class KubeClient:
             if status < 300 or status in ok_statuses:
                 return status, payload
             if status == 401 and self._relogin is not None and not relogged:
-                # Bound service-account tokens rotate: log in again once, then retry.
+                # Credentials the library cannot refresh itself (an exec plugin's token, a
+                # kubeconfig rewritten under us): load them again once, then retry.
                 relogged = True
-                self.connection = self._relogin()
+                self.configuration = await self._relogin()
                 await self.close()
                 continue
             info = payload if isinstance(payload, dict) else {}
