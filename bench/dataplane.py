@@ -106,7 +106,10 @@ class TritonPythonModel:
                 n = int(_scalar(r, "request_output_len", 16))
                 stream = bool(_scalar(r, "streaming", False))
                 wanted = r.requested_output_names()
-                text = self.text.stream(self.last) if "text_output" in wanted else None
+                # Text instead of ids, as our engines decide it (the ensemble asks for text).
+                text = None
+                if "text_output" in wanted and "output_ids" not in wanted:
+                    text = self.text.stream(self.last)
                 self.queue.append(Job(r.get_response_sender(), n, stream, self.last, text))
             self.lock.notify()
         return None

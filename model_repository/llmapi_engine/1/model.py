@@ -1,6 +1,7 @@
 """tensorrt_llm (llmapi mode): TensorRT-LLM's LLM API (PyTorch backend) behind the tensor
-contract of the C++ backend, so that our BLS serves it; asked for ``text_output`` (the ensemble
-does), it decodes as postprocessing would, so its ensemble needs no postprocessing step.
+contract of the C++ backend, so that our BLS serves it; asked for ``text_output`` instead of
+ids (the ensemble does), it decodes as postprocessing would, so its ensemble needs no
+postprocessing step.
 
 ``model.yaml`` holds the ``LLM()`` arguments, as in NVIDIA's llmapi model; its
 ``triton_config`` section is ours to read. The LLM runs its own in-flight batching; this model
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import threading
 import time
 from typing import Any
@@ -30,6 +32,7 @@ import yaml
 chatmodel_helpers.speed_up_string_tensors(pb_utils, np)
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+CANCEL_CHECK_NS = 20_000_000
 OUTPUTS = (
     "output_ids",
     "sequence_length",
@@ -82,6 +85,13 @@ class TritonPythonModel:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="llmapi", daemon=True)
         self.thread.start()
+        # Responses are sent from a thread of their own: send() waits for Triton's process to
+        # take the response, which on the loop's thread would hold up every other stream (the
+        # remedy of Triton's vLLM backend, vllm_backend PR #46). One thread: each stream's
+        # responses stay in order.
+        self.outbox: queue.SimpleQueue[tuple[Any, Any, int] | None] = queue.SimpleQueue()
+        self.sending = threading.Thread(target=self._send_loop, name="send", daemon=True)
+        self.sending.start()
         self.running: dict[str, Any] = {}
         self.last_arrival = 0
         self.in_flight = 0
@@ -120,9 +130,22 @@ class TritonPythonModel:
         scheduled = min(self.in_flight, self.max_batch)
         self.router.set_requests(waiting=self.in_flight - scheduled, scheduled=scheduled)
 
+    def _send_loop(self) -> None:
+        while (item := self.outbox.get()) is not None:
+            sender, response, flags = item
+            try:
+                sender.send(response, flags=flags)
+            except Exception:  # the client may be gone; the other streams go on
+                pass
+
+    def _send(self, sender: Any, response: Any = None, flags: int = 0) -> None:
+        self.outbox.put((sender, response, flags))
+
     def finalize(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
+        self.outbox.put(None)
+        self.sending.join(timeout=10)
         self.llm.shutdown()
 
     def execute(self, requests: list[Any]) -> None:
@@ -158,14 +181,11 @@ class TritonPythonModel:
             "num_output_tokens": ([len(tokens)], np.int32),
         }
         if text is not None:
-            if wanted.isdisjoint(("output_ids", "sequence_length")):
-                delta = text.delta(tokens, final=final)
-                if delta is None:
-                    return None
-                values["text_output"] = ([delta[0]], np.object_)
-                values["num_output_tokens"] = ([delta[1]], np.int32)
-            else:  # the ids go out with every response: so does the text, even empty
-                values["text_output"] = ([text.push(tokens, final=final)], np.object_)
+            delta = text.delta(tokens, final=final)
+            if delta is None:
+                return None
+            values["text_output"] = ([delta[0]], np.object_)
+            values["num_output_tokens"] = ([delta[1]], np.int32)
         out = []
         for name, (data, dtype) in values.items():
             if name in wanted:
@@ -207,8 +227,10 @@ class TritonPythonModel:
             )
             long_stops = [w for w in stops if len(w) > 1]
             wanted = set(request.requested_output_names()) or set(OUTPUTS)
-            if not request.requested_output_names() and self.text is None:
-                wanted.discard("text_output")  # all outputs, of an engine given no tokenizer
+            # Text instead of ids (the ensemble's request): a request for every output (Triton
+            # asks for all when its client names none) gets the ids alone.
+            if "output_ids" in wanted:
+                wanted -= {"text_output"}
             text = None
             if "text_output" in wanted:
                 if self.text is None:
@@ -224,7 +246,7 @@ class TritonPythonModel:
                 self.running[rid] = gen
             sent = 0
             tokens: list[int] = []
-            held_since = last = gap = 0
+            held_since = last = gap = checked = 0
             async for out in gen:
                 tokens = list(out.outputs[0].token_ids)
                 now = time.monotonic_ns()
@@ -232,14 +254,18 @@ class TritonPythonModel:
                 if len(tokens) > sent and not held_since:
                     held_since = now
                 hit = any(tokens[-len(w) :] == w for w in long_stops)
-                if sender.is_cancelled() or hit:
+                # is_cancelled() is a round trip to Triton's process: not every step.
+                gone = False
+                if now - checked >= CANCEL_CHECK_NS:
+                    checked, gone = now, sender.is_cancelled()
+                if gone or hit:
                     gen.abort()
                 due = self.interval.due(len(tokens) - sent, held_since, self.in_flight, now, gap)
                 if streaming and due and not out.finished and not hit:
                     new = tokens[sent:] if exclude or sent else prompt + tokens
                     one = response(new)
                     if one is not None:
-                        sender.send(one)
+                        self._send(sender, one)
                     sent, held_since = len(tokens), 0
                 if hit:
                     break
@@ -247,12 +273,12 @@ class TritonPythonModel:
                 rest = tokens[sent:] if exclude or sent else prompt + tokens
                 # Text still held back (an incomplete character at the end) goes out too.
                 last_one = rest or text is not None
-                sender.send(response(rest, final=True) if last_one else None, flags=FINAL)
+                self._send(sender, response(rest, final=True) if last_one else None, FINAL)
             else:
-                sender.send(response(tokens if exclude else prompt + tokens, True), flags=FINAL)
+                self._send(sender, response(tokens if exclude else prompt + tokens, True), FINAL)
         except Exception as exc:
             error = pb_utils.TritonError(f"tensorrt_llm (llmapi): {type(exc).__name__}: {exc}")
-            sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
+            self._send(sender, pb_utils.InferenceResponse(error=error), FINAL)
         finally:
             self.running.pop(request.request_id(), None)
             self.in_flight -= 1

@@ -6,8 +6,9 @@ It takes what the C++ ``tensorrtllm`` backend takes (``input_ids``, ``input_leng
 ``stop``) and returns what it returns (``output_ids`` ``[beam, tokens]``, ``sequence_length``),
 decoupled: one response per generated token when streaming (under load, up to the stream
 interval's tokens per response), one response otherwise. So the BLS runs unchanged over it, on
-CPU or GPU. Asked for ``text_output`` (the ensemble does), it also decodes, as postprocessing
-would, so its ensemble has no postprocessing step: one Python round trip per response fewer.
+CPU or GPU. Asked for ``text_output`` instead of ``output_ids`` (the ensemble does), it decodes
+as postprocessing would, so its ensemble has no postprocessing step: one Python round trip per
+response fewer, and no response at all for tokens that complete no character yet.
 
 Scheduling: requests wait in a queue for one of ``max_slots`` slots; a scheduler thread
 prefills new sequences and then advances every active sequence by one token per round (each
@@ -320,9 +321,11 @@ class TritonPythonModel:
         if int(_scalar(request, "beam_width", 1)) != 1:
             raise ValueError("beam_width other than 1 is not supported by the Python engine")
         wanted = set(request.requested_output_names()) or set(OUTPUTS)
-        if not request.requested_output_names() and self.text is None:
-            wanted.discard("text_output")  # all outputs, of an engine given no tokenizer
-        if "text_output" in wanted and self.text is None:
+        # Text instead of ids (the ensemble's request): a request for every output (Triton
+        # asks for all when its client names none) gets the ids alone, without paying for text.
+        if "output_ids" in wanted:
+            wanted -= {"text_output"}
+        elif "text_output" in wanted and self.text is None:
             raise ValueError("text_output needs the engine's tokenizer_dir parameter")
         seed = _scalar(request, "seed", None)
         generator = None
@@ -493,15 +496,11 @@ class TritonPythonModel:
             "num_output_tokens": ([len(tokens)], np.int32),
         }
         if job.text is not None:
-            if job.wanted.isdisjoint(("output_ids", "sequence_length")):
-                delta = job.text.delta(tokens, final=final)
-                if delta is None:
-                    return None
-                text, counted = delta
-                values["num_output_tokens"] = ([counted], np.int32)
-            else:  # the ids go out with every response: so does the text, even empty
-                text = job.text.push(tokens, final=final)
-            values["text_output"] = ([text], np.object_)
+            delta = job.text.delta(tokens, final=final)
+            if delta is None:
+                return None
+            values["text_output"] = ([delta[0]], np.object_)
+            values["num_output_tokens"] = ([delta[1]], np.int32)
         out = []
         for name in OUTPUTS:
             if name in job.wanted:
