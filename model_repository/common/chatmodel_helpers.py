@@ -187,12 +187,12 @@ class TokenLatency:
             self.ttft.observe(max(ms, 0.0))
 
     def gap(self, ms: float, tokens: int) -> None:
-        """``tokens`` arrived together ``ms`` after the previous ones: each took its share."""
+        """A response with ``tokens`` came ``ms`` after the previous one: one observation of
+        the time per token. One per response, not per token: each observation is a round trip
+        to Triton's process, and under load a response carries several tokens."""
         if tokens > 0:
-            share = max(ms, 0.0) / tokens
             with self.lock:
-                for _ in range(tokens):
-                    self.itl.observe(share)
+                self.itl.observe(max(ms, 0.0) / tokens)
 
 
 class RouterGauges:
@@ -301,27 +301,25 @@ class TextStream:
         """The text of ``tokens`` and how many tokens the response carrying it counts, or None
         where there is no text to send yet: a response with no text would cost the pipeline a
         round trip for nothing (byte-fallback Chinese is three tokens per character), so its
-        tokens are counted in the next one instead (usage adds the counts up)."""
-        text = self.push(tokens, final=final)
+        tokens are counted in the next one instead (usage adds the counts up). Each response
+        with tokens is timed as the client sees it: the first from the request's arrival, the
+        others from the previous response."""
+        text = self.decoder.push(tokens) if tokens else ""
+        if final:
+            text += self.decoder.finish()
         count = self.carried + len(tokens)
         if not text and not final:
             self.carried = count
             return None
         self.carried = 0
-        return text, count
-
-    def push(self, tokens: Sequence[int], *, final: bool = False) -> bytes:
-        if tokens:
+        if count:
             now = time.time_ns()  # arrival times are nanoseconds since the epoch
             if self.last_ns:
-                self.latency.gap((now - self.last_ns) / 1e6, len(tokens))
+                self.latency.gap((now - self.last_ns) / 1e6, count)
             else:
                 self.latency.first((now - self.arrival_ns) / 1e6)
             self.last_ns = now
-        text = self.decoder.push(tokens) if tokens else ""
-        if final:
-            text += self.decoder.finish()
-        return text.encode("utf-8")
+        return text.encode("utf-8"), count
 
 
 class EngineText:
