@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -44,23 +45,33 @@ from typing import Any
 import aiohttp
 
 from chatmodel_operator.api import parse_chatmodel
-from chatmodel_operator.runtime.serve import prepare_local
+from chatmodel_operator.api.spec import StreamIntervalSpec
+from chatmodel_operator.runtime.serve import LocalModel, prepare_local
 from chatmodel_operator.runtime.server import Ports, TritonServer, write_repository
 from chatmodel_operator.runtime.tiny_checkpoint import write_tiny_checkpoint
 from chatmodel_operator.triton import Repository, with_sources
+from chatmodel_operator.triton.repository import (
+    chat_format,
+    default_sources,
+    postprocessing_files,
+    token_ensemble,
+)
 from chatmodel_operator.triton.textproc import TokenTable, token_table_from_tokenizer_json
 
 TOKENS = 240
 TIMEOUT = aiohttp.ClientTimeout(total=60)
 TEXT = "北京是中国的首都,有很多名胜古迹。Triton streams tokens to every client, fast. "
-TARGETS = {"ensemble": 0.12, "tensorrt_llm_bls": 0.55}
 
-# The stand-in engine: the tensorrt_llm contract, tokens emitted as fast as Triton takes them.
+# The stand-in engine: the tensorrt_llm contract, tokens emitted as fast as Triton takes them,
+# with what our Python engines do per response besides generating: the text output (their
+# ensemble has no postprocessing step) and the stream interval, through the same helpers.
 ENGINE = """
 import collections, json, threading, time
+import chatmodel_helpers
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+chatmodel_helpers.speed_up_string_tensors(pb_utils, np)
 IDS = {ids}
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -70,9 +81,19 @@ def _scalar(request, name, default):
     return default if t is None else t.as_numpy().reshape(-1)[0].item()
 
 
+class Job:
+    def __init__(self, sender, n, stream, arrival, text):
+        self.sender, self.n, self.stream, self.arrival, self.text = sender, n, stream, arrival, text
+        self.done, self.pending, self.held_since, self.token_ns, self.gap_ns = 0, [], 0, 0, 0
+
+
 class TritonPythonModel:
     def initialize(self, args):
-        self.batched = json.loads(args["model_config"])["max_batch_size"] > 0
+        config = json.loads(args["model_config"])
+        params = {{k: v["string_value"] for k, v in config.get("parameters", {{}}).items()}}
+        self.batched = config["max_batch_size"] > 0
+        self.text = chatmodel_helpers.EngineText.from_parameters(pb_utils, params)
+        self.interval = chatmodel_helpers.StreamInterval.from_parameters(params)
         self.lock = threading.Condition()
         self.queue = collections.deque()
         self.last = 0
@@ -84,24 +105,33 @@ class TritonPythonModel:
                 self.last = max(time.time_ns(), self.last + 1)
                 n = int(_scalar(r, "request_output_len", 16))
                 stream = bool(_scalar(r, "streaming", False))
-                wanted = set(r.requested_output_names())
-                self.queue.append([r.get_response_sender(), n, 0, stream, self.last, wanted])
+                wanted = r.requested_output_names()
+                # Text instead of ids, as our engines decide it (the ensemble asks for text).
+                text = None
+                if "text_output" in wanted and "output_ids" not in wanted:
+                    text = self.text.stream(self.last)
+                self.queue.append(Job(r.get_response_sender(), n, stream, self.last, text))
             self.lock.notify()
         return None
 
-    def response(self, tokens, arrival, wanted):
-        # Every output, also those the ensemble does not ask for: the bare engine and the
-        # pipelines pay the same engine-side cost.
+    def response(self, job, tokens, final):
+        # The token outputs always, also where the ensemble does not ask for them: the bare
+        # engine and the pipelines pay at least the same engine-side cost.
         ids = np.array([tokens], dtype=np.int32)
         lengths = np.array([len(tokens)], dtype=np.int32)
-        stamp = np.array([arrival], dtype=np.int64)
+        stamp = np.array([job.arrival], dtype=np.int64)
+        prompt = np.array([3], dtype=np.int32)
+        out = [ids, lengths, stamp, prompt]
+        names = ["output_ids", "sequence_length", "arrival_time_ns", "num_input_tokens"]
+        if job.text is not None:  # as our engines do for the ensemble (text only)
+            delta = job.text.delta(tokens, final=final)
+            if delta is None:
+                return None
+            out += [np.array([delta[0]], dtype=np.object_), np.array([delta[1]], dtype=np.int32)]
+            names += ["text_output", "num_output_tokens"]
         if self.batched:
-            ids, lengths, stamp = ids[None], lengths[None], stamp[None]
-        return pb_utils.InferenceResponse([
-            pb_utils.Tensor("output_ids", ids),
-            pb_utils.Tensor("sequence_length", lengths),
-            pb_utils.Tensor("arrival_time_ns", stamp),
-        ])
+            out = [x[None] for x in out]
+        return pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in zip(names, out)])
 
     def loop(self):
         active = []
@@ -112,18 +142,27 @@ class TritonPythonModel:
                 while self.queue:
                     active.append(self.queue.popleft())
             for job in list(active):  # one token per stream per round, like in-flight batching
-                sender, n, done, stream, arrival, wanted = job
-                if not stream:
-                    ids = [IDS[i % len(IDS)] for i in range(n)]
-                    sender.send(self.response(ids, arrival, wanted), flags=FINAL)
+                if not job.stream:
+                    ids = [IDS[i % len(IDS)] for i in range(job.n)]
+                    job.sender.send(self.response(job, ids, True), flags=FINAL)
                     active.remove(job)
                     continue
-                last = done + 1 == n
-                flags = FINAL if last else 0
-                sender.send(self.response([IDS[done % len(IDS)]], arrival, wanted), flags=flags)
-                job[2] = done + 1
-                if last:
+                now = time.monotonic_ns()
+                job.gap_ns, job.token_ns = (now - job.token_ns if job.token_ns else 0), now
+                if not job.pending:
+                    job.held_since = now
+                job.pending.append(IDS[job.done % len(IDS)])
+                job.done += 1
+                if job.done == job.n:
+                    job.sender.send(self.response(job, job.pending, True), flags=FINAL)
                     active.remove(job)
+                elif self.interval.due(
+                    len(job.pending), job.held_since, len(active), now, job.gap_ns
+                ):
+                    response = self.response(job, job.pending, False)
+                    if response is not None:
+                        job.sender.send(response)
+                    job.pending = []
 """
 
 
@@ -159,31 +198,36 @@ class TritonPythonModel:
         ]
 """
 REFERENCE = "ensemble_per_response"
+# Our token ensemble with our postprocessing: what the C++ engine's layout runs.
+POSTPROCESSED = "ensemble_postprocessing"
 
 
-def with_reference(repo: Repository) -> Repository:
-    """``repo`` plus ``ensemble_per_response``: our ensemble wired to the reference
-    postprocessing (``postprocessing_per_response``), everything else shared."""
-    reference_post = "postprocessing_per_response"
-
-    def renamed(path: str, old: str, new: str) -> str:
-        text = repo[PurePosixPath(path)]
-        assert text.count(old) == 1, (path, old)
-        return text.replace(old, new)
-
+def with_token_ensembles(repo: Repository, local: LocalModel) -> Repository:
+    """``repo`` plus two ensembles of token ids into a postprocessing step, the engine and
+    everything else shared: ``ensemble_postprocessing`` (ours, as engine mode renders it) and
+    ``ensemble_per_response`` (the reference: NVIDIA's way of decoding)."""
+    fmt = chat_format(local.model)
+    post = postprocessing_files(local.settings, fmt, str(local.checkpoint), default_sources())
+    ensemble = token_ensemble(local.settings)
     out = dict(repo)
-    out[PurePosixPath(reference_post, "config.pbtxt")] = renamed(
-        "postprocessing/config.pbtxt", 'name: "postprocessing"', f'name: "{reference_post}"'
-    )
-    out[PurePosixPath(reference_post, "1", "model.py")] = PER_RESPONSE_POSTPROCESSING
-    ensemble = renamed("ensemble/config.pbtxt", 'name: "ensemble"', f'name: "{REFERENCE}"')
-    assert ensemble.count('model_name: "postprocessing"') == 1
-    out[PurePosixPath(REFERENCE, "config.pbtxt")] = ensemble.replace(
-        'model_name: "postprocessing"', f'model_name: "{reference_post}"'
-    )
-    for path, text in repo.items():  # the version directory's placeholder
-        if path.parts[:2] == ("ensemble", "1"):
-            out[PurePosixPath(REFERENCE, *path.parts[1:])] = text
+    for name, model, source in (
+        (POSTPROCESSED, "postprocessing", None),
+        (REFERENCE, "postprocessing_per_response", PER_RESPONSE_POSTPROCESSING),
+    ):
+        for path, text in post.items():
+            if path.name == "config.pbtxt":
+                assert text.count('name: "postprocessing"') == 1
+                text = text.replace('name: "postprocessing"', f'name: "{model}"')
+            elif path.name == "model.py" and source is not None:
+                text = source
+            out[PurePosixPath(model, *path.parts[1:])] = text
+        for path, text in ensemble.items():
+            if path.name == "config.pbtxt":
+                assert text.count('model_name: "postprocessing"') == 1
+                text = text.replace('name: "ensemble"', f'name: "{name}"', 1).replace(
+                    'model_name: "postprocessing"', f'model_name: "{model}"'
+                )
+            out[PurePosixPath(name, *path.parts[1:])] = text
     return out
 
 
@@ -280,6 +324,12 @@ class Bench:
         self.expected = expected
         self.replacement_chars = 0  # U+FFFD streamed by the reference
         self.reference_streams = 0
+        # (model, concurrent streams) -> what clients saw: ms from one chunk to the next of a
+        # stream, ms to a stream's first chunk, chunks per stream
+        self.key: tuple[str, int] = ("", 0)
+        self.gaps: dict[tuple[str, int], list[float]] = {}
+        self.first: dict[tuple[str, int], list[float]] = {}
+        self.chunks: dict[tuple[str, int], list[int]] = {}
 
     def body(self, model: str) -> dict[str, Any]:
         if model == "tensorrt_llm":
@@ -295,6 +345,7 @@ class Bench:
         """One stream: its duration and its number of tokens; checks the text."""
         start = time.perf_counter()
         texts: list[str] = []
+        stamps: list[float] = []
         tokens = 0
         url = f"{self.url}/v2/models/{model}/generate_stream"
         async with session.post(url, json=self.body(model)) as resp:
@@ -303,6 +354,7 @@ class Bench:
             # server, so it should cost as little as it can per token.
             buffer = b""
             async for chunk in resp.content.iter_any():
+                now = time.perf_counter()
                 buffer += chunk
                 *events, buffer = buffer.split(b"\n\n")
                 for event in events:
@@ -313,8 +365,11 @@ class Bench:
                     if model == "tensorrt_llm":
                         ids = doc["output_ids"]
                         tokens += len(ids) if isinstance(ids, list) else 1
+                        stamps.append(now)
                     else:
                         texts.append(doc["text_output"])
+                        if doc["text_output"]:
+                            stamps.append(now)
         elapsed = time.perf_counter() - start
         if model == REFERENCE:
             self.reference_streams += 1
@@ -325,13 +380,20 @@ class Bench:
             assert "\ufffd" not in text, "U+FFFD in the stream"
             assert text == self.expected, (text[:80], self.expected[:80])
             tokens = TOKENS
+        if stamps:
+            self.first.setdefault(self.key, []).append((stamps[0] - start) * 1000)
+            gaps = self.gaps.setdefault(self.key, [])
+            gaps.extend((b - a) * 1000 for a, b in itertools.pairwise(stamps))
+            self.chunks.setdefault(self.key, []).append(len(stamps))
         return elapsed, tokens
 
     async def single(self, model: str, requests: int) -> list[float]:
         """Milliseconds per token of ``requests`` streams, one after another."""
         async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+            self.key = ("", 0)
             for _ in range(3):  # warm-up
                 await self.stream(session, model)
+            self.key = (model, 1)
             out = []
             for _ in range(requests):
                 elapsed, tokens = await self.stream(session, model)
@@ -342,7 +404,9 @@ class Bench:
         """Tokens per second with ``streams`` streams in flight, ``rounds`` times over."""
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as session:
+            self.key = ("", 0)
             await asyncio.gather(*(self.stream(session, model) for _ in range(streams)))
+            self.key = (model, streams)
             start = time.perf_counter()
             total = 0
             for _ in range(rounds):
@@ -353,6 +417,15 @@ class Bench:
             return total / (time.perf_counter() - start)
 
 
+def _interval(text: str) -> tuple[int, float, int]:
+    tokens, ms, streams = text.split(",")
+    return int(tokens), float(ms), int(streams)
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     # 120: p50 over 40 streams moved by tens of microseconds from run to run on 2 shared cores.
@@ -360,6 +433,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="rounds per throughput sample")
     parser.add_argument(
         "--repeat", type=int, default=5, help="passes over every route, interleaved"
+    )
+    default = StreamIntervalSpec()
+    parser.add_argument(
+        "--stream-interval",
+        type=_interval,
+        default=(default.max_tokens, default.max_delay_ms, default.min_streams),
+        metavar="TOKENS,MS,STREAMS",
+        help="the engine's stream interval (spec.serving.streamInterval; 1,0,1: every token)",
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-dataplane-"))
@@ -379,10 +460,21 @@ def main() -> int:
             "spec": {"model": {"source": f"file://{ckpt}", "family": "sus-chat"}},
         }
     )
-    local = prepare_local(cm, max_batch_size=64, max_output_length=TOKENS, max_input_length=512)
-    repo = with_reference(with_sources(local.repository, tensorrt_llm=ENGINE.format(ids=cycle)))
+    si_tokens, si_ms, si_streams = args.stream_interval
+    local = prepare_local(
+        cm,
+        max_batch_size=64,
+        max_output_length=TOKENS,
+        max_input_length=512,
+        stream_interval_tokens=si_tokens,
+        stream_interval_ms=si_ms,
+        stream_interval_min_streams=si_streams,
+    )
+    repo = with_token_ensembles(
+        with_sources(local.repository, tensorrt_llm=ENGINE.format(ids=cycle)), local
+    )
     server = TritonServer(write_repository(repo, work / "repo"), Ports.free())
-    routes = ("tensorrt_llm", "ensemble", REFERENCE, "tensorrt_llm_bls")
+    routes = ("tensorrt_llm", "ensemble", POSTPROCESSED, REFERENCE, "tensorrt_llm_bls")
     per_token: dict[str, list[float]] = {m: [] for m in routes}
     samples: dict[tuple[str, int], list[float]] = {(m, n): [] for m in routes for n in (1, 8, 32)}
     # CPU per token at 32 streams, per pass
@@ -405,7 +497,7 @@ def main() -> int:
                     if m != "tensorrt_llm_bls":
                         raise
                     bls_failure = f"BLS at 1 stream failed: {type(exc).__name__} {str(exc)[:120]}"
-            for m, n in ((m, n) for m in routes[:3] for n in (1, 8, 32)):
+            for m, n in ((m, n) for m in routes[:4] for n in (1, 8, 32)):
                 rate, cpu = _throughput(bench, server, m, n, args.rounds)
                 samples[(m, n)].append(rate)
                 if n == 32:
@@ -431,10 +523,11 @@ def main() -> int:
     print(
         f"bench/dataplane.py: {TOKENS}-token streams over HTTP generate_stream, CPU "
         f"({os.cpu_count()} cores, load average {load_before:.1f} before, {load_after:.1f} after; "
-        f"tok/s: median of {args.repeat} passes)"
+        f"tok/s: median of {args.repeat} passes; engine stream interval "
+        f"{si_tokens} tokens / {si_ms:g} ms from {si_streams} streams)"
     )
     print(
-        f"  {'route':18} {'ms/token p50':>12} {'p99':>7} {'added p50':>10} {'added p99':>10}"
+        f"  {'route':22} {'ms/token p50':>12} {'p99':>7} {'added p50':>10} {'added p99':>10}"
         f" {'tok/s @1':>9} {'@8':>7} {'@32':>7}  {'CPU us/tok @32: server':>22} {'client':>6}"
         f" {'cap**':>6}"
     )
@@ -442,6 +535,7 @@ def main() -> int:
     labels = (
         ("tensorrt_llm", "bare engine"),
         ("ensemble", "ensemble"),
+        (POSTPROCESSED, "ensemble+postprocessing"),
         ("tensorrt_llm_bls", "BLS"),
         (REFERENCE, "reference*"),
     )
@@ -456,14 +550,14 @@ def main() -> int:
             else f"{'-':>10} {'-':>10}"
         )
         print(
-            f"  {label:18} {p50:12.3f} {p99:7.3f} {added} "
+            f"  {label:22} {p50:12.3f} {p99:7.3f} {added} "
             f"{rates[(model, 1)]:9.0f} {rates[(model, 8)]:7.0f} {rates[(model, 32)]:7.0f} "
             f"{server_us:24.0f} {client_us:6.0f} {cores * 1e6 / server_us:6.0f}"
         )
     print("  every streamed text of ours equal to its tokens' text, no U+FFFD: yes")
     print(
-        "  * reference: our ensemble with NVIDIA's way of decoding (each response on its own), "
-        f"this machine, this run: {bench.replacement_chars / max(1, bench.reference_streams):.0f}"
+        "  * reference: our token ensemble with NVIDIA's way of decoding (each response on its "
+        f"own), this run: {bench.replacement_chars / max(1, bench.reference_streams):.0f}"
         " U+FFFD per stream"
     )
     print(
@@ -478,36 +572,76 @@ def main() -> int:
         parts = {k for c in cpu_per_token[model] for k in c.server}
         share = {k: _median([c.server.get(k, 0.0) for c in cpu_per_token[model]]) for k in parts}
         shown = sorted(((v, k) for k, v in share.items() if v >= 0.5), reverse=True)
-        print(f"    {label:16} " + ", ".join(f"{k} {v:.0f}" for v, k in shown))
+        print(f"    {label:22} " + ", ".join(f"{k} {v:.0f}" for v, k in shown))
+    print(
+        "  as clients saw it (all passes): ms between a stream's chunks p50/p99 and tokens per "
+        "chunk at 1 and 32 streams; ms to the first chunk p50 at 1 stream"
+    )
+    itl: dict[tuple[str, int], tuple[float, float]] = {}
+    for model, label in labels:
+        cells = []
+        for n in (1, 32):
+            gaps = bench.gaps.get((model, n), [])
+            chunks = bench.chunks.get((model, n), [])
+            itl[(model, n)] = (_median(gaps), _percentile(gaps, 0.99) if gaps else nan)
+            per_chunk = TOKENS * len(chunks) / sum(chunks) if chunks else nan
+            cells.append(
+                f"@{n}: {itl[(model, n)][0]:.3f} / {itl[(model, n)][1]:.3f} ms, "
+                f"{per_chunk:.2f} tok/chunk"
+            )
+        first = _median(bench.first.get((model, 1), []))
+        print(f"    {label:22} " + "; ".join(cells) + f"; first chunk {first:.2f} ms")
     if bls_failure:
         print(f"  {bls_failure}")
+    # The issue's targets, as ratios measured in this run. Paired pass by pass where two
+    # routes are measured back to back, which cancels most of what the machine's load does.
+    vs_ref = sorted(
+        _ratio(e, r)
+        for e, r in zip(samples[("ensemble", 32)], samples[(REFERENCE, 32)], strict=True)
+    )
+    vs_bare = sorted(
+        _ratio(e, r)
+        for e, r in zip(samples[("ensemble", 32)], samples[("tensorrt_llm", 32)], strict=True)
+    )
+    result = {
+        "ensemble_vs_bare_32": _ratio(rates[("ensemble", 32)], rates[("tensorrt_llm", 32)]),
+        "ensemble_vs_nvidia_median": _median(vs_ref),
+        "bls_vs_ensemble_32": _ratio(rates[("tensorrt_llm_bls", 32)], rates[("ensemble", 32)]),
+        "ensemble_added_ms_p50_1": _median(per_token["ensemble"]) - bare50,
+        "fffd": 0,  # ours: asserted on every stream above
+        "postprocessing_vs_bare_32": _ratio(
+            rates[(POSTPROCESSED, 32)], rates[("tensorrt_llm", 32)]
+        ),
+        "itl_ms_p50_32": itl[("ensemble", 32)][0],
+        "itl_ms_p99_32": itl[("ensemble", 32)][1],
+        "itl_ms_p50_32_bare": itl[("tensorrt_llm", 32)][0],
+        "itl_ms_p99_32_bare": itl[("tensorrt_llm", 32)][1],
+        "ttft_ms_p50_1": _median(bench.first.get(("ensemble", 1), [])),
+        "ttft_ms_p50_1_postprocessing": _median(bench.first.get((POSTPROCESSED, 1), [])),
+        "stream_interval": [si_tokens, si_ms, si_streams],
+    }
+    targets = (
+        ("ensemble_vs_bare_32", ">=", 0.9),
+        ("ensemble_vs_nvidia_median", ">=", 1.5),
+        ("bls_vs_ensemble_32", ">=", 0.8),
+        ("ensemble_added_ms_p50_1", "<=", 0.05),
+    )
     ok = True
-    for model, target in TARGETS.items():
-        extra = _median(per_token[model]) - bare50
-        hit = extra <= target
+    for key, op, target in targets:
+        value = result[key]
+        hit = value >= target if op == ">=" else value <= target
         ok &= hit
-        print(
-            f"  target {model}: added p50 {extra:.3f} ms <= {target} ms: "
-            f"{'met' if hit else 'MISSED'}"
-        )
-    hit = rates[("ensemble", 32)] >= 7000
-    ok &= hit
+        print(f"  target {key}: {value:.3f} {op} {target}: {'met' if hit else 'MISSED'}")
     print(
-        f"  target ensemble @32: {rates[('ensemble', 32)]:.0f} tok/s >= 7000: "
-        f"{'met' if hit else 'MISSED'}"
-    )
-    # The same targets read against the reference measured here and now.
-    ours, ref = _median(per_token["ensemble"]) - bare50, _median(per_token[REFERENCE]) - bare50
-    # Paired pass by pass (the two are measured back to back), which cancels most of what the
-    # machine's load does to both.
-    ratios = sorted(
-        e / r for e, r in zip(samples[("ensemble", 32)], samples[(REFERENCE, 32)], strict=True)
+        f"    ensemble / bare @32 per pass: {', '.join(f'{x:.2f}' for x in vs_bare)}; "
+        f"ensemble / reference @32 per pass: {', '.join(f'{x:.2f}' for x in vs_ref)}"
     )
     print(
-        f"  vs reference, added p50: ensemble {ours:.3f} ms, reference {ref:.3f} ms; "
-        f"@32, ensemble / reference per pass: median {_median(ratios):.2f}x "
-        f"(passes {', '.join(f'{x:.2f}' for x in ratios)})"
+        f"  target fffd: 0 (asserted); time to first chunk p50 @1: ensemble "
+        f"{result['ttft_ms_p50_1']:.2f} ms, with postprocessing (as before) "
+        f"{result['ttft_ms_p50_1_postprocessing']:.2f} ms"
     )
+    print(json.dumps(result))
     return 0 if ok else 1
 
 

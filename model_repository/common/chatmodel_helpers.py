@@ -7,6 +7,10 @@ slow tokenizer, such as TeleChat's SentencePiece model with remote code.
 ``speed_up_string_tensors`` replaces the Python backend's serializer of string tensors, which
 walks every element with ``np.nditer``, by one that joins the length-prefixed bytes directly
 (the same bytes): text outputs are made once per streamed token, so this is on the hot path.
+
+The engines' shared parts are here too: ``RouterGauges`` (TensorRT-LLM's gauges for the llm-d
+router), ``StreamInterval`` (fewer, larger responses under load) and ``EngineText`` (the text
+output that lets the Python engines' ensemble skip postprocessing).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import os
 import struct
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -182,9 +187,161 @@ class TokenLatency:
             self.ttft.observe(max(ms, 0.0))
 
     def gap(self, ms: float, tokens: int) -> None:
-        """``tokens`` arrived together ``ms`` after the previous ones: each took its share."""
+        """A response with ``tokens`` came ``ms`` after the previous one: one observation of
+        the time per token. One per response, not per token: each observation is a round trip
+        to Triton's process, and under load a response carries several tokens."""
         if tokens > 0:
-            share = max(ms, 0.0) / tokens
             with self.lock:
-                for _ in range(tokens):
-                    self.itl.observe(share)
+                self.itl.observe(max(ms, 0.0) / tokens)
+
+
+class RouterGauges:
+    """nv_trt_llm_request_metrics{request_type} and nv_trt_llm_kv_cache_block_metrics
+    {kv_cache_block_type}, as the TensorRT-LLM C++ backend exports them: the llm-d router reads
+    them from pods labelled llm-d.ai/engine-type=triton-tensorrt-llm, so our Python engines
+    export them with the same meaning."""
+
+    def __init__(self, pb_utils: Any, *, max_requests: int, model: str = "tensorrt_llm") -> None:
+        gauge = pb_utils.MetricFamily.GAUGE
+        # The families must outlive their metrics, so they are kept here.
+        self.families = (
+            pb_utils.MetricFamily(
+                name="nv_trt_llm_request_metrics", description="TRT LLM request metrics", kind=gauge
+            ),
+            pb_utils.MetricFamily(
+                name="nv_trt_llm_kv_cache_block_metrics",
+                description="TRT LLM KV cache block metrics",
+                kind=gauge,
+            ),
+        )
+        base = {"model": model, "version": "1"}
+        self.requests = {
+            t: self.families[0].Metric(labels={**base, "request_type": t})
+            for t in ("waiting", "scheduled", "active", "max")
+        }
+        self.blocks = {
+            t: self.families[1].Metric(labels={**base, "kv_cache_block_type": t})
+            for t in ("fraction", "tokens_per", "max", "used", "free")
+        }
+        # Each set is a round trip to Triton's process: only changed values are sent.
+        self.values: dict[Any, float] = {}
+        self._set(self.requests["max"], max_requests)
+        self.set_requests(waiting=0, scheduled=0)
+
+    def _set(self, metric: Any, value: float) -> None:
+        if self.values.get(metric) != value:
+            self.values[metric] = value
+            metric.set(value)
+
+    def set_requests(self, *, waiting: int, scheduled: int) -> None:
+        self._set(self.requests["waiting"], waiting)
+        self._set(self.requests["scheduled"], scheduled)
+        self._set(self.requests["active"], scheduled)
+
+    def set_blocks(
+        self, *, used: int, total: int, tokens_per: int, free: int | None = None
+    ) -> None:
+        self._set(self.blocks["tokens_per"], tokens_per)
+        self._set(self.blocks["max"], total)
+        self._set(self.blocks["used"], used)
+        self._set(self.blocks["free"], total - used if free is None else free)
+        self._set(self.blocks["fraction"], used / total if total > 0 else 0.0)
+
+
+class StreamInterval:
+    """When an engine sends a stream's generated tokens: at once while few streams are active,
+    and under load (``min_streams`` or more) once ``max_tokens`` are held or the oldest held
+    token has waited ``max_delay_ms``. Every response costs the pipeline after the engine the
+    same whatever its size (a Python round trip, Triton's ensemble step, an HTTP chunk), so
+    under load fewer, larger responses are what keeps the pipeline from capping the engine;
+    the delay bounds what a reader can see of it. ``max_tokens`` 1 sends every token."""
+
+    __slots__ = ("max_delay_ns", "max_tokens", "min_streams")
+
+    def __init__(self, max_tokens: int, max_delay_ms: float, min_streams: int) -> None:
+        self.max_tokens = max(1, max_tokens)
+        self.max_delay_ns = int(max_delay_ms * 1e6)
+        self.min_streams = max(1, min_streams)
+
+    @classmethod
+    def from_parameters(cls, params: dict[str, str]) -> StreamInterval:
+        """From the engine's config parameters (every token when they are absent)."""
+        return cls(
+            int(params.get("stream_interval_tokens", "1") or 1),
+            float(params.get("stream_interval_ms", "0") or 0),
+            int(params.get("stream_interval_min_streams", "1") or 1),
+        )
+
+    def due(self, held: int, held_since_ns: int, active: int, now_ns: int, gap_ns: int) -> bool:
+        """Whether ``held`` tokens, the oldest held since ``held_since_ns``, go out now, when
+        the stream's next token is expected ``gap_ns`` from now (its last inter-token gap): a
+        token is only held if the next one should come before its delay runs out, so an engine
+        slower than the interval streams every token as it comes."""
+        if held <= 0:
+            return False
+        if self.max_tokens == 1 or active < self.min_streams or held >= self.max_tokens:
+            return True
+        return now_ns + gap_ns - held_since_ns >= self.max_delay_ns
+
+
+class TextStream:
+    """One stream's text as the engine emits it: an incremental decoder (UTF-8 safe, the bytes
+    of an incomplete character held back) and the stream's TTFT and inter-token timing."""
+
+    __slots__ = ("arrival_ns", "carried", "decoder", "last_ns", "latency")
+
+    def __init__(self, decoder: Any, latency: TokenLatency, arrival_ns: int) -> None:
+        self.decoder = decoder
+        self.latency = latency
+        self.arrival_ns = arrival_ns
+        self.last_ns = 0
+        self.carried = 0  # tokens decoded into no text yet, not yet counted in a response
+
+    def delta(self, tokens: Sequence[int], *, final: bool) -> tuple[bytes, int] | None:
+        """The text of ``tokens`` and how many tokens the response carrying it counts, or None
+        where there is no text to send yet: a response with no text would cost the pipeline a
+        round trip for nothing (byte-fallback Chinese is three tokens per character), so its
+        tokens are counted in the next one instead (usage adds the counts up). Each response
+        with tokens is timed as the client sees it: the first from the request's arrival, the
+        others from the previous response."""
+        text = self.decoder.push(tokens) if tokens else ""
+        if final:
+            text += self.decoder.finish()
+        count = self.carried + len(tokens)
+        if not text and not final:
+            self.carried = count
+            return None
+        self.carried = 0
+        if count:
+            now = time.time_ns()  # arrival times are nanoseconds since the epoch
+            if self.last_ns:
+                self.latency.gap((now - self.last_ns) / 1e6, count)
+            else:
+                self.latency.first((now - self.arrival_ns) / 1e6)
+            self.last_ns = now
+        return text.encode("utf-8"), count
+
+
+class EngineText:
+    """The text output of our Python engines (``text_output``), so that their ensemble needs no
+    postprocessing step: one Python round trip per response fewer. Configured by the same
+    parameters as postprocessing; timed as the ensemble's TTFT and inter-token latency, which
+    postprocessing times where it runs."""
+
+    def __init__(self, pb_utils: Any, params: dict[str, str]) -> None:
+        skip = params.get("skip_special_tokens", "true") == "true"
+        special = [int(x) for x in params.get("special_token_ids", "").split(",") if x.strip()]
+        self.tokenizer = load_tokenizer(
+            params["tokenizer_dir"],
+            trust_remote_code=params.get("trust_remote_code") == "true",
+            extra_special_ids=special if skip else (),
+        )
+        self.latency = TokenLatency(pb_utils, "ensemble")
+
+    @classmethod
+    def from_parameters(cls, pb_utils: Any, params: dict[str, str]) -> EngineText | None:
+        """None where the repository asks the engine for token ids only."""
+        return cls(pb_utils, params) if params.get("tokenizer_dir") else None
+
+    def stream(self, arrival_ns: int) -> TextStream:
+        return TextStream(self.tokenizer.decoder(), self.latency, arrival_ns)

@@ -19,7 +19,10 @@ import numpy as np
 import pytest
 import yaml
 
-MODEL = Path(__file__).resolve().parents[2] / "model_repository/llmapi_engine/1/model.py"
+from chatmodel_operator.triton import textproc
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / "model_repository/llmapi_engine/1/model.py"
 FINAL = 1
 
 
@@ -73,6 +76,9 @@ class Request:
 
     def request_id(self) -> str:
         return self._id
+
+    def requested_output_names(self) -> list[str]:
+        return []  # none named: every output
 
     def get_response_sender(self) -> Sender:
         return self.sender
@@ -180,11 +186,16 @@ def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL = FINAL  # type: ignore[attr-defined]
     pb.get_input_tensor_by_name = _get  # type: ignore[attr-defined]
     pb.MetricFamily = MetricFamily  # type: ignore[attr-defined]
+    pb.serialize_byte_tensor = lambda tensor: tensor.tobytes()  # type: ignore[attr-defined]
     trt = types.ModuleType("tensorrt_llm")
     trt.LLM = FakeLLM  # type: ignore[attr-defined]
     trt.SamplingParams = SamplingParams  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
     monkeypatch.setitem(sys.modules, "tensorrt_llm", trt)
+    # The helper modules Triton finds beside the model (see triton.repository._helpers).
+    monkeypatch.setitem(sys.modules, "chatmodel_textproc", textproc)
+    monkeypatch.syspath_prepend(str(ROOT / "model_repository/common"))
+    monkeypatch.delitem(sys.modules, "chatmodel_helpers", raising=False)
     spec = importlib.util.spec_from_file_location("llmapi_engine_model", MODEL)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -312,7 +323,7 @@ def test_a_failure_is_an_error_response(engine: Any) -> None:
 def test_router_gauges_follow_requests_and_go_back_to_zero(engine: Any) -> None:
     """The gauges the llm-d router reads (engine type triton-tensorrt-llm): requests beyond
     max_batch_size wait, the others are scheduled, and all go back to 0 when done."""
-    engine.router.max_batch = 1
+    engine.max_batch = 1
     FakeLLM.instances[-1].delay = 0.05
     requests = [_request(f"g{i}", request_output_len=[8], end_id=[-1]) for i in range(3)]
     engine.execute(requests)
@@ -331,7 +342,7 @@ def test_router_gauges_follow_requests_and_go_back_to_zero(engine: Any) -> None:
     assert gauge("nv_trt_llm_request_metrics", request_type="scheduled") == 0
     # KV blocks come from the LLM's iteration stats, in TensorRT-LLM's own field names.
     stats = {"kvCacheStats": {"maxNumBlocks": 200, "usedNumBlocks": 50, "tokensPerBlock": 32}}
-    engine.router.set_blocks(stats)
+    engine._set_blocks(stats)
     assert gauge("nv_trt_llm_kv_cache_block_metrics", kv_cache_block_type="fraction") == 0.25
     assert gauge("nv_trt_llm_kv_cache_block_metrics", kv_cache_block_type="tokens_per") == 32
     assert gauge("nv_trt_llm_kv_cache_block_metrics", kv_cache_block_type="max") == 200

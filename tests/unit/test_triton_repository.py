@@ -165,16 +165,14 @@ def test_client_models_return_the_counts_the_openai_frontend_reads(route: str) -
             continue
         assert [outputs[n].data_type in counted for n in COUNTS] == [True, True], (route, model)
     if route in ("python", "tensorrt-llm/llmapi"):
+        # Our Python engines decode: the ensemble takes the text and both counts from the
+        # engine, with no postprocessing step between.
         steps = configs["ensemble"].ensemble_scheduling.step
-        engine = next(s for s in steps if s.model_name == "tensorrt_llm")
-        post = next(s for s in steps if s.model_name == "postprocessing")
-        # The prompt's count is the engine's, passed on by postprocessing with the answer's.
-        assert engine.output_map["num_input_tokens"] == post.input_map["ENGINE_NUM_INPUT_TOKENS"]
-        assert dict(post.output_map) == {
-            "OUTPUT": "text_output",
-            "NUM_INPUT_TOKENS": "num_input_tokens",
-            "NUM_OUTPUT_TOKENS": "num_output_tokens",
-        }
+        assert [s.model_name for s in steps] == ["preprocessing", "tensorrt_llm"]
+        assert dict(steps[1].output_map) == {n: n for n in ["text_output", *COUNTS]}
+        engine_outputs = {t.name for t in configs["tensorrt_llm"].output}
+        assert {"text_output", *COUNTS} <= engine_outputs
+        assert "postprocessing" not in configs
 
 
 def test_engine_mode_sets_every_parameter_the_backend_would_default() -> None:

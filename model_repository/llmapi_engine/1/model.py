@@ -1,5 +1,7 @@
 """tensorrt_llm (llmapi mode): TensorRT-LLM's LLM API (PyTorch backend) behind the tensor
-contract of the C++ backend, so that our ensemble, BLS and UTF-8-safe postprocessing serve it.
+contract of the C++ backend, so that our BLS serves it; asked for ``text_output`` instead of
+ids (the ensemble does), it decodes as postprocessing would, so its ensemble needs no
+postprocessing step.
 
 ``model.yaml`` holds the ``LLM()`` arguments, as in NVIDIA's llmapi model; its
 ``triton_config`` section is ours to read. The LLM runs its own in-flight batching; this model
@@ -17,15 +19,28 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import threading
 import time
 from typing import Any
 
+import chatmodel_helpers
 import numpy as np
 import triton_python_backend_utils as pb_utils
 import yaml
 
+chatmodel_helpers.speed_up_string_tensors(pb_utils, np)
+
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+CANCEL_CHECK_NS = 20_000_000
+OUTPUTS = (
+    "output_ids",
+    "sequence_length",
+    "arrival_time_ns",
+    "num_input_tokens",
+    "text_output",
+    "num_output_tokens",
+)
 
 
 def _scalar(request: Any, name: str, default: Any) -> Any:
@@ -52,56 +67,6 @@ def _word_list(request: Any, name: str) -> list[list[int]]:
     return out
 
 
-class _RouterGauges:
-    """nv_trt_llm_request_metrics{request_type} and nv_trt_llm_kv_cache_block_metrics
-    {kv_cache_block_type}, as the TensorRT-LLM C++ backend exports them, for the llm-d router
-    (pods labelled llm-d.ai/engine-type=triton-tensorrt-llm). Requests are counted here: the
-    LLM runs at most max_batch_size at once and queues the rest. The KV blocks come from the
-    LLM's iteration stats (kvCacheStats) where it produces them."""
-
-    def __init__(self, max_batch: int) -> None:
-        gauge = pb_utils.MetricFamily.GAUGE
-        self.families = (
-            pb_utils.MetricFamily(
-                name="nv_trt_llm_request_metrics", description="TRT LLM request metrics", kind=gauge
-            ),
-            pb_utils.MetricFamily(
-                name="nv_trt_llm_kv_cache_block_metrics",
-                description="TRT LLM KV cache block metrics",
-                kind=gauge,
-            ),
-        )
-        base = {"model": "tensorrt_llm", "version": "1"}
-        self.requests = {
-            t: self.families[0].Metric(labels={**base, "request_type": t})
-            for t in ("waiting", "scheduled", "active", "max")
-        }
-        self.blocks = {
-            t: self.families[1].Metric(labels={**base, "kv_cache_block_type": t})
-            for t in ("fraction", "tokens_per", "max", "used", "free")
-        }
-        self.max_batch = max_batch
-        self.requests["max"].set(max_batch)
-        self.set_requests(0)
-
-    def set_requests(self, in_flight: int) -> None:
-        scheduled = min(in_flight, self.max_batch)
-        self.requests["waiting"].set(in_flight - scheduled)
-        self.requests["scheduled"].set(scheduled)
-        self.requests["active"].set(scheduled)
-
-    def set_blocks(self, stats: dict[str, Any]) -> None:
-        kv = stats.get("kvCacheStats") or {}
-        total, used = int(kv.get("maxNumBlocks") or 0), int(kv.get("usedNumBlocks") or 0)
-        if total <= 0:
-            return
-        self.blocks["max"].set(total)
-        self.blocks["used"].set(used)
-        self.blocks["free"].set(int(kv.get("freeNumBlocks") or total - used))
-        self.blocks["tokens_per"].set(int(kv.get("tokensPerBlock") or 0))
-        self.blocks["fraction"].set(used / total)
-
-
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         from tensorrt_llm import LLM
@@ -120,10 +85,22 @@ class TritonPythonModel:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="llmapi", daemon=True)
         self.thread.start()
+        # Responses are sent from a thread of their own: send() waits for Triton's process to
+        # take the response, which on the loop's thread would hold up every other stream (the
+        # remedy of Triton's vLLM backend, vllm_backend PR #46). One thread: each stream's
+        # responses stay in order.
+        self.outbox: queue.SimpleQueue[tuple[Any, Any, int] | None] = queue.SimpleQueue()
+        self.sending = threading.Thread(target=self._send_loop, name="send", daemon=True)
+        self.sending.start()
         self.running: dict[str, Any] = {}
         self.last_arrival = 0
         self.in_flight = 0
-        self.router = _RouterGauges(int(kwargs.get("max_batch_size") or 2048))
+        # Requests are counted here for the llm-d router's gauges: the LLM runs at most
+        # max_batch_size at once and queues the rest.
+        self.max_batch = int(kwargs.get("max_batch_size") or 2048)
+        self.router = chatmodel_helpers.RouterGauges(pb_utils, max_requests=self.max_batch)
+        self.text = chatmodel_helpers.EngineText.from_parameters(pb_utils, params)
+        self.interval = chatmodel_helpers.StreamInterval.from_parameters(params)
         asyncio.run_coroutine_threadsafe(self._poll_stats(), self.loop)
 
     async def _poll_stats(self) -> None:
@@ -132,14 +109,43 @@ class TritonPythonModel:
         while get_stats is not None:
             try:
                 async for stats in get_stats(timeout=2):
-                    self.router.set_blocks(stats if isinstance(stats, dict) else {})
+                    self._set_blocks(stats if isinstance(stats, dict) else {})
             except Exception:  # stats off or not in this release: the request gauges remain
                 return
             await asyncio.sleep(0.5)
 
+    def _set_blocks(self, stats: dict[str, Any]) -> None:
+        """The KV blocks from the LLM's iteration stats (kvCacheStats), where it has them."""
+        kv = stats.get("kvCacheStats") or {}
+        total, used = int(kv.get("maxNumBlocks") or 0), int(kv.get("usedNumBlocks") or 0)
+        if total > 0:
+            self.router.set_blocks(
+                used=used,
+                total=total,
+                tokens_per=int(kv.get("tokensPerBlock") or 0),
+                free=int(kv.get("freeNumBlocks") or total - used),
+            )
+
+    def _set_requests(self) -> None:
+        scheduled = min(self.in_flight, self.max_batch)
+        self.router.set_requests(waiting=self.in_flight - scheduled, scheduled=scheduled)
+
+    def _send_loop(self) -> None:
+        while (item := self.outbox.get()) is not None:
+            sender, response, flags = item
+            try:
+                sender.send(response, flags=flags)
+            except Exception:  # the client may be gone; the other streams go on
+                pass
+
+    def _send(self, sender: Any, response: Any = None, flags: int = 0) -> None:
+        self.outbox.put((sender, response, flags))
+
     def finalize(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
+        self.outbox.put(None)
+        self.sending.join(timeout=10)
         self.llm.shutdown()
 
     def execute(self, requests: list[Any]) -> None:
@@ -154,23 +160,38 @@ class TritonPythonModel:
             asyncio.run_coroutine_threadsafe(self._serve(request, sender), self.loop)
         return None
 
-    def _response(self, tokens: list[int], arrival: int, prompt_tokens: int) -> Any:
-        ids = np.array([tokens], dtype=np.int32)
-        lengths = np.array([len(tokens)], dtype=np.int32)
-        stamp = np.array([arrival], dtype=np.int64)
-        # The prompt as the LLM API was given it: what usage.prompt_tokens reports.
-        counted = np.array([prompt_tokens], dtype=np.int32)
-        if self.batched:
-            ids, lengths, stamp = ids[np.newaxis], lengths[np.newaxis], stamp[np.newaxis]
-            counted = counted[np.newaxis]
-        return pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor("output_ids", ids),
-                pb_utils.Tensor("sequence_length", lengths),
-                pb_utils.Tensor("arrival_time_ns", stamp),
-                pb_utils.Tensor("num_input_tokens", counted),
-            ]
-        )
+    def _response(
+        self,
+        tokens: list[int],
+        arrival: int,
+        prompt_tokens: int,
+        wanted: set[str],
+        text: Any = None,
+        final: bool = False,
+    ) -> Any | None:
+        """The response with ``tokens``; None where only text is asked for and there is none
+        yet (see TextStream.delta)."""
+        values: dict[str, tuple[list[Any], Any]] = {
+            "output_ids": ([tokens], np.int32),  # [beam, tokens]
+            "sequence_length": ([len(tokens)], np.int32),
+            "arrival_time_ns": ([arrival], np.int64),
+            # The prompt as the LLM API was given it: what usage.prompt_tokens reports.
+            "num_input_tokens": ([prompt_tokens], np.int32),
+            # This response's tokens, which Triton's OpenAI frontend adds up.
+            "num_output_tokens": ([len(tokens)], np.int32),
+        }
+        if text is not None:
+            delta = text.delta(tokens, final=final)
+            if delta is None:
+                return None
+            values["text_output"] = ([delta[0]], np.object_)
+            values["num_output_tokens"] = ([delta[1]], np.int32)
+        out = []
+        for name, (data, dtype) in values.items():
+            if name in wanted:
+                array = np.array([data] if self.batched else data, dtype=dtype)
+                out.append(pb_utils.Tensor(name, array))
+        return pb_utils.InferenceResponse(output_tensors=out)
 
     async def _serve(self, request: Any, sender: Any) -> None:
         from tensorrt_llm import SamplingParams
@@ -178,7 +199,7 @@ class TritonPythonModel:
         # Unique per request: postprocessing keys its per-stream decoder state by it.
         self.last_arrival = arrival = max(time.time_ns(), self.last_arrival + 1)
         self.in_flight += 1  # only the loop's thread changes it
-        self.router.set_requests(self.in_flight)
+        self._set_requests()
         try:
             ids = pb_utils.get_input_tensor_by_name(request, "input_ids").as_numpy().reshape(-1)
             prompt = [int(i) for i in ids[: int(_scalar(request, "input_lengths", len(ids)))]]
@@ -205,37 +226,60 @@ class TritonPythonModel:
                 detokenize=False,
             )
             long_stops = [w for w in stops if len(w) > 1]
+            wanted = set(request.requested_output_names()) or set(OUTPUTS)
+            # Text instead of ids (the ensemble's request): a request for every output (Triton
+            # asks for all when its client names none) gets the ids alone.
+            if "output_ids" in wanted:
+                wanted -= {"text_output"}
+            text = None
+            if "text_output" in wanted:
+                if self.text is None:
+                    raise ValueError("text_output needs the engine's tokenizer_dir parameter")
+                text = self.text.stream(arrival)
+
+            def response(new: list[int], final: bool = False) -> Any:
+                return self._response(new, arrival, len(prompt), wanted, text, final)
+
             gen = self.llm.generate_async(prompt, sampling_params=sampling, streaming=streaming)
             rid = request.request_id()
             if rid:
                 self.running[rid] = gen
             sent = 0
             tokens: list[int] = []
+            held_since = last = gap = checked = 0
             async for out in gen:
                 tokens = list(out.outputs[0].token_ids)
+                now = time.monotonic_ns()
+                gap, last = (now - last if last else 0), now
+                if len(tokens) > sent and not held_since:
+                    held_since = now
                 hit = any(tokens[-len(w) :] == w for w in long_stops)
-                if sender.is_cancelled() or hit:
+                # is_cancelled() is a round trip to Triton's process: not every step.
+                gone = False
+                if now - checked >= CANCEL_CHECK_NS:
+                    checked, gone = now, sender.is_cancelled()
+                if gone or hit:
                     gen.abort()
-                if streaming and len(tokens) > sent and not out.finished and not hit:
+                due = self.interval.due(len(tokens) - sent, held_since, self.in_flight, now, gap)
+                if streaming and due and not out.finished and not hit:
                     new = tokens[sent:] if exclude or sent else prompt + tokens
-                    sender.send(self._response(new, arrival, len(prompt)))
-                    sent = len(tokens)
+                    one = response(new)
+                    if one is not None:
+                        self._send(sender, one)
+                    sent, held_since = len(tokens), 0
                 if hit:
                     break
             if streaming:
                 rest = tokens[sent:] if exclude or sent else prompt + tokens
-                sender.send(
-                    self._response(rest, arrival, len(prompt)) if rest else None, flags=FINAL
-                )
+                # Text still held back (an incomplete character at the end) goes out too.
+                last_one = rest or text is not None
+                self._send(sender, response(rest, final=True) if last_one else None, FINAL)
             else:
-                sender.send(
-                    self._response(tokens if exclude else prompt + tokens, arrival, len(prompt)),
-                    flags=FINAL,
-                )
+                self._send(sender, response(tokens if exclude else prompt + tokens, True), FINAL)
         except Exception as exc:
             error = pb_utils.TritonError(f"tensorrt_llm (llmapi): {type(exc).__name__}: {exc}")
-            sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
+            self._send(sender, pb_utils.InferenceResponse(error=error), FINAL)
         finally:
             self.running.pop(request.request_id(), None)
             self.in_flight -= 1
-            self.router.set_requests(self.in_flight)
+            self._set_requests()

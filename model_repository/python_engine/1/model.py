@@ -4,8 +4,11 @@ It takes what the C++ ``tensorrtllm`` backend takes (``input_ids``, ``input_leng
 ``request_output_len``, ``end_id``, ``pad_id``, ``stop_words_list``, ``bad_words_list``,
 ``temperature``, ``runtime_top_k``, ``runtime_top_p``, penalties, ``seed``, ``streaming``,
 ``stop``) and returns what it returns (``output_ids`` ``[beam, tokens]``, ``sequence_length``),
-decoupled: one response per generated token when streaming, one response otherwise. So the
-ensemble and the BLS run unchanged over it, on CPU or GPU.
+decoupled: one response per generated token when streaming (under load, up to the stream
+interval's tokens per response), one response otherwise. So the BLS runs unchanged over it, on
+CPU or GPU. Asked for ``text_output`` instead of ``output_ids`` (the ensemble does), it decodes
+as postprocessing would, so its ensemble has no postprocessing step: one Python round trip per
+response fewer, and no response at all for tokens that complete no character yet.
 
 Scheduling: requests wait in a queue for one of ``max_slots`` slots; a scheduler thread
 prefills new sequences and then advances every active sequence by one token per round (each
@@ -28,8 +31,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import chatmodel_helpers
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+chatmodel_helpers.speed_up_string_tensors(pb_utils, np)
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 CANCEL_CHECK_S = 0.02
@@ -38,6 +44,8 @@ OUTPUTS = (
     "sequence_length",
     "arrival_time_ns",
     "num_input_tokens",
+    "text_output",
+    "num_output_tokens",
 )  # is_cancelled() is a round trip to the server; not every token
 
 
@@ -135,55 +143,15 @@ class _Job:
     cancelled: bool = False
     checked: float = field(default_factory=time.monotonic)
     sent: bool = False
+    text: Any = None  # a TextStream where text_output is asked for
+    held_since: int = 0  # time.monotonic_ns() of the oldest token in pending
+    token_ns: int = 0  # time.monotonic_ns() of the last token
+    gap_ns: int = 0  # between the last two tokens
 
 
-# The llm-d router reads TensorRT-LLM's own gauges from pods labelled
-# llm-d.ai/engine-type=triton-tensorrt-llm; this engine exports them with the same meaning.
-# Its KV cache is counted in blocks of this many tokens: max_slots sequences of at most
-# max_sequence_length tokens.
+# The llm-d router reads TensorRT-LLM's KV cache gauges; this engine counts its cache in blocks of
+# this many tokens: max_slots sequences of at most max_sequence_length tokens.
 TOKENS_PER_BLOCK = 64
-
-
-class _RouterGauges:
-    """nv_trt_llm_request_metrics{request_type} and nv_trt_llm_kv_cache_block_metrics
-    {kv_cache_block_type}, as the TensorRT-LLM C++ backend exports them."""
-
-    def __init__(self, *, max_slots: int, max_seq: int) -> None:
-        gauge = pb_utils.MetricFamily.GAUGE
-        # The families must outlive their metrics, so they are kept here.
-        self.families = (
-            pb_utils.MetricFamily(
-                name="nv_trt_llm_request_metrics", description="TRT LLM request metrics", kind=gauge
-            ),
-            pb_utils.MetricFamily(
-                name="nv_trt_llm_kv_cache_block_metrics",
-                description="TRT LLM KV cache block metrics",
-                kind=gauge,
-            ),
-        )
-        base = {"model": "tensorrt_llm", "version": "1"}
-        self.requests = {
-            t: self.families[0].Metric(labels={**base, "request_type": t})
-            for t in ("waiting", "scheduled", "active", "max")
-        }
-        self.blocks = {
-            t: self.families[1].Metric(labels={**base, "kv_cache_block_type": t})
-            for t in ("fraction", "tokens_per", "max", "used", "free")
-        }
-        self.max_blocks = max_slots * -(-max_seq // TOKENS_PER_BLOCK)
-        self.requests["max"].set(max_slots)
-        self.blocks["tokens_per"].set(TOKENS_PER_BLOCK)
-        self.blocks["max"].set(self.max_blocks)
-        self.set(waiting=0, active=[])
-
-    def set(self, *, waiting: int, active: list[_Job]) -> None:
-        used = sum(-(-(len(j.prompt) + len(j.out)) // TOKENS_PER_BLOCK) for j in active)
-        self.requests["waiting"].set(waiting)
-        self.requests["scheduled"].set(len(active))
-        self.requests["active"].set(len(active))
-        self.blocks["used"].set(used)
-        self.blocks["free"].set(self.max_blocks - used)
-        self.blocks["fraction"].set(used / self.max_blocks if self.max_blocks else 0.0)
 
 
 def _scalar(request: Any, name: str, default: Any) -> Any:
@@ -246,6 +214,8 @@ class TritonPythonModel:
         self.by_id: dict[str, _Job] = {}
         self.last_arrival = 0
         self.running = True
+        self.text = chatmodel_helpers.EngineText.from_parameters(pb_utils, params)
+        self.interval = chatmodel_helpers.StreamInterval.from_parameters(params)
         self._metrics()
         self.thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self.thread.start()
@@ -287,7 +257,15 @@ class TritonPythonModel:
         self.m_cancelled = self.families["chatmodel_engine_cancelled_requests_total"].Metric(
             labels=labels
         )
-        self.router = _RouterGauges(max_slots=self.max_slots, max_seq=self.max_seq)
+        self.router = chatmodel_helpers.RouterGauges(pb_utils, max_requests=self.max_slots)
+        self.max_blocks = self.max_slots * -(-self.max_seq // TOKENS_PER_BLOCK)
+        self._set_router()
+
+    def _set_router(self) -> None:
+        active = list(self.active)
+        used = sum(-(-(len(j.prompt) + len(j.out)) // TOKENS_PER_BLOCK) for j in active)
+        self.router.set_requests(waiting=len(self.waiting), scheduled=len(active))
+        self.router.set_blocks(used=used, total=self.max_blocks, tokens_per=TOKENS_PER_BLOCK)
 
     def finalize(self) -> None:
         with self.lock:
@@ -315,7 +293,7 @@ class TritonPythonModel:
                 if job.request_id:
                     self.by_id[job.request_id] = job
                 self.m_waiting.set(len(self.waiting))
-                self.router.set(waiting=len(self.waiting), active=list(self.active))
+                self._set_router()
                 self.lock.notify()
         return None
 
@@ -342,10 +320,18 @@ class TritonPythonModel:
             )
         if int(_scalar(request, "beam_width", 1)) != 1:
             raise ValueError("beam_width other than 1 is not supported by the Python engine")
+        wanted = set(request.requested_output_names()) or set(OUTPUTS)
+        # Text instead of ids (the ensemble's request): a request for every output (Triton
+        # asks for all when its client names none) gets the ids alone, without paying for text.
+        if "output_ids" in wanted:
+            wanted -= {"text_output"}
+        elif "text_output" in wanted and self.text is None:
+            raise ValueError("text_output needs the engine's tokenizer_dir parameter")
         seed = _scalar(request, "seed", None)
         generator = None
         if seed is not None:
             generator = self.torch.Generator(device=self.device).manual_seed(int(seed))
+        arrival = self._arrival()
         return _Job(
             request=request,
             sender=sender,
@@ -365,8 +351,9 @@ class TritonPythonModel:
             streaming=bool(_scalar(request, "streaming", False)),
             exclude_input=bool(_scalar(request, "exclude_input_in_output", self.exclude_default)),
             generator=generator,
-            arrival=self._arrival(),
-            wanted=set(request.requested_output_names()) or set(OUTPUTS),
+            arrival=arrival,
+            wanted=wanted,
+            text=self.text.stream(arrival) if self.text and "text_output" in wanted else None,
         )
 
     def _arrival(self) -> int:
@@ -398,7 +385,7 @@ class TritonPythonModel:
                         self._advance(job, prefill=False)
                 self.m_active.set(len(self.active))
                 with self.lock:
-                    self.router.set(waiting=len(self.waiting), active=list(self.active))
+                    self._set_router()
 
     def _advance(self, job: _Job, *, prefill: bool) -> None:
         try:
@@ -469,6 +456,10 @@ class TritonPythonModel:
             self._finish(job)
             return
         job.out.append(token)
+        now = time.monotonic_ns()
+        job.gap_ns, job.token_ns = (now - job.token_ns if job.token_ns else 0), now
+        if not job.pending:
+            job.held_since = now
         job.pending.append(token)
         job.counts[token] = job.counts.get(token, 0) + 1
         job.last = token
@@ -476,8 +467,12 @@ class TritonPythonModel:
         done = done or any(job.out[-len(w) :] == w for w in job.stops if w)
         if done:
             self._finish(job)
-        elif job.streaming:
-            job.sender.send(self._response(job, self._drain(job)))
+        elif job.streaming and self.interval.due(
+            len(job.pending), job.held_since, len(self.active), now, job.gap_ns
+        ):
+            response = self._response(job, self._drain(job))
+            if response is not None:
+                job.sender.send(response)
 
     def _drain(self, job: _Job) -> list[int]:
         """Tokens not yet sent; the prompt goes first unless excluded (TensorRT-LLM's rule)."""
@@ -485,16 +480,27 @@ class TritonPythonModel:
         job.pending, job.sent = [], True
         return tokens
 
-    def _response(self, job: _Job, tokens: list[int]) -> Any:
+    def _response(self, job: _Job, tokens: list[int], *, final: bool = False) -> Any | None:
+        """The response with ``tokens``; None where only text is asked for and there is none
+        yet (see TextStream.delta)."""
         # Only the outputs asked for (the ensemble does not take sequence_length): each tensor
-        # is copied once per streamed token.
-        values = {
+        # is copied once per streamed response.
+        values: dict[str, tuple[list[Any], Any]] = {
             "output_ids": ([tokens], np.int32),  # [beam, tokens]
             "sequence_length": ([len(tokens)], np.int32),
             "arrival_time_ns": ([job.arrival], np.int64),
             # The prompt as this engine counts it: what usage.prompt_tokens reports.
             "num_input_tokens": ([len(job.prompt)], np.int32),
+            # This response's tokens (not a running total): what Triton's OpenAI frontend adds
+            # up for usage.completion_tokens.
+            "num_output_tokens": ([len(tokens)], np.int32),
         }
+        if job.text is not None:
+            delta = job.text.delta(tokens, final=final)
+            if delta is None:
+                return None
+            values["text_output"] = ([delta[0]], np.object_)
+            values["num_output_tokens"] = ([delta[1]], np.int32)
         out = []
         for name in OUTPUTS:
             if name in job.wanted:
@@ -509,10 +515,14 @@ class TritonPythonModel:
                 job.sender.send(flags=FINAL)
             elif job.streaming:
                 tokens = self._drain(job)
-                job.sender.send(self._response(job, tokens) if tokens else None, flags=FINAL)
+                # Text still held back (an incomplete character at the end) goes out too.
+                last = tokens or job.text is not None
+                job.sender.send(
+                    self._response(job, tokens, final=True) if last else None, flags=FINAL
+                )
             else:
                 # One response with every token, even none (the client asked for one answer).
-                job.sender.send(self._response(job, self._drain(job)), flags=FINAL)
+                job.sender.send(self._response(job, self._drain(job), final=True), flags=FINAL)
         except Exception:  # the client may be gone; the slot is freed all the same
             pass
         finally:

@@ -264,17 +264,18 @@ class TritonPythonModel:
             if self.batched:
                 tokens, lengths = tokens[0], lengths[0]
             counted += int(lengths[0])
-            clock.tokens(int(lengths[0]))
             text = decoder.push(tokens[0, : int(lengths[0])].tolist())
             if not text:
                 continue
             if stream:
+                clock.tokens(counted)  # timed per response, as the client gets them
                 sender.send(self._text(text, prompt_tokens, counted))
                 counted = 0
             else:
                 parts.append(text)
         parts.append(decoder.finish())
         tail = "".join(parts)
+        clock.tokens(counted)
         if stream and not tail and not counted:
             sender.send(None, flags=FINAL)
         else:  # also the count of tokens whose text was held back or empty
@@ -310,16 +311,17 @@ class TritonPythonModel:
                     prompt_tokens = value
                 else:
                     counted += value
-                    clock.tokens(value)
             out = pb_utils.get_output_tensor_by_name(response, "text_output")
             if out is None:
                 continue
             text = "".join(v.decode("utf-8") for v in out.as_numpy().reshape(-1))
             if stream and text:
+                clock.tokens(counted)  # timed per response, as the client gets them
                 sender.send(self._text(text, prompt_tokens, counted))
                 counted = 0
             elif text:
                 parts.append(text)
+        clock.tokens(counted)
         if stream and not counted:
             sender.send(None, flags=FINAL)
         else:

@@ -229,6 +229,23 @@ class NetworkPolicySpec(_Model):
         return value
 
 
+class StreamIntervalSpec(_Model):
+    """How our Python engines (python and tensorrt-llm llmapi modes) stream under load: every
+    token while fewer than minStreams streams are active; from then on at most maxTokens tokens
+    per response, none held longer than maxDelayMs (a token is held only while the next one is
+    expected within that time, so a slower engine still streams every token as it comes). Each
+    response costs the serving pipeline about the same whatever its size, so this is what keeps
+    it from capping a fast engine. The C++ engine (engine mode) and vLLM send every step.
+    """
+
+    max_tokens: int = Field(default=4, ge=1, le=64)
+    """Most tokens in one streamed response under load (1: every token on its own)."""
+    max_delay_ms: float = Field(default=50.0, ge=0.0, le=1000.0)
+    """Longest a generated token waits for the others of its response, in milliseconds."""
+    min_streams: int = Field(default=16, ge=1, le=100000)
+    """Active streams from which responses are combined."""
+
+
 class ServingSpec(_Model):
     """The serving Deployment and its Service."""
 
@@ -236,6 +253,8 @@ class ServingSpec(_Model):
     """Replicas when autoscaling is off (the scale subresource writes here)."""
     streaming: bool = True
     """Decoupled models so that generate_stream streams tokens."""
+    stream_interval: StreamIntervalSpec = StreamIntervalSpec()
+    """Tokens per streamed response when many streams are active (Python engines)."""
     http_port: int = Field(default=8000, ge=1, le=65535)
     """Triton HTTP port (KServe v2 and generate endpoints)."""
     grpc_port: int = Field(default=8001, ge=1, le=65535)

@@ -39,6 +39,7 @@ from chatmodel_operator.triton.repository import (
     chat_format,
     default_sources,
     python_layout,
+    stream_interval_settings,
 )
 
 DEFAULT_LOCAL_BATCH = 16
@@ -85,6 +86,7 @@ def local_settings(cm: ChatModel, model: ModelInfo, max_batch_size: int) -> Sett
         dtype=e.dtype,
         trust_remote_code=cm.spec.model.trust_remote_code,
         engine_key="local",
+        **stream_interval_settings(cm.spec),
     )
 
 

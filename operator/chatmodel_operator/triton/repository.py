@@ -137,6 +137,11 @@ class Settings:
     kv_cache_dtype: str = "auto"
     cuda_graph_batch_sizes: tuple[int, ...] = ()  # llmapi: CUDA graphs for these decode batches
     chunked_prefill: bool = False  # llmapi: prefill long prompts in max_num_tokens chunks
+    # Our Python engines under load: at most this many tokens per streamed response, held at
+    # most this long, from this many active streams on (spec.serving.streamInterval).
+    stream_interval_tokens: int = 1
+    stream_interval_ms: float = 0.0
+    stream_interval_min_streams: int = 1
 
     @classmethod
     def from_plan(cls, spec: ChatModelSpec, plan: Plan) -> Settings:
@@ -159,7 +164,18 @@ class Settings:
             kv_cache_dtype=plan.kv_cache_dtype,
             cuda_graph_batch_sizes=plan.cuda_graph_batch_sizes,
             chunked_prefill=plan.chunked_prefill,
+            **stream_interval_settings(spec),
         )
+
+
+def stream_interval_settings(spec: ChatModelSpec) -> dict[str, Any]:
+    """The Settings fields of ``spec.serving.streamInterval``."""
+    si = spec.serving.stream_interval
+    return {
+        "stream_interval_tokens": si.max_tokens,
+        "stream_interval_ms": si.max_delay_ms,
+        "stream_interval_min_streams": si.min_streams,
+    }
 
 
 @functools.cache
@@ -349,6 +365,52 @@ def _token_steps(usage: bool) -> Rendered:
     )
 
 
+@functools.cache
+def _text_engine_steps() -> Rendered:
+    """preprocessing -> tensorrt_llm for our Python engines, which return the text themselves:
+    no postprocessing step, so no Python round trip per streamed response besides the
+    engine's own."""
+    pre_out = {name.name: f"_{name.name}" for name in t.PRE_TOKEN_OUTPUTS}
+    engine_in = {eng: f"_{pre}" for pre, eng in t.PRE_TO_ENGINE.items()}
+    engine_in.update({eng: cli for cli, eng in t.CLIENT_TO_ENGINE.items()})
+    engine_out = {x.name: x.name for x in t.CLIENT_OUTPUTS + t.USAGE_OUTPUTS}
+    return rendered_field(
+        "ensemble_scheduling",
+        {
+            "step": [
+                {
+                    "model_name": "preprocessing",
+                    "model_version": -1,
+                    "input_map": _maps({pre: cli for cli, pre in t.CLIENT_TO_PRE.items()}),
+                    "output_map": _maps(pre_out),
+                },
+                {
+                    "model_name": ENGINE_MODEL,
+                    "model_version": -1,
+                    "input_map": _maps(engine_in),
+                    "output_map": _maps(engine_out),
+                },
+            ]
+        },
+    )
+
+
+def text_engine_ensemble(s: Settings) -> Repository:
+    """preprocessing -> tensorrt_llm, for our Python engines that return text."""
+    config = {
+        "name": "ensemble",
+        "platform": "ensemble",
+        "max_batch_size": s.max_batch_size,
+        "input": _io("input", t.CLIENT_INPUTS),
+        "output": _io("output", t.CLIENT_OUTPUTS + t.USAGE_OUTPUTS),
+        "ensemble_scheduling": _text_engine_steps(),
+    }
+    return {
+        _path("ensemble/config.pbtxt"): dumps(config, _header("ensemble", s)),
+        _path("ensemble/1", VERSION_PLACEHOLDER): PLACEHOLDER_TEXT,
+    }
+
+
 def token_ensemble(s: Settings, *, usage: bool = True) -> Repository:
     """preprocessing -> tensorrt_llm -> postprocessing, for engines that take token ids."""
     config = {
@@ -371,6 +433,15 @@ def _token_pipeline(
     files = token_ensemble(s, usage=usage)
     files.update(preprocessing_files(s, fmt, tokenizer_dir, src))
     files.update(postprocessing_files(s, fmt, tokenizer_dir, src))
+    files.update(bls_files(s, fmt, tokenizer_dir, src))
+    return files
+
+
+def _text_engine_pipeline(
+    s: Settings, fmt: ChatFormat, tokenizer_dir: str, src: ModelSources
+) -> Repository:
+    files = text_engine_ensemble(s)
+    files.update(preprocessing_files(s, fmt, tokenizer_dir, src))
     files.update(bls_files(s, fmt, tokenizer_dir, src))
     return files
 
@@ -434,7 +505,9 @@ def engine_layout(
     return files
 
 
-def _python_engine_config(s: Settings, extra: Mapping[str, Any]) -> dict[str, Any]:
+def _python_engine_config(
+    s: Settings, fmt: ChatFormat, tokenizer_dir: str, extra: Mapping[str, Any]
+) -> dict[str, Any]:
     return {
         "name": ENGINE_MODEL,
         "backend": "python",
@@ -450,6 +523,13 @@ def _python_engine_config(s: Settings, extra: Mapping[str, Any]) -> dict[str, An
                 "max_slots": s.max_batch_size,
                 "max_sequence_length": s.max_sequence_length,
                 "exclude_input_in_output": True,
+                # text_output: decoded as postprocessing would
+                "tokenizer_dir": tokenizer_dir,
+                "skip_special_tokens": True,
+                "special_token_ids": _skip_ids(fmt),
+                "stream_interval_tokens": s.stream_interval_tokens,
+                "stream_interval_ms": s.stream_interval_ms,
+                "stream_interval_min_streams": s.stream_interval_min_streams,
                 **extra,
             }
         ),
@@ -462,6 +542,8 @@ def python_layout(
     """Our transformers engine (``engine_dir`` is the Hugging Face checkpoint); runs on CPU."""
     config = _python_engine_config(
         s,
+        fmt,
+        tokenizer_dir,
         {
             "checkpoint_dir": engine_dir,
             "dtype": s.dtype,
@@ -470,9 +552,9 @@ def python_layout(
             "trust_remote_code": s.trust_remote_code,
         },
     )
-    files = _token_pipeline(s, fmt, tokenizer_dir, sources)
+    files = _text_engine_pipeline(s, fmt, tokenizer_dir, sources)
     files[_path(ENGINE_MODEL, "config.pbtxt")] = dumps(config, _header(ENGINE_MODEL, s))
-    files[_path(ENGINE_MODEL, "1", "model.py")] = sources.python_engine
+    files.update(_python_files(ENGINE_MODEL, sources.python_engine, helpers=_helpers(sources)))
     return files
 
 
@@ -522,10 +604,10 @@ def llmapi_layout(
     s: Settings, fmt: ChatFormat, *, tokenizer_dir: str, engine_dir: str, sources: ModelSources
 ) -> Repository:
     """TensorRT-LLM's LLM API (PyTorch backend, no engine build) behind our token contract."""
-    config = _python_engine_config(s, {"model_yaml": "model.yaml"})
-    files = _token_pipeline(s, fmt, tokenizer_dir, sources)
+    config = _python_engine_config(s, fmt, tokenizer_dir, {"model_yaml": "model.yaml"})
+    files = _text_engine_pipeline(s, fmt, tokenizer_dir, sources)
     files[_path(ENGINE_MODEL, "config.pbtxt")] = dumps(config, _header(ENGINE_MODEL, s))
-    files[_path(ENGINE_MODEL, "1", "model.py")] = sources.llmapi_engine
+    files.update(_python_files(ENGINE_MODEL, sources.llmapi_engine, helpers=_helpers(sources)))
     files[_path(ENGINE_MODEL, "1", "model.yaml")] = yaml.safe_dump(
         llmapi_model_yaml(s, engine_dir), sort_keys=False
     )

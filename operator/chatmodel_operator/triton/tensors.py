@@ -176,6 +176,10 @@ ENGINE_OUTPUTS: tuple[Tensor, ...] = (
     Tensor("sequence_length", "INT32", (-1,)),
     Tensor("arrival_time_ns", "INT64", (1,)),
     Tensor("num_input_tokens", "INT32", (1,)),
+    # Our Python engines also decode (their ensemble skips postprocessing): each response's
+    # text and its number of tokens, as postprocessing returns them.
+    Tensor("text_output", "STRING", (-1,)),
+    Tensor("num_output_tokens", "INT32", (1,)),
 )
 
 # The C++ tensorrtllm backend: NVIDIA's full contract (inflight_batcher_llm, TensorRT-LLM 1.2),
