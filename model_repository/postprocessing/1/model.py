@@ -126,9 +126,7 @@ class TritonPythonModel:
         ]
         if prompt_tokens is not None:
             counts.append(pb_utils.Tensor("NUM_INPUT_TOKENS", self._count(prompt_tokens.flat[0])))
-        return pb_utils.InferenceResponse(
-            output_tensors=[pb_utils.Tensor("OUTPUT", out), *counts]
-        )
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUTPUT", out), *counts])
 
     def _time(self, state: _Stream, arrival: int, tokens: int) -> None:
         if not tokens or not arrival:

@@ -28,50 +28,6 @@ chatmodel_helpers.speed_up_string_tensors(pb_utils, np)
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 CANCEL_CHECK_S = 0.02
-# client input -> preprocessing input
-TO_PRE = {
-    "text_input": "QUERY",
-    "max_tokens": "REQUEST_OUTPUT_LEN",
-    "bad_words": "BAD_WORDS_DICT",
-    "stop_words": "STOP_WORDS_DICT",
-    "end_id": "END_ID",
-    "pad_id": "PAD_ID",
-    "temperature": "TEMPERATURE",
-    "top_k": "TOP_K",
-    "top_p": "TOP_P",
-    "repetition_penalty": "REPETITION_PENALTY",
-}
-TO_PRE_TEXT = {
-    "min_tokens": "MIN_TOKENS",
-    "presence_penalty": "PRESENCE_PENALTY",
-    "frequency_penalty": "FREQUENCY_PENALTY",
-    "seed": "SEED",
-    "exclude_input_in_output": "EXCLUDE_INPUT_IN_OUTPUT",
-}
-# preprocessing output -> engine input
-PRE_TO_ENGINE = {
-    "INPUT_ID": "input_ids",
-    "REQUEST_INPUT_LEN": "input_lengths",
-    "REQUEST_OUTPUT_LEN": "request_output_len",
-    "BAD_WORDS_IDS": "bad_words_list",
-    "STOP_WORDS_IDS": "stop_words_list",
-    "OUT_END_ID": "end_id",
-    "OUT_PAD_ID": "pad_id",
-    "OUT_TEMPERATURE": "temperature",
-    "OUT_TOP_K": "runtime_top_k",
-    "OUT_TOP_P": "runtime_top_p",
-    "OUT_REPETITION_PENALTY": "repetition_penalty",
-    "OUT_RETURN_PERF_METRICS": "return_perf_metrics",
-}
-# client input -> engine input, passed through
-TO_ENGINE = {
-    "length_penalty": "len_penalty",
-    "min_tokens": "min_tokens",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-    "seed": "seed",
-    "exclude_input_in_output": "exclude_input_in_output",
-}
 
 
 class _Failed(Exception):
@@ -115,6 +71,14 @@ class TritonPythonModel:
         self.engine = params.get("engine_model", "tensorrt_llm")
         self.preprocessing = params.get("preprocessing_model", "preprocessing")
         self.takes_text = params.get("engine_takes_text") == "true"
+        # Which client input goes to which preprocessing or engine input: the ensemble's
+        # wiring, from the operator (triton/tensors.py), so it is spelled in one place.
+        maps = json.loads(params["tensor_maps"])
+        self.to_pre = dict(maps["client_to_pre"])
+        if self.takes_text:
+            self.to_pre.update(maps["client_to_pre_text"])
+        self.pre_to_engine = maps["pre_to_engine"]
+        self.to_engine = maps["client_to_engine"]
         self.tokenizer = None
         if not self.takes_text:
             skip = params.get("skip_special_tokens", "true") == "true"
@@ -163,18 +127,15 @@ class TritonPythonModel:
             sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(msg)), flags=FINAL)
 
     def _preprocess(self, request: Any) -> dict[str, np.ndarray]:
-        names = dict(TO_PRE)
-        if self.takes_text:
-            names.update(TO_PRE_TEXT)
         inputs = []
-        for client, pre in names.items():
+        for client, pre in self.to_pre.items():
             value = self._tensor(request, client)
             if value is not None:
                 inputs.append(pb_utils.Tensor(pre, value))
         wanted = (
             ["PROMPT", "SAMPLING_PARAMETERS", "EXCLUDE_INPUT"]
             if self.takes_text
-            else list(PRE_TO_ENGINE)
+            else list(self.pre_to_engine)
         )
         response = pb_utils.InferenceRequest(
             model_name=self.preprocessing, inputs=inputs, requested_output_names=wanted
@@ -225,8 +186,8 @@ class TritonPythonModel:
     def _run_token_engine(
         self, request: Any, sender: Any, pre: dict[str, Any], stream: bool, clock: _Clock
     ) -> None:
-        inputs = [pb_utils.Tensor(eng, pre[name]) for name, eng in PRE_TO_ENGINE.items()]
-        for client, eng in TO_ENGINE.items():
+        inputs = [pb_utils.Tensor(eng, pre[name]) for name, eng in self.pre_to_engine.items()]
+        for client, eng in self.to_engine.items():
             value = self._tensor(request, client)
             if value is not None:
                 inputs.append(pb_utils.Tensor(eng, value))

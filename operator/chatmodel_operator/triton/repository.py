@@ -314,6 +314,7 @@ def bls_files(
                 "special_token_ids": _skip_ids(fmt),
                 "max_concurrency": max(s.max_batch_size * 2, 8),
                 "trust_remote_code": s.trust_remote_code,
+                "tensor_maps": json.dumps(t.bls_tensor_maps(), sort_keys=True),
             }
         ),
     }

@@ -334,3 +334,15 @@ CLIENT_TO_ENGINE = {
     "exclude_input_in_output": "exclude_input_in_output",
     "stream": "streaming",
 }
+
+
+def bls_tensor_maps() -> dict[str, dict[str, str]]:
+    """The ensemble's wiring, as the BLS does it by hand (passed in its config parameters, so
+    the names are spelled only here). The BLS asks for the counts and sets ``streaming``
+    itself, so those are left out."""
+    return {
+        "client_to_pre": {k: v for k, v in CLIENT_TO_PRE.items() if k not in RETURN_COUNT_INPUTS},
+        "client_to_pre_text": dict(CLIENT_TO_PRE_TEXT),
+        "pre_to_engine": dict(PRE_TO_ENGINE),
+        "client_to_engine": {k: v for k, v in CLIENT_TO_ENGINE.items() if k != "stream"},
+    }
