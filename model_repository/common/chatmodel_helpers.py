@@ -147,6 +147,17 @@ def speed_up_string_tensors(pb_utils: Any, np: Any) -> None:
 
 # Names docs/metrics.md documents and the serving dashboard reads (next to Triton's own
 # nv_inference_first_response_histogram_ms, which Triton's OpenAI frontend does not enable).
+# What our engines can return, in the tensor contract's order; a request that names none gets
+# them all (as Triton's generate endpoint makes such requests).
+ENGINE_OUTPUTS = (
+    "output_ids",
+    "sequence_length",
+    "arrival_time_ns",
+    "num_input_tokens",
+    "text_output",
+    "num_output_tokens",
+)
+
 TTFT_METRIC = "chatmodel_time_to_first_token_ms"
 ITL_METRIC = "chatmodel_inter_token_latency_ms"
 TTFT_BUCKETS_MS = [10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000]

@@ -33,14 +33,6 @@ chatmodel_helpers.speed_up_string_tensors(pb_utils, np)
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 CANCEL_CHECK_NS = 20_000_000
-OUTPUTS = (
-    "output_ids",
-    "sequence_length",
-    "arrival_time_ns",
-    "num_input_tokens",
-    "text_output",
-    "num_output_tokens",
-)
 
 
 def _scalar(request: Any, name: str, default: Any) -> Any:
@@ -226,7 +218,7 @@ class TritonPythonModel:
                 detokenize=False,
             )
             long_stops = [w for w in stops if len(w) > 1]
-            wanted = set(request.requested_output_names()) or set(OUTPUTS)
+            wanted = set(request.requested_output_names()) or set(chatmodel_helpers.ENGINE_OUTPUTS)
             # Text instead of ids (the ensemble's request): a request for every output (Triton
             # asks for all when its client names none) gets the ids alone.
             if "output_ids" in wanted:

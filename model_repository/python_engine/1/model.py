@@ -38,15 +38,7 @@ import triton_python_backend_utils as pb_utils
 chatmodel_helpers.speed_up_string_tensors(pb_utils, np)
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-CANCEL_CHECK_S = 0.02
-OUTPUTS = (
-    "output_ids",
-    "sequence_length",
-    "arrival_time_ns",
-    "num_input_tokens",
-    "text_output",
-    "num_output_tokens",
-)  # is_cancelled() is a round trip to the server; not every token
+CANCEL_CHECK_S = 0.02  # is_cancelled() is a round trip to the server; not every token
 
 
 def _first(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
@@ -320,7 +312,7 @@ class TritonPythonModel:
             )
         if int(_scalar(request, "beam_width", 1)) != 1:
             raise ValueError("beam_width other than 1 is not supported by the Python engine")
-        wanted = set(request.requested_output_names()) or set(OUTPUTS)
+        wanted = set(request.requested_output_names()) or set(chatmodel_helpers.ENGINE_OUTPUTS)
         # Text instead of ids (the ensemble's request): a request for every output (Triton
         # asks for all when its client names none) gets the ids alone, without paying for text.
         if "output_ids" in wanted:
@@ -502,7 +494,7 @@ class TritonPythonModel:
             values["text_output"] = ([delta[0]], np.object_)
             values["num_output_tokens"] = ([delta[1]], np.int32)
         out = []
-        for name in OUTPUTS:
+        for name in chatmodel_helpers.ENGINE_OUTPUTS:
             if name in job.wanted:
                 data, dtype = values[name]
                 array = np.array([data] if self.batched else data, dtype=dtype)

@@ -323,14 +323,32 @@ def bls_files(
     return files
 
 
-@functools.cache
-def _token_steps(usage: bool) -> Rendered:
-    """The ensemble's wiring, the same for every engine with the token contract. With
-    ``usage``, the engine returns the prompt's token count, and postprocessing passes it on
-    next to the count of each response's tokens (what Triton's OpenAI frontend reads)."""
+def _pre_and_engine_steps(engine_out: Mapping[str, str]) -> list[dict[str, Any]]:
+    """preprocessing, then the engine, as every ensemble over the token contract starts."""
     pre_out = {name.name: f"_{name.name}" for name in t.PRE_TOKEN_OUTPUTS}
     engine_in = {eng: f"_{pre}" for pre, eng in t.PRE_TO_ENGINE.items()}
     engine_in.update({eng: cli for cli, eng in t.CLIENT_TO_ENGINE.items()})
+    return [
+        {
+            "model_name": "preprocessing",
+            "model_version": -1,
+            "input_map": _maps({pre: cli for cli, pre in t.CLIENT_TO_PRE.items()}),
+            "output_map": _maps(pre_out),
+        },
+        {
+            "model_name": ENGINE_MODEL,
+            "model_version": -1,
+            "input_map": _maps(engine_in),
+            "output_map": _maps(engine_out),
+        },
+    ]
+
+
+@functools.cache
+def _token_steps(usage: bool) -> Rendered:
+    """The ensemble's wiring for an engine that returns token ids (the C++ engine): with
+    ``usage``, the engine returns the prompt's token count, and postprocessing passes it on
+    next to the count of each response's tokens (what Triton's OpenAI frontend reads)."""
     engine_out = {"output_ids": "_TOKENS_BATCH", "arrival_time_ns": "_ARRIVAL_TIME_NS"}
     post_in = {"TOKENS_BATCH": "_TOKENS_BATCH", "STREAM_KEY": "_ARRIVAL_TIME_NS"}
     post_out = {"OUTPUT": "text_output"}
@@ -339,30 +357,14 @@ def _token_steps(usage: bool) -> Rendered:
         post_in["ENGINE_NUM_INPUT_TOKENS"] = "_NUM_INPUT_TOKENS"
         post_out.update({"NUM_INPUT_TOKENS": "num_input_tokens"})
         post_out.update({"NUM_OUTPUT_TOKENS": "num_output_tokens"})
+    postprocessing = {
+        "model_name": "postprocessing",
+        "model_version": -1,
+        "input_map": _maps(post_in),
+        "output_map": _maps(post_out),
+    }
     return rendered_field(
-        "ensemble_scheduling",
-        {
-            "step": [
-                {
-                    "model_name": "preprocessing",
-                    "model_version": -1,
-                    "input_map": _maps({pre: cli for cli, pre in t.CLIENT_TO_PRE.items()}),
-                    "output_map": _maps(pre_out),
-                },
-                {
-                    "model_name": ENGINE_MODEL,
-                    "model_version": -1,
-                    "input_map": _maps(engine_in),
-                    "output_map": _maps(engine_out),
-                },
-                {
-                    "model_name": "postprocessing",
-                    "model_version": -1,
-                    "input_map": _maps(post_in),
-                    "output_map": _maps(post_out),
-                },
-            ]
-        },
+        "ensemble_scheduling", {"step": [*_pre_and_engine_steps(engine_out), postprocessing]}
     )
 
 
@@ -371,29 +373,8 @@ def _text_engine_steps() -> Rendered:
     """preprocessing -> tensorrt_llm for our Python engines, which return the text themselves:
     no postprocessing step, so no Python round trip per streamed response besides the
     engine's own."""
-    pre_out = {name.name: f"_{name.name}" for name in t.PRE_TOKEN_OUTPUTS}
-    engine_in = {eng: f"_{pre}" for pre, eng in t.PRE_TO_ENGINE.items()}
-    engine_in.update({eng: cli for cli, eng in t.CLIENT_TO_ENGINE.items()})
     engine_out = {x.name: x.name for x in t.CLIENT_OUTPUTS + t.USAGE_OUTPUTS}
-    return rendered_field(
-        "ensemble_scheduling",
-        {
-            "step": [
-                {
-                    "model_name": "preprocessing",
-                    "model_version": -1,
-                    "input_map": _maps({pre: cli for cli, pre in t.CLIENT_TO_PRE.items()}),
-                    "output_map": _maps(pre_out),
-                },
-                {
-                    "model_name": ENGINE_MODEL,
-                    "model_version": -1,
-                    "input_map": _maps(engine_in),
-                    "output_map": _maps(engine_out),
-                },
-            ]
-        },
-    )
+    return rendered_field("ensemble_scheduling", {"step": _pre_and_engine_steps(engine_out)})
 
 
 def text_engine_ensemble(s: Settings) -> Repository:
