@@ -131,6 +131,19 @@ def load_tokenizer(
     )
 
 
+def decoding_tokenizer(params: dict[str, str]) -> Tokenizer:
+    """The tokenizer a model that turns token ids into text loads, from the config parameters
+    the repository gives it: ``tokenizer_dir``, ``trust_remote_code``, and the special tokens
+    to leave out of the text (``skip_special_tokens``, ``special_token_ids``)."""
+    skip = params.get("skip_special_tokens", "true") == "true"
+    special = [int(x) for x in params.get("special_token_ids", "").split(",") if x.strip()]
+    return load_tokenizer(
+        params["tokenizer_dir"],
+        trust_remote_code=params.get("trust_remote_code") == "true",
+        extra_special_ids=special if skip else (),
+    )
+
+
 def speed_up_string_tensors(pb_utils: Any, np: Any) -> None:
     slow = pb_utils.serialize_byte_tensor
     pack = struct.Struct("<I").pack
@@ -145,8 +158,6 @@ def speed_up_string_tensors(pb_utils: Any, np: Any) -> None:
     pb_utils.serialize_byte_tensor = serialize
 
 
-# Names docs/metrics.md documents and the serving dashboard reads (next to Triton's own
-# nv_inference_first_response_histogram_ms, which Triton's OpenAI frontend does not enable).
 # What our engines can return, in the tensor contract's order; a request that names none gets
 # them all (as Triton's generate endpoint makes such requests).
 ENGINE_OUTPUTS = (
@@ -158,6 +169,8 @@ ENGINE_OUTPUTS = (
     "num_output_tokens",
 )
 
+# Names docs/metrics.md documents and the serving dashboard reads (next to Triton's own
+# nv_inference_first_response_histogram_ms, which Triton's OpenAI frontend does not enable).
 TTFT_METRIC = "chatmodel_time_to_first_token_ms"
 ITL_METRIC = "chatmodel_inter_token_latency_ms"
 TTFT_BUCKETS_MS = [10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000]
@@ -340,13 +353,7 @@ class EngineText:
     postprocessing times where it runs."""
 
     def __init__(self, pb_utils: Any, params: dict[str, str]) -> None:
-        skip = params.get("skip_special_tokens", "true") == "true"
-        special = [int(x) for x in params.get("special_token_ids", "").split(",") if x.strip()]
-        self.tokenizer = load_tokenizer(
-            params["tokenizer_dir"],
-            trust_remote_code=params.get("trust_remote_code") == "true",
-            extra_special_ids=special if skip else (),
-        )
+        self.tokenizer = decoding_tokenizer(params)
         self.latency = TokenLatency(pb_utils, "ensemble")
 
     @classmethod
@@ -356,3 +363,55 @@ class EngineText:
 
     def stream(self, arrival_ns: int) -> TextStream:
         return TextStream(self.tokenizer.decoder(), self.latency, arrival_ns)
+
+
+def engine_outputs(requested: Iterable[str], text: EngineText | None) -> set[str]:
+    """The outputs an engine's request gets: those it names, or all (Triton asks for all when
+    its client names none). Text is made only instead of ids (the ensemble's request), so a
+    request for every output gets the ids alone without paying for text."""
+    wanted = set(requested) or set(ENGINE_OUTPUTS)
+    if "output_ids" in wanted:
+        wanted.discard("text_output")
+    elif "text_output" in wanted and text is None:
+        raise ValueError("text_output needs the engine's tokenizer_dir parameter")
+    return wanted
+
+
+def engine_response(
+    pb_utils: Any,
+    np: Any,
+    tokens: list[int],
+    *,
+    wanted: set[str],
+    arrival_ns: int,
+    prompt_tokens: int,
+    batched: bool,
+    text: TextStream | None = None,
+    final: bool = False,
+) -> Any | None:
+    """One response of our engines with ``tokens``, holding only the outputs asked for (each
+    tensor is copied once per streamed response); None where only text is asked for and there
+    is none yet (see ``TextStream.delta``)."""
+    values: dict[str, tuple[list[Any], Any]] = {
+        "output_ids": ([tokens], np.int32),  # [beam, tokens]
+        "sequence_length": ([len(tokens)], np.int32),
+        "arrival_time_ns": ([arrival_ns], np.int64),
+        # The prompt as the engine counts it: what usage.prompt_tokens reports.
+        "num_input_tokens": ([prompt_tokens], np.int32),
+        # This response's tokens (not a running total): what Triton's OpenAI frontend adds up
+        # for usage.completion_tokens.
+        "num_output_tokens": ([len(tokens)], np.int32),
+    }
+    if text is not None:
+        delta = text.delta(tokens, final=final)
+        if delta is None:
+            return None
+        values["text_output"] = ([delta[0]], np.object_)
+        values["num_output_tokens"] = ([delta[1]], np.int32)
+    out = []
+    for name in ENGINE_OUTPUTS:
+        if name in wanted:
+            data, dtype = values[name]
+            array = np.array([data] if batched else data, dtype=dtype)
+            out.append(pb_utils.Tensor(name, array))
+    return pb_utils.InferenceResponse(output_tensors=out)

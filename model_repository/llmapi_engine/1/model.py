@@ -152,39 +152,6 @@ class TritonPythonModel:
             asyncio.run_coroutine_threadsafe(self._serve(request, sender), self.loop)
         return None
 
-    def _response(
-        self,
-        tokens: list[int],
-        arrival: int,
-        prompt_tokens: int,
-        wanted: set[str],
-        text: Any = None,
-        final: bool = False,
-    ) -> Any | None:
-        """The response with ``tokens``; None where only text is asked for and there is none
-        yet (see TextStream.delta)."""
-        values: dict[str, tuple[list[Any], Any]] = {
-            "output_ids": ([tokens], np.int32),  # [beam, tokens]
-            "sequence_length": ([len(tokens)], np.int32),
-            "arrival_time_ns": ([arrival], np.int64),
-            # The prompt as the LLM API was given it: what usage.prompt_tokens reports.
-            "num_input_tokens": ([prompt_tokens], np.int32),
-            # This response's tokens, which Triton's OpenAI frontend adds up.
-            "num_output_tokens": ([len(tokens)], np.int32),
-        }
-        if text is not None:
-            delta = text.delta(tokens, final=final)
-            if delta is None:
-                return None
-            values["text_output"] = ([delta[0]], np.object_)
-            values["num_output_tokens"] = ([delta[1]], np.int32)
-        out = []
-        for name, (data, dtype) in values.items():
-            if name in wanted:
-                array = np.array([data] if self.batched else data, dtype=dtype)
-                out.append(pb_utils.Tensor(name, array))
-        return pb_utils.InferenceResponse(output_tensors=out)
-
     async def _serve(self, request: Any, sender: Any) -> None:
         from tensorrt_llm import SamplingParams
 
@@ -218,19 +185,22 @@ class TritonPythonModel:
                 detokenize=False,
             )
             long_stops = [w for w in stops if len(w) > 1]
-            wanted = set(request.requested_output_names()) or set(chatmodel_helpers.ENGINE_OUTPUTS)
-            # Text instead of ids (the ensemble's request): a request for every output (Triton
-            # asks for all when its client names none) gets the ids alone.
-            if "output_ids" in wanted:
-                wanted -= {"text_output"}
-            text = None
-            if "text_output" in wanted:
-                if self.text is None:
-                    raise ValueError("text_output needs the engine's tokenizer_dir parameter")
-                text = self.text.stream(arrival)
+            wanted = chatmodel_helpers.engine_outputs(request.requested_output_names(), self.text)
+            text = self.text.stream(arrival) if self.text and "text_output" in wanted else None
 
             def response(new: list[int], final: bool = False) -> Any:
-                return self._response(new, arrival, len(prompt), wanted, text, final)
+                # The prompt as the LLM API was given it: what usage.prompt_tokens reports.
+                return chatmodel_helpers.engine_response(
+                    pb_utils,
+                    np,
+                    new,
+                    wanted=wanted,
+                    arrival_ns=arrival,
+                    prompt_tokens=len(prompt),
+                    batched=self.batched,
+                    text=text,
+                    final=final,
+                )
 
             gen = self.llm.generate_async(prompt, sampling_params=sampling, streaming=streaming)
             rid = request.request_id()

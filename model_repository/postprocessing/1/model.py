@@ -46,13 +46,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.batched = int(config.get("max_batch_size", 0)) > 0
-        skip = params.get("skip_special_tokens", "true") == "true"
-        special = [int(x) for x in params.get("special_token_ids", "").split(",") if x.strip()]
-        self.tokenizer = chatmodel_helpers.load_tokenizer(
-            params["tokenizer_dir"],
-            trust_remote_code=params.get("trust_remote_code") == "true",
-            extra_special_ids=special if skip else (),
-        )
+        self.tokenizer = chatmodel_helpers.decoding_tokenizer(params)
         self.streams: dict[tuple[str, int], _Stream] = {}
         self.last_sweep = time.monotonic()
         # Timed here for the ensemble, whatever engine runs: the engine's arrival time (the

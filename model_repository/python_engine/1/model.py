@@ -312,13 +312,7 @@ class TritonPythonModel:
             )
         if int(_scalar(request, "beam_width", 1)) != 1:
             raise ValueError("beam_width other than 1 is not supported by the Python engine")
-        wanted = set(request.requested_output_names()) or set(chatmodel_helpers.ENGINE_OUTPUTS)
-        # Text instead of ids (the ensemble's request): a request for every output (Triton
-        # asks for all when its client names none) gets the ids alone, without paying for text.
-        if "output_ids" in wanted:
-            wanted -= {"text_output"}
-        elif "text_output" in wanted and self.text is None:
-            raise ValueError("text_output needs the engine's tokenizer_dir parameter")
+        wanted = chatmodel_helpers.engine_outputs(request.requested_output_names(), self.text)
         seed = _scalar(request, "seed", None)
         generator = None
         if seed is not None:
@@ -473,33 +467,17 @@ class TritonPythonModel:
         return tokens
 
     def _response(self, job: _Job, tokens: list[int], *, final: bool = False) -> Any | None:
-        """The response with ``tokens``; None where only text is asked for and there is none
-        yet (see TextStream.delta)."""
-        # Only the outputs asked for (the ensemble does not take sequence_length): each tensor
-        # is copied once per streamed response.
-        values: dict[str, tuple[list[Any], Any]] = {
-            "output_ids": ([tokens], np.int32),  # [beam, tokens]
-            "sequence_length": ([len(tokens)], np.int32),
-            "arrival_time_ns": ([job.arrival], np.int64),
-            # The prompt as this engine counts it: what usage.prompt_tokens reports.
-            "num_input_tokens": ([len(job.prompt)], np.int32),
-            # This response's tokens (not a running total): what Triton's OpenAI frontend adds
-            # up for usage.completion_tokens.
-            "num_output_tokens": ([len(tokens)], np.int32),
-        }
-        if job.text is not None:
-            delta = job.text.delta(tokens, final=final)
-            if delta is None:
-                return None
-            values["text_output"] = ([delta[0]], np.object_)
-            values["num_output_tokens"] = ([delta[1]], np.int32)
-        out = []
-        for name in chatmodel_helpers.ENGINE_OUTPUTS:
-            if name in job.wanted:
-                data, dtype = values[name]
-                array = np.array([data] if self.batched else data, dtype=dtype)
-                out.append(pb_utils.Tensor(name, array))
-        return pb_utils.InferenceResponse(output_tensors=out)
+        return chatmodel_helpers.engine_response(
+            pb_utils,
+            np,
+            tokens,
+            wanted=job.wanted,
+            arrival_ns=job.arrival,
+            prompt_tokens=len(job.prompt),
+            batched=self.batched,
+            text=job.text,
+            final=final,
+        )
 
     def _finish(self, job: _Job) -> None:
         try:

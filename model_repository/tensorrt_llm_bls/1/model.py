@@ -81,13 +81,7 @@ class TritonPythonModel:
         self.to_engine = maps["client_to_engine"]
         self.tokenizer = None
         if not self.takes_text:
-            skip = params.get("skip_special_tokens", "true") == "true"
-            special = [int(x) for x in params.get("special_token_ids", "").split(",") if x.strip()]
-            self.tokenizer = chatmodel_helpers.load_tokenizer(
-                params["tokenizer_dir"],
-                trust_remote_code=params.get("trust_remote_code") == "true",
-                extra_special_ids=special if skip else (),
-            )
+            self.tokenizer = chatmodel_helpers.decoding_tokenizer(params)
         self.latency = chatmodel_helpers.TokenLatency(pb_utils, "tensorrt_llm_bls")
         workers = int(params.get("max_concurrency", "64"))
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bls")
