@@ -111,6 +111,26 @@ class Admin:
     ) -> dict[str, Any]:
         return self.request("POST", path(res, namespace), dict(obj))
 
+    def dry_run_create(
+        self, res: Resource, namespace: str | None, obj: Mapping[str, Any]
+    ) -> tuple[int, str] | None:
+        """A server-side dry run of creating ``obj``, with strict field validation as kubectl
+        asks for it: None when the API server would create it, else its status code and
+        message (admission, the schema, the CRD's rules)."""
+        try:
+            self.request(
+                "POST",
+                path(res, namespace),
+                dict(obj),
+                query={"dryRun": "All", "fieldValidation": "Strict"},
+            )
+        except ApiException as exc:
+            try:
+                return exc.status, str(json.loads(str(exc.reason))["message"])
+            except (ValueError, KeyError):
+                return exc.status, str(exc.reason)
+        return None
+
     def merge_patch(
         self, res: Resource, namespace: str | None, name: str, patch: Any, sub: str = ""
     ) -> dict[str, Any]:

@@ -5,33 +5,26 @@ scale to zero are refused by the server with the same fix the operator gives."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
-from kubernetes.client.rest import ApiException
-from tests.cluster.admin import Admin
+from tests.cluster.admin import CM, Admin
 from tests.unit.test_routing import BAD, TO_ZERO, spec_of
 
 from chatmodel_operator.api import parse_spec
-from chatmodel_operator.api.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from chatmodel_operator.api.spec import API_VERSION, KIND
 from chatmodel_operator.errors import SpecErrors
 
 
 def refusal(admin: Admin, spec: dict[str, Any]) -> str | None:
     """None when the API server would store a ChatModel with this spec, else its message."""
     body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "m"}, "spec": spec}
-    try:
-        admin.request(
-            "POST",
-            f"/apis/{GROUP}/{VERSION}/namespaces/default/{PLURAL}",
-            body,
-            query={"dryRun": "All", "fieldValidation": "Strict"},
-        )
-    except ApiException as exc:
-        assert exc.status in (400, 422), exc.reason  # 400: strict decoding, 422: the schema
-        return str(json.loads(str(exc.reason))["message"])
-    return None
+    refused = admin.dry_run_create(CM, "default", body)
+    if refused is None:
+        return None
+    status, message = refused
+    assert status in (400, 422), message  # 400: strict decoding, 422: the schema
+    return message
 
 
 def pydantic_ok(spec: dict[str, Any]) -> bool:

@@ -5,16 +5,14 @@ scheduled and the whole matrix takes seconds."""
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 import pytest
-from kubernetes.client.rest import ApiException
+from tests.cluster.admin import PODS as PODS_RES
 from tests.cluster.admin import Admin
 from tests.renders import BASE, _merge, _render, pods
 
-PODS_RES = ("", "v1", "pods")
 SERVICE_ACCOUNTS = ("", "v1", "serviceaccounts")
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
 BASELINE = {"pod-security.kubernetes.io/enforce": "baseline"}
@@ -42,14 +40,8 @@ def _dry_run(admin: Admin, ns: str, obj: dict[str, Any], name: str = "p") -> str
     account = pod["spec"].get("serviceAccountName")
     if account and admin.get(SERVICE_ACCOUNTS, ns, account) is None:
         admin.create(SERVICE_ACCOUNTS, ns, {"metadata": {"name": account}})
-    try:
-        admin.request("POST", f"/api/v1/namespaces/{ns}/pods", pod, query={"dryRun": "All"})
-    except ApiException as exc:
-        try:
-            return str(json.loads(str(exc.reason))["message"])
-        except (ValueError, KeyError):
-            return str(exc.reason)
-    return None
+    refused = admin.dry_run_create(PODS_RES, ns, pod)
+    return None if refused is None else refused[1]
 
 
 def _controls(refusal: str | None) -> set[str]:
