@@ -7,6 +7,7 @@ import ast
 import itertools
 import re
 import shlex
+from functools import cache
 from pathlib import Path
 from typing import Any, get_args
 
@@ -279,6 +280,7 @@ RUNNERS = [REPO / "operator/chatmodel_operator/demo.py"]
 RUNNERS += [p for p in sorted((REPO / "tests").rglob("*.py")) if p != Path(__file__).resolve()]
 
 
+@cache
 def _asked_for() -> dict[tuple[str, ...], list[str]]:
     """The commands `make demo` and the tests run through `readme.command("...")`, with where."""
     asked: dict[tuple[str, ...], list[str]] = {}
