@@ -4,6 +4,7 @@ placeholders, ConfigMap flattening, the pbtxt emitter, and the embedded model so
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -324,3 +325,34 @@ def test_tritons_openai_frontend_template_wraps_messages_for_preprocessing() -> 
     ]
     args = triton_openai_frontend_args(repository="/models", tokenizer_dir="/ckpt")
     assert f"--chat-template=/models/preprocessing/1/{OPENAI_CHAT_TEMPLATE_FILE}" in args
+
+
+@pytest.mark.parametrize("route", sorted(LAYOUTS))
+def test_every_model_that_decodes_loads_its_tokenizer_the_same_way(route: str) -> None:
+    """Each model given a tokenizer to decode with (postprocessing, the BLS, our engines) gets
+    the same parameters for it, trust_remote_code included: a checkpoint whose tokenizer is
+    remote code (TeleChat) decodes in every model or in none."""
+    model = resolve_model(ModelSource(source="hf://01-ai/Yi-34B-Chat"))
+    remote = dataclasses.replace(SETTINGS, trust_remote_code=True)
+    repo = LAYOUTS[route](
+        remote,
+        chat_format(model),
+        tokenizer_dir="/cache/checkpoints/yi",
+        engine_dir="/cache/engines/0123abcd/engine",
+        sources=default_sources(),
+    )
+    decoding = {}
+    for name, config in _configs(repo).items():
+        params = {k: v.string_value for k, v in config.parameters.items()}
+        if "special_token_ids" in params:
+            keys = (
+                "tokenizer_dir",
+                "skip_special_tokens",
+                "special_token_ids",
+                "trust_remote_code",
+            )
+            decoding[name] = {k: params.get(k) for k in keys}
+    assert "tensorrt_llm_bls" in decoding
+    first = next(iter(decoding.values()))
+    assert first["trust_remote_code"] == "true"
+    assert all(d == first for d in decoding.values()), decoding

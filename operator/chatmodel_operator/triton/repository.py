@@ -254,6 +254,18 @@ def _skip_ids(fmt: ChatFormat) -> str:
     return ",".join(str(i) for i in fmt.special_ids)
 
 
+def _decoding_parameters(s: Settings, fmt: ChatFormat, tokenizer_dir: str) -> dict[str, Any]:
+    """What a model that turns token ids into text is given to load its tokenizer with
+    (``chatmodel_helpers.decoding_tokenizer``): postprocessing, the BLS, and our Python and
+    LLM-API engines, which decode for their ensemble."""
+    return {
+        "tokenizer_dir": tokenizer_dir,
+        "skip_special_tokens": True,
+        "special_token_ids": _skip_ids(fmt),
+        "trust_remote_code": s.trust_remote_code,
+    }
+
+
 def postprocessing_files(
     s: Settings, fmt: ChatFormat, tokenizer_dir: str, src: ModelSources
 ) -> Repository:
@@ -268,14 +280,7 @@ def postprocessing_files(
         # yet complete) lives in this process, and one instance also keeps the stream's
         # responses in order. Dynamic batching amortizes the per-call cost.
         "instance_group": [{"count": 1, "kind": Enum("KIND_CPU")}],
-        "parameters": parameters(
-            {
-                "tokenizer_dir": tokenizer_dir,
-                "skip_special_tokens": True,
-                "special_token_ids": _skip_ids(fmt),
-                "trust_remote_code": s.trust_remote_code,
-            }
-        ),
+        "parameters": parameters(_decoding_parameters(s, fmt, tokenizer_dir)),
     }
     files = {_path("postprocessing/config.pbtxt"): dumps(config, _header("postprocessing", s))}
     files.update(_python_files("postprocessing", src.postprocessing, helpers=_helpers(src)))
@@ -306,14 +311,11 @@ def bls_files(
         "instance_group": [{"count": 1, "kind": Enum("KIND_CPU")}],
         "parameters": parameters(
             {
-                "tokenizer_dir": tokenizer_dir,
+                **_decoding_parameters(s, fmt, tokenizer_dir),
                 "engine_model": engine_model,
                 "preprocessing_model": "preprocessing",
                 "engine_takes_text": engine_takes_text,
-                "skip_special_tokens": True,
-                "special_token_ids": _skip_ids(fmt),
                 "max_concurrency": max(s.max_batch_size * 2, 8),
-                "trust_remote_code": s.trust_remote_code,
                 "tensor_maps": json.dumps(t.bls_tensor_maps(), sort_keys=True),
             }
         ),
@@ -506,9 +508,7 @@ def _python_engine_config(
                 "max_sequence_length": s.max_sequence_length,
                 "exclude_input_in_output": True,
                 # text_output: decoded as postprocessing would
-                "tokenizer_dir": tokenizer_dir,
-                "skip_special_tokens": True,
-                "special_token_ids": _skip_ids(fmt),
+                **_decoding_parameters(s, fmt, tokenizer_dir),
                 "stream_interval_tokens": s.stream_interval_tokens,
                 "stream_interval_ms": s.stream_interval_ms,
                 "stream_interval_min_streams": s.stream_interval_min_streams,
@@ -531,7 +531,6 @@ def python_layout(
             "dtype": s.dtype,
             "device": "auto",
             "cpu_threads": s.cpu_threads,
-            "trust_remote_code": s.trust_remote_code,
         },
     )
     files = _text_engine_pipeline(s, fmt, tokenizer_dir, sources)
