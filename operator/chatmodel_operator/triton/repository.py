@@ -379,36 +379,38 @@ def _text_engine_steps() -> Rendered:
     return rendered_field("ensemble_scheduling", {"step": _pre_and_engine_steps(engine_out)})
 
 
-def text_engine_ensemble(s: Settings) -> Repository:
-    """preprocessing -> tensorrt_llm, for our Python engines that return text."""
+def _ensemble_files(
+    s: Settings,
+    steps: Rendered,
+    outputs: Sequence[t.Tensor],
+    *,
+    inputs: Sequence[t.Tensor] = t.CLIENT_INPUTS,
+    max_batch_size: int | None = None,
+) -> Repository:
+    """The ``ensemble`` model: ``inputs`` in, ``outputs`` out, run by ``steps``."""
     config = {
         "name": "ensemble",
         "platform": "ensemble",
-        "max_batch_size": s.max_batch_size,
-        "input": _io("input", t.CLIENT_INPUTS),
-        "output": _io("output", t.CLIENT_OUTPUTS + t.USAGE_OUTPUTS),
-        "ensemble_scheduling": _text_engine_steps(),
+        "max_batch_size": s.max_batch_size if max_batch_size is None else max_batch_size,
+        "input": _io("input", tuple(inputs)),
+        "output": _io("output", tuple(outputs)),
+        "ensemble_scheduling": steps,
     }
     return {
         _path("ensemble/config.pbtxt"): dumps(config, _header("ensemble", s)),
         _path("ensemble/1", VERSION_PLACEHOLDER): PLACEHOLDER_TEXT,
     }
+
+
+def text_engine_ensemble(s: Settings) -> Repository:
+    """preprocessing -> tensorrt_llm, for our Python engines that return text."""
+    return _ensemble_files(s, _text_engine_steps(), t.CLIENT_OUTPUTS + t.USAGE_OUTPUTS)
 
 
 def token_ensemble(s: Settings, *, usage: bool = True) -> Repository:
     """preprocessing -> tensorrt_llm -> postprocessing, for engines that take token ids."""
-    config = {
-        "name": "ensemble",
-        "platform": "ensemble",
-        "max_batch_size": s.max_batch_size,
-        "input": _io("input", t.CLIENT_INPUTS),
-        "output": _io("output", t.CLIENT_OUTPUTS + (t.USAGE_OUTPUTS if usage else ())),
-        "ensemble_scheduling": _token_steps(usage),
-    }
-    return {
-        _path("ensemble/config.pbtxt"): dumps(config, _header("ensemble", s)),
-        _path("ensemble/1", VERSION_PLACEHOLDER): PLACEHOLDER_TEXT,
-    }
+    outputs = t.CLIENT_OUTPUTS + (t.USAGE_OUTPUTS if usage else ())
+    return _ensemble_files(s, _token_steps(usage), outputs)
 
 
 def _token_pipeline(
@@ -678,22 +680,18 @@ def vllm_layout(
         "instance_group": [{"count": 1, "kind": Enum("KIND_MODEL")}],
         "parameters": parameters({"REPORT_CUSTOM_METRICS": True}),
     }
-    ensemble = {
-        "name": "ensemble",
-        "platform": "ensemble",
-        "max_batch_size": 0,
-        "input": _io(
-            "input", tuple(x for x in t.CLIENT_INPUTS if x.name not in t.TEXT_ENGINE_UNUSED)
-        ),
-        "output": _io("output", t.VLLM_OUTPUTS),
-        "ensemble_scheduling": _vllm_steps(),
-    }
     files: Repository = {
         _path(VLLM_MODEL, "config.pbtxt"): dumps(vllm_config, _header(VLLM_MODEL, s)),
         _path(VLLM_MODEL, "1", "model.json"): json.dumps(vllm_model_json(s, engine_dir), indent=2)
         + "\n",
-        _path("ensemble/config.pbtxt"): dumps(ensemble, _header("ensemble", s)),
-        _path("ensemble/1", VERSION_PLACEHOLDER): PLACEHOLDER_TEXT,
+        # vLLM batches internally: one request per call, and no input vLLM has no use for.
+        **_ensemble_files(
+            s,
+            _vllm_steps(),
+            t.VLLM_OUTPUTS,
+            inputs=[x for x in t.CLIENT_INPUTS if x.name not in t.TEXT_ENGINE_UNUSED],
+            max_batch_size=0,
+        ),
     }
     files.update(preprocessing_files(s, fmt, tokenizer_dir, sources, batched=False))
     files.update(
