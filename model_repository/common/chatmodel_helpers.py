@@ -15,6 +15,7 @@ output that lets the Python engines' ensemble skip postprocessing).
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import struct
@@ -175,48 +176,113 @@ TTFT_METRIC = "chatmodel_time_to_first_token_ms"
 ITL_METRIC = "chatmodel_inter_token_latency_ms"
 TTFT_BUCKETS_MS = [10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000]
 ITL_BUCKETS_MS = [1, 2, 5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560]
+# How stale the latency series may be while a model is busy: observations are counted here and
+# sent to Triton at most this often (and whenever the model says it is idle).
+FLUSH_S = 1.0
+
+
+class _Histogram:
+    """A classic Prometheus histogram counted in this process and sent to Triton as the
+    counters of its series: ``<name>_bucket{le}`` (cumulative), ``<name>_sum`` and
+    ``<name>_count``. The same series, labels and PromQL as a histogram, but a flush costs one
+    round trip per series that moved, where the Python backend's own histogram costs one round
+    trip per observation."""
+
+    __slots__ = ("bounds", "bucket", "count", "counts", "sent", "sent_sum", "sum", "total")
+
+    def __init__(
+        self, families: Sequence[Any], labels: dict[str, str], bounds: Sequence[float]
+    ) -> None:
+        self.bounds = sorted(bounds)
+        les = [f"{b:g}" for b in self.bounds] + ["+Inf"]
+        self.bucket = [families[0].Metric(labels={**labels, "le": le}) for le in les]
+        self.sum = families[1].Metric(labels=labels)
+        self.count = families[2].Metric(labels=labels)
+        self.counts = [0] * len(les)  # observations per bucket, not cumulative
+        self.total = 0.0
+        # What Triton has: the cumulative count of each bucket, and the sum.
+        self.sent = [0] * len(les)
+        self.sent_sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # le is inclusive: a value equal to a bound counts in that bound's bucket.
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def flush(self) -> None:
+        cumulative = 0
+        for i, n in enumerate(self.counts):
+            cumulative += n
+            if cumulative > self.sent[i]:
+                self.bucket[i].increment(cumulative - self.sent[i])
+                if i == len(self.counts) - 1:  # +Inf: every observation
+                    self.count.increment(cumulative - self.sent[i])
+                    self.sum.increment(self.total - self.sent_sum)
+                    self.sent_sum = self.total
+                self.sent[i] = cumulative
 
 
 class TokenLatency:
-    """Time to first token and inter-token latency as histograms, through the Python
-    backend's custom metrics (``MetricFamily.HISTOGRAM``), labelled with the client-facing
-    model whose requests they time.
+    """Time to first token and inter-token latency as histograms, labelled with the
+    client-facing model whose requests they time.
 
-    Observations are serialized: the BLS times its requests from many threads, and concurrent
-    custom-metric calls from one model's threads crashed Triton 2.51's Python backend (a
-    segfault in libtriton_python.so under 16 concurrent streams)."""
+    Each call of the Python backend's custom-metric API is a blocking round trip to Triton's
+    process, on the thread that also sends the responses. So observations are counted here
+    (``_Histogram``) and sent at most every ``FLUSH_S`` while the model is busy, and at once
+    when its owner calls ``flush`` (when it has no stream left). Calls are serialized: the BLS
+    times its requests from many threads, and concurrent custom-metric calls from one model's
+    threads crashed Triton 2.51's Python backend (a segfault in libtriton_python.so under 16
+    concurrent streams)."""
 
-    def __init__(self, pb_utils: Any, model: str) -> None:
+    def __init__(self, pb_utils: Any, model: str, *, flush_s: float = FLUSH_S) -> None:
         self.lock = threading.Lock()
-        kind = pb_utils.MetricFamily.HISTOGRAM
+        self.flush_ns = int(flush_s * 1e9)
+        self.flushed_ns = time.monotonic_ns()
+        self.pending = False
+        counter = pb_utils.MetricFamily.COUNTER
         # The families must outlive their metrics, so they are kept here.
-        self.families = (
-            pb_utils.MetricFamily(
-                name=TTFT_METRIC,
-                description="Time from a request's arrival to its first generated token (ms)",
-                kind=kind,
-            ),
-            pb_utils.MetricFamily(
-                name=ITL_METRIC,
-                description="Time between a request's generated tokens after the first (ms)",
-                kind=kind,
-            ),
+        self.families = tuple(
+            pb_utils.MetricFamily(name=f"{name}{suffix}", description=text, kind=counter)
+            for name, text in (
+                (TTFT_METRIC, "Time from a request's arrival to its first generated token (ms)"),
+                (ITL_METRIC, "Time between a request's generated tokens after the first (ms)"),
+            )
+            for suffix in ("_bucket", "_sum", "_count")
         )
         labels = {"model": model}
-        self.ttft = self.families[0].Metric(labels=labels, buckets=TTFT_BUCKETS_MS)
-        self.itl = self.families[1].Metric(labels=labels, buckets=ITL_BUCKETS_MS)
+        self.ttft = _Histogram(self.families[:3], labels, TTFT_BUCKETS_MS)
+        self.itl = _Histogram(self.families[3:], labels, ITL_BUCKETS_MS)
 
     def first(self, ms: float) -> None:
         with self.lock:
             self.ttft.observe(max(ms, 0.0))
+            self._flush_if_due()
 
     def gap(self, ms: float, tokens: int) -> None:
         """A response with ``tokens`` came ``ms`` after the previous one: one observation of
-        the time per token. One per response, not per token: each observation is a round trip
-        to Triton's process, and under load a response carries several tokens."""
+        the time per token (per response, not per token: under load a response carries
+        several tokens)."""
         if tokens > 0:
             with self.lock:
                 self.itl.observe(max(ms, 0.0) / tokens)
+                self._flush_if_due()
+
+    def flush(self) -> None:
+        """Send what was counted since the last flush (owners call it when idle)."""
+        with self.lock:
+            if self.pending:
+                self._flush()
+
+    def _flush_if_due(self) -> None:
+        self.pending = True
+        if time.monotonic_ns() - self.flushed_ns >= self.flush_ns:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.ttft.flush()
+        self.itl.flush()
+        self.pending = False
+        self.flushed_ns = time.monotonic_ns()
 
 
 class RouterGauges:

@@ -7,8 +7,8 @@ request count and wall time.
 The Triton here serves a trivial decoupled Python model ("chat") that streams a few tokens with
 a fixed per-token delay, so queueing behaves like a one-slot LLM server. It exports the
 TensorRT-LLM token family (nv_llm_output_token_len) and our inter-token latency histogram
-(chatmodel_inter_token_latency_ms) through the Python backend's custom metrics, as the data
-plane's models do. Series only the GPU / TensorRT-LLM C++ backend or
+(chatmodel_inter_token_latency_ms, through the helpers our models ship with) through the Python
+backend's custom metrics, as the data plane's models do. Series only the GPU / TensorRT-LLM C++ backend or
 a newer Triton export come from ``FakeTritonExporter`` (see its docstring).
 """
 
@@ -36,6 +36,7 @@ import yaml
 
 from chatmodel_operator.render.objects import TRITON_METRICS_CONFIG
 from chatmodel_operator.runtime.server import find_tritonserver
+from chatmodel_operator.triton.repository import default_sources, helper_modules
 
 LOOPBACK = "127.0.0.1"
 
@@ -231,6 +232,7 @@ CHAT_MODEL = '''\
 import json
 import time
 
+import chatmodel_helpers
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -251,16 +253,9 @@ class TritonPythonModel:
                     "response_metric_type": "total_output_tokens"},
             buckets=[10, 50, 100, 500, 1000],
         )
-        # Our models' inter-token latency family (model_repository/common/chatmodel_helpers.py),
-        # timed between this model's tokens.
-        self.gaps_family = pb_utils.MetricFamily(
-            name="chatmodel_inter_token_latency_ms",
-            description="Time between a request's generated tokens after the first (ms)",
-            kind=pb_utils.MetricFamily.HISTOGRAM,
-        )
-        self.gaps = self.gaps_family.Metric(
-            labels={"model": "chat"}, buckets=[1, 2, 5, 10, 20, 40, 80, 160, 320, 640]
-        )
+        # Our models' latency histograms, from the helpers shipped beside them
+        # (model_repository/common/chatmodel_helpers.py), timed between this model's tokens.
+        self.latency = chatmodel_helpers.TokenLatency(pb_utils, "chat")
 
     def execute(self, requests):
         for request in requests:
@@ -273,10 +268,11 @@ class TritonPythonModel:
                 sender.send(pb_utils.InferenceResponse([out]))
                 now = time.monotonic()
                 if last is not None:
-                    self.gaps.observe((now - last) * 1000.0)
+                    self.latency.gap((now - last) * 1000.0, 1)
                 last = now
             sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
             self.tokens.observe(n)
+            self.latency.flush()  # idle: one request at a time
         return None
 '''
 
@@ -298,6 +294,9 @@ class TritonServer:
             CHAT_CONFIG % {"token_seconds": self.token_seconds}
         )
         (repo / "chat" / "1" / "model.py").write_text(CHAT_MODEL)
+        # The helpers our models import, beside the model as the repository ships them.
+        for name, text in helper_modules(default_sources()):
+            (repo / "chat" / "1" / name).write_text(text)
         return repo
 
     def start(self, timeout: float = 60) -> TritonServer:

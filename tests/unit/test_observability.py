@@ -117,7 +117,8 @@ def test_our_models_declare_the_latency_histograms_the_dashboard_reads() -> None
     helpers = (REPO / "model_repository/common/chatmodel_helpers.py").read_text(encoding="utf-8")
     for name in LATENCY:
         assert f'"{name}"' in helpers, name
-    assert "MetricFamily.HISTOGRAM" in helpers
+    # A histogram's series, sent as counters (tests/unit/test_token_latency.py).
+    assert '("_bucket", "_sum", "_count")' in helpers
     for model in ("postprocessing", "tensorrt_llm_bls"):
         source = (REPO / f"model_repository/{model}/1/model.py").read_text(encoding="utf-8")
         assert "chatmodel_helpers.TokenLatency(pb_utils" in source, model

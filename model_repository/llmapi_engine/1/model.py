@@ -245,3 +245,5 @@ class TritonPythonModel:
             self.running.pop(request.request_id(), None)
             self.in_flight -= 1
             self._set_requests()
+            if not self.in_flight and self.text is not None:
+                self.text.latency.flush()  # idle: the last observations go out

@@ -206,6 +206,7 @@ class TritonPythonModel:
         self.by_id: dict[str, _Job] = {}
         self.last_arrival = 0
         self.running = True
+        self.generated = 0  # tokens of the scheduler's current round
         self.text = chatmodel_helpers.EngineText.from_parameters(pb_utils, params)
         self.interval = chatmodel_helpers.StreamInterval.from_parameters(params)
         self._metrics()
@@ -355,6 +356,8 @@ class TritonPythonModel:
         with torch.inference_mode():
             while True:
                 with self.lock:
+                    if not self.waiting and not self.active and self.text is not None:
+                        self.text.latency.flush()  # idle: the last observations go out
                     while self.running and not self.waiting and not self.active:
                         self.lock.wait(timeout=1.0)
                     if not self.running:
@@ -363,12 +366,16 @@ class TritonPythonModel:
                     while self.waiting and len(self.active) + len(admitted) < self.max_slots:
                         admitted.append(self.waiting.popleft())
                     self.m_waiting.set(len(self.waiting))
+                self.generated = 0
                 for job in admitted:
                     self.active.append(job)
                     self._advance(job, prefill=True)
                 for job in list(self.active):
                     if job in self.active and job not in admitted:
                         self._advance(job, prefill=False)
+                # Once per round, not per token: each update is a round trip to Triton.
+                if self.generated:
+                    self.m_tokens.increment(self.generated)
                 self.m_active.set(len(self.active))
                 with self.lock:
                     self._set_router()
@@ -437,7 +444,7 @@ class TritonPythonModel:
         return int(torch.multinomial(probs, 1, generator=job.generator).item())
 
     def _take(self, job: _Job, token: int) -> None:
-        self.m_tokens.increment(1)
+        self.generated += 1
         if token == job.end_id:
             self._finish(job)
             return

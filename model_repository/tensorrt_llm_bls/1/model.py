@@ -15,6 +15,7 @@ and the engine's text deltas are passed through.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -83,6 +84,8 @@ class TritonPythonModel:
         if not self.takes_text:
             self.tokenizer = chatmodel_helpers.decoding_tokenizer(params)
         self.latency = chatmodel_helpers.TokenLatency(pb_utils, "tensorrt_llm_bls")
+        self.lock = threading.Lock()
+        self.in_flight = 0
         workers = int(params.get("max_concurrency", "64"))
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bls")
 
@@ -102,6 +105,18 @@ class TritonPythonModel:
         return None if tensor is None else tensor.as_numpy()
 
     def _serve(self, request: Any, clock: _Clock) -> None:
+        with self.lock:
+            self.in_flight += 1
+        try:
+            self._serve_one(request, clock)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+                idle = not self.in_flight
+            if idle:
+                self.latency.flush()  # the last observations go out
+
+    def _serve_one(self, request: Any, clock: _Clock) -> None:
         sender = request.get_response_sender()
         try:
             stream_in = self._tensor(request, "stream")

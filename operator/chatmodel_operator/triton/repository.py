@@ -208,7 +208,9 @@ def _python_files(
     return files
 
 
-def _helpers(src: ModelSources) -> list[tuple[str, str]]:
+def helper_modules(src: ModelSources) -> list[tuple[str, str]]:
+    """The modules our Python models import, by the file name each is shipped under beside
+    them."""
     return [(TEXTPROC_MODULE, src.textproc), (HELPERS_MODULE, src.helpers)]
 
 
@@ -239,7 +241,7 @@ def preprocessing_files(
         ),
     }
     files = {_path("preprocessing/config.pbtxt"): dumps(config, _header("preprocessing", s))}
-    files.update(_python_files("preprocessing", src.preprocessing, helpers=_helpers(src)))
+    files.update(_python_files("preprocessing", src.preprocessing, helpers=helper_modules(src)))
     files[_path("preprocessing/1", CHAT_FORMAT_FILE)] = _chat_format_json(fmt)
     files[_path("preprocessing/1", OPENAI_CHAT_TEMPLATE_FILE)] = OPENAI_CHAT_TEMPLATE + "\n"
     return files
@@ -283,7 +285,7 @@ def postprocessing_files(
         "parameters": parameters(_decoding_parameters(s, fmt, tokenizer_dir)),
     }
     files = {_path("postprocessing/config.pbtxt"): dumps(config, _header("postprocessing", s))}
-    files.update(_python_files("postprocessing", src.postprocessing, helpers=_helpers(src)))
+    files.update(_python_files("postprocessing", src.postprocessing, helpers=helper_modules(src)))
     return files
 
 
@@ -321,7 +323,7 @@ def bls_files(
         ),
     }
     files = {_path("tensorrt_llm_bls/config.pbtxt"): dumps(config, _header("tensorrt_llm_bls", s))}
-    files.update(_python_files("tensorrt_llm_bls", src.bls, helpers=_helpers(src)))
+    files.update(_python_files("tensorrt_llm_bls", src.bls, helpers=helper_modules(src)))
     return files
 
 
@@ -537,7 +539,9 @@ def python_layout(
     )
     files = _text_engine_pipeline(s, fmt, tokenizer_dir, sources)
     files[_path(ENGINE_MODEL, "config.pbtxt")] = dumps(config, _header(ENGINE_MODEL, s))
-    files.update(_python_files(ENGINE_MODEL, sources.python_engine, helpers=_helpers(sources)))
+    files.update(
+        _python_files(ENGINE_MODEL, sources.python_engine, helpers=helper_modules(sources))
+    )
     return files
 
 
@@ -590,7 +594,9 @@ def llmapi_layout(
     config = _python_engine_config(s, fmt, tokenizer_dir, {"model_yaml": "model.yaml"})
     files = _text_engine_pipeline(s, fmt, tokenizer_dir, sources)
     files[_path(ENGINE_MODEL, "config.pbtxt")] = dumps(config, _header(ENGINE_MODEL, s))
-    files.update(_python_files(ENGINE_MODEL, sources.llmapi_engine, helpers=_helpers(sources)))
+    files.update(
+        _python_files(ENGINE_MODEL, sources.llmapi_engine, helpers=helper_modules(sources))
+    )
     files[_path(ENGINE_MODEL, "1", "model.yaml")] = yaml.safe_dump(
         llmapi_model_yaml(s, engine_dir), sort_keys=False
     )
