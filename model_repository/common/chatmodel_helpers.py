@@ -16,12 +16,14 @@ output that lets the Python engines' ensemble skip postprocessing).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import os
+import queue
 import struct
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import chatmodel_textproc as tp
@@ -234,11 +236,22 @@ class TokenLatency:
     threads crashed Triton 2.51's Python backend (a segfault in libtriton_python.so under 16
     concurrent streams)."""
 
-    def __init__(self, pb_utils: Any, model: str, *, flush_s: float = FLUSH_S) -> None:
+    def __init__(
+        self,
+        pb_utils: Any,
+        model: str,
+        *,
+        flush_s: float = FLUSH_S,
+        defer: Callable[[Callable[[], None]], None] | None = None,
+    ) -> None:
         self.lock = threading.Lock()
         self.flush_ns = int(flush_s * 1e9)
         self.flushed_ns = time.monotonic_ns()
         self.pending = False
+        # Where a due flush runs: here, or handed to the thread that talks to Triton for an
+        # engine (Outbox.call), so that observing never waits on a round trip.
+        self.defer = defer
+        self.deferred = False
         counter = pb_utils.MetricFamily.COUNTER
         # The families must outlive their metrics, so they are kept here.
         self.families = tuple(
@@ -272,16 +285,22 @@ class TokenLatency:
         with self.lock:
             if self.pending:
                 self._flush()
+            self.deferred = False
 
     def _flush_if_due(self) -> None:
         self.pending = True
-        if time.monotonic_ns() - self.flushed_ns >= self.flush_ns:
+        if time.monotonic_ns() - self.flushed_ns < self.flush_ns or self.deferred:
+            return
+        if self.defer is None:
             self._flush()
+        else:
+            self.deferred = True
+            self.defer(self.flush)
 
     def _flush(self) -> None:
         self.ttft.flush()
         self.itl.flush()
-        self.pending = False
+        self.pending = self.deferred = False
         self.flushed_ns = time.monotonic_ns()
 
 
@@ -336,6 +355,61 @@ class RouterGauges:
         self._set(self.blocks["used"], used)
         self._set(self.blocks["free"], total - used if free is None else free)
         self._set(self.blocks["fraction"], used / total if total > 0 else 0.0)
+
+
+class Outbox:
+    """The one thread that talks to Triton for an engine: its responses, in order, and its
+    metric updates, handed over by the thread that generates (``send``, ``call``).
+
+    ``InferenceResponseSender.send`` blocks until Triton's process has taken the response (for
+    the ensemble's last step that includes turning it into the client's HTTP chunk): on the
+    generating thread every send held up every stream. One thread, not several: in Triton 2.51
+    sends from several threads at once wrote one stream's chunk into another's HTTP response,
+    and custom-metric calls from a thread other than the sending one stalled the backend (see
+    docs/dataplane-cost.md). Calls into Triton that must answer (``is_cancelled``) stay with
+    their caller.
+
+    A stream has at most one response waiting here (``waiting``): its engine holds the tokens
+    that come meanwhile and sends them in its next response, so when Triton takes responses
+    slower than the engine makes tokens the responses grow instead of the queue, and no token
+    waits longer than it would have in the queue."""
+
+    def __init__(self, name: str = "send") -> None:
+        self.items: queue.SimpleQueue[
+            tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None
+        ] = queue.SimpleQueue()
+        self.busy: set[int] = set()  # id() of the senders with a response waiting
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def send(self, sender: Any, response: Any = None, flags: int = 0) -> None:
+        self.busy.add(id(sender))
+        self.items.put((self._send, (sender, response, flags), {}))
+
+    def waiting(self, sender: Any) -> bool:
+        """Whether a response of ``sender``'s stream is still waiting to go out."""
+        return id(sender) in self.busy
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self.items.put((fn, args, kwargs))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Send what is queued, then stop."""
+        self.items.put(None)
+        self.thread.join(timeout)
+
+    def _send(self, sender: Any, response: Any, flags: int) -> None:
+        try:
+            sender.send(response, flags=flags)
+        finally:
+            self.busy.discard(id(sender))
+
+    def _run(self) -> None:
+        while (item := self.items.get()) is not None:
+            fn, args, kwargs = item
+            # A client gone must not stop the other streams or the metrics.
+            with contextlib.suppress(Exception):
+                fn(*args, **kwargs)
 
 
 class StreamInterval:
@@ -418,14 +492,18 @@ class EngineText:
     parameters as postprocessing; timed as the ensemble's TTFT and inter-token latency, which
     postprocessing times where it runs."""
 
-    def __init__(self, pb_utils: Any, params: dict[str, str]) -> None:
+    def __init__(self, pb_utils: Any, params: dict[str, str], outbox: Outbox | None = None) -> None:
         self.tokenizer = decoding_tokenizer(params)
-        self.latency = TokenLatency(pb_utils, "ensemble")
+        defer = outbox.call if outbox is not None else None
+        self.latency = TokenLatency(pb_utils, "ensemble", defer=defer)
 
     @classmethod
-    def from_parameters(cls, pb_utils: Any, params: dict[str, str]) -> EngineText | None:
-        """None where the repository asks the engine for token ids only."""
-        return cls(pb_utils, params) if params.get("tokenizer_dir") else None
+    def from_parameters(
+        cls, pb_utils: Any, params: dict[str, str], outbox: Outbox | None = None
+    ) -> EngineText | None:
+        """None where the repository asks the engine for token ids only; its latency is
+        flushed through ``outbox`` where the engine has one."""
+        return cls(pb_utils, params, outbox) if params.get("tokenizer_dir") else None
 
     def stream(self, arrival_ns: int) -> TextStream:
         return TextStream(self.tokenizer.decoder(), self.latency, arrival_ns)

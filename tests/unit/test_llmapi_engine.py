@@ -55,8 +55,10 @@ class Sender:
         self.sent: list[tuple[Response | None, int]] = []
         self.cancelled = False
         self.done = threading.Event()
+        self.delay = 0.0
 
     def send(self, response: Response | None = None, flags: int = 0) -> None:
+        time.sleep(self.delay)  # Triton taking the response
         self.sent.append((response, flags))
         if flags & FINAL:
             self.done.set()
@@ -172,6 +174,13 @@ def gauge(family: str, **labels: str) -> float:
     return found[0].value
 
 
+def settled(engine: Any) -> None:
+    """Wait until what the engine handed its outbox (responses, metric updates) is done."""
+    done = threading.Event()
+    engine.outbox.call(done.set)
+    assert done.wait(5), "the outbox is stuck"
+
+
 class SamplingParams:
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs = kwargs
@@ -260,9 +269,22 @@ def test_not_streamed_one_final_response_with_every_token(engine: Any) -> None:
 
 
 def test_streamed_one_response_per_token_then_final(engine: Any) -> None:
+    FakeLLM.instances[-1].delay = 0.02  # each token long after the last response went out
     sent = _run(engine, _request(streaming=[True]))
     assert _tokens(sent) == [[11], [12], [13], [14], [15]]
     assert sent[-1][1] == FINAL and all(flags == 0 for _, flags in sent[:-1])
+
+
+def test_tokens_made_while_the_last_response_waits_go_out_together(engine: Any) -> None:
+    """Triton taking responses slower than the engine makes tokens: a stream has one response
+    waiting at most, the tokens made meanwhile go in its next one, in order, none twice."""
+    request = _request(streaming=[True])
+    request.sender.delay = 0.05
+    sent = _run(engine, request)
+    tokens = _tokens(sent)
+    assert [t for ts in tokens for t in ts] == [11, 12, 13, 14, 15]
+    assert tokens[0] == [11] and len(tokens) < 5
+    assert sent[-1][1] == FINAL
 
 
 def test_prompt_comes_first_when_not_excluded(engine: Any) -> None:
@@ -328,6 +350,7 @@ def test_router_gauges_follow_requests_and_go_back_to_zero(engine: Any) -> None:
     requests = [_request(f"g{i}", request_output_len=[8], end_id=[-1]) for i in range(3)]
     engine.execute(requests)
     time.sleep(0.1)
+    settled(engine)
     waiting = gauge("nv_trt_llm_request_metrics", request_type="waiting")
     scheduled = gauge("nv_trt_llm_request_metrics", request_type="scheduled")
     assert (waiting, scheduled) == (2, 1)
@@ -343,6 +366,7 @@ def test_router_gauges_follow_requests_and_go_back_to_zero(engine: Any) -> None:
     # KV blocks come from the LLM's iteration stats, in TensorRT-LLM's own field names.
     stats = {"kvCacheStats": {"maxNumBlocks": 200, "usedNumBlocks": 50, "tokensPerBlock": 32}}
     engine._set_blocks(stats)
+    settled(engine)
     assert gauge("nv_trt_llm_kv_cache_block_metrics", kv_cache_block_type="fraction") == 0.25
     assert gauge("nv_trt_llm_kv_cache_block_metrics", kv_cache_block_type="tokens_per") == 32
     assert gauge("nv_trt_llm_kv_cache_block_metrics", kv_cache_block_type="max") == 200

@@ -1,11 +1,13 @@
 """What our Python engines share to send fewer responses (chatmodel_helpers): the stream interval
 (every token while few streams are active; under load, tokens held until the interval's count or
-delay, never held when the next token is not expected within the delay) and the text stream,
-which sends no response without text and counts its tokens in the next one."""
+delay, never held when the next token is not expected within the delay), the text stream,
+which sends no response without text and counts its tokens in the next one, and the outbox
+(every send from one thread, in order, and which streams still have a response waiting)."""
 
 from __future__ import annotations
 
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -54,3 +56,52 @@ def test_text_stream_sends_no_empty_text_and_counts_its_tokens_in_the_next() -> 
     # The last response goes out even empty: it ends the stream.
     assert stream.delta([0], final=False) is None
     assert stream.delta([], final=True) == (b"", 1)  # an incomplete character is dropped
+
+
+class SlowSender:
+    """A stream's response sender that takes ``delay`` seconds per send, as Triton does."""
+
+    def __init__(self, log: list[tuple[str, object]], name: str, delay: float = 0.0) -> None:
+        self.log, self.name, self.delay = log, name, delay
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def send(self, response: object = None, flags: int = 0) -> None:
+        self.started.set()
+        if self.delay:
+            assert self.release.wait(5)
+        self.log.append((self.name, response))
+
+
+def test_outbox_sends_in_order_from_one_thread_and_says_which_stream_waits() -> None:
+    log: list[tuple[str, object]] = []
+    threads: set[str] = set()
+    outbox = chatmodel_helpers.Outbox()
+    slow, fast = SlowSender(log, "slow", delay=1.0), SlowSender(log, "fast")
+    outbox.send(slow, 1)
+    assert slow.started.wait(5)
+    outbox.send(fast, 2)
+    outbox.call(lambda: threads.add(threading.current_thread().name))
+    # Triton has not taken the slow stream's response: both streams wait behind it.
+    assert outbox.waiting(slow) and outbox.waiting(fast)
+    slow.release.set()
+    outbox.close()
+    assert log == [("slow", 1), ("fast", 2)]
+    assert not outbox.waiting(slow) and not outbox.waiting(fast)
+    assert threads == {"send"}
+
+
+def test_outbox_goes_on_after_a_failed_send() -> None:
+    log: list[tuple[str, object]] = []
+
+    class Gone:
+        def send(self, response: object = None, flags: int = 0) -> None:
+            raise RuntimeError("the client went away")
+
+    outbox = chatmodel_helpers.Outbox()
+    gone = Gone()
+    outbox.send(gone, 1)
+    outbox.send(SlowSender(log, "next"), 2)
+    outbox.close()
+    assert log == [("next", 2)]
+    assert not outbox.waiting(gone)

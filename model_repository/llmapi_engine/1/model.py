@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import queue
 import threading
 import time
 from typing import Any
@@ -77,13 +76,10 @@ class TritonPythonModel:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="llmapi", daemon=True)
         self.thread.start()
-        # Responses are sent from a thread of their own: send() waits for Triton's process to
-        # take the response, which on the loop's thread would hold up every other stream (the
-        # remedy of Triton's vLLM backend, vllm_backend PR #46). One thread: each stream's
-        # responses stay in order.
-        self.outbox: queue.SimpleQueue[tuple[Any, Any, int] | None] = queue.SimpleQueue()
-        self.sending = threading.Thread(target=self._send_loop, name="send", daemon=True)
-        self.sending.start()
+        # Responses and metric updates go to Triton from a thread of their own: send() waits
+        # for Triton's process to take the response, which on the loop's thread would hold up
+        # every other stream (the remedy of Triton's vLLM backend, vllm_backend PR #46).
+        self.outbox = chatmodel_helpers.Outbox()
         self.running: dict[str, Any] = {}
         self.last_arrival = 0
         self.in_flight = 0
@@ -91,7 +87,7 @@ class TritonPythonModel:
         # max_batch_size at once and queues the rest.
         self.max_batch = int(kwargs.get("max_batch_size") or 2048)
         self.router = chatmodel_helpers.RouterGauges(pb_utils, max_requests=self.max_batch)
-        self.text = chatmodel_helpers.EngineText.from_parameters(pb_utils, params)
+        self.text = chatmodel_helpers.EngineText.from_parameters(pb_utils, params, self.outbox)
         self.interval = chatmodel_helpers.StreamInterval.from_parameters(params)
         asyncio.run_coroutine_threadsafe(self._poll_stats(), self.loop)
 
@@ -111,33 +107,24 @@ class TritonPythonModel:
         kv = stats.get("kvCacheStats") or {}
         total, used = int(kv.get("maxNumBlocks") or 0), int(kv.get("usedNumBlocks") or 0)
         if total > 0:
-            self.router.set_blocks(
-                used=used,
-                total=total,
-                tokens_per=int(kv.get("tokensPerBlock") or 0),
-                free=int(kv.get("freeNumBlocks") or total - used),
+            free = int(kv.get("freeNumBlocks") or total - used)
+            tokens_per = int(kv.get("tokensPerBlock") or 0)
+            self.outbox.call(
+                self.router.set_blocks, used=used, total=total, tokens_per=tokens_per, free=free
             )
 
     def _set_requests(self) -> None:
         scheduled = min(self.in_flight, self.max_batch)
-        self.router.set_requests(waiting=self.in_flight - scheduled, scheduled=scheduled)
-
-    def _send_loop(self) -> None:
-        while (item := self.outbox.get()) is not None:
-            sender, response, flags = item
-            try:
-                sender.send(response, flags=flags)
-            except Exception:  # the client may be gone; the other streams go on
-                pass
+        waiting = self.in_flight - scheduled
+        self.outbox.call(self.router.set_requests, waiting=waiting, scheduled=scheduled)
 
     def _send(self, sender: Any, response: Any = None, flags: int = 0) -> None:
-        self.outbox.put((sender, response, flags))
+        self.outbox.send(sender, response, flags)
 
     def finalize(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
-        self.outbox.put(None)
-        self.sending.join(timeout=10)
+        self.outbox.close()
         self.llm.shutdown()
 
     def execute(self, requests: list[Any]) -> None:
@@ -222,7 +209,10 @@ class TritonPythonModel:
                     checked, gone = now, sender.is_cancelled()
                 if gone or hit:
                     gen.abort()
-                due = self.interval.due(len(tokens) - sent, held_since, self.in_flight, now, gap)
+                # Not while its last response is still waiting to go out: they go together.
+                due = not self.outbox.waiting(sender) and self.interval.due(
+                    len(tokens) - sent, held_since, self.in_flight, now, gap
+                )
                 if streaming and due and not out.finished and not hit:
                     new = tokens[sent:] if exclude or sent else prompt + tokens
                     one = response(new)
@@ -246,4 +236,4 @@ class TritonPythonModel:
             self.in_flight -= 1
             self._set_requests()
             if not self.in_flight and self.text is not None:
-                self.text.latency.flush()  # idle: the last observations go out
+                self.outbox.call(self.text.latency.flush)  # idle: the last observations go out

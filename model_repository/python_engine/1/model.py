@@ -14,7 +14,9 @@ Scheduling: requests wait in a queue for one of ``max_slots`` slots; a scheduler
 prefills new sequences and then advances every active sequence by one token per round (each
 with its own KV cache), so concurrent streams progress together. A slot is freed when its
 sequence ends, when the client goes away (``is_cancelled``), or when a request with the same id
-and ``stop`` arrives (TensorRT-LLM's cancellation, which the BLS uses).
+and ``stop`` arrives (TensorRT-LLM's cancellation, which the BLS uses). Responses and metric
+updates go to Triton from one thread of their own (``chatmodel_helpers.Outbox``), so the
+scheduler never waits on a send.
 
 Checkpoints: whatever ``AutoModelForCausalLM`` loads; architectures with Llama's structure
 under another name (XVERSE; TeleChat-shaped configs with Llama weight names, as our tiny
@@ -206,8 +208,11 @@ class TritonPythonModel:
         self.by_id: dict[str, _Job] = {}
         self.last_arrival = 0
         self.running = True
-        self.generated = 0  # tokens of the scheduler's current round
-        self.text = chatmodel_helpers.EngineText.from_parameters(pb_utils, params)
+        self.generated = 0  # tokens generated and not yet counted (_count_tokens)
+        # Responses and metric updates go to Triton from a thread of their own, so that the
+        # scheduler never waits on a send (chatmodel_helpers.Outbox).
+        self.outbox = chatmodel_helpers.Outbox()
+        self.text = chatmodel_helpers.EngineText.from_parameters(pb_utils, params, self.outbox)
         self.interval = chatmodel_helpers.StreamInterval.from_parameters(params)
         self._metrics()
         self.thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
@@ -252,12 +257,22 @@ class TritonPythonModel:
         )
         self.router = chatmodel_helpers.RouterGauges(pb_utils, max_requests=self.max_slots)
         self.max_blocks = self.max_slots * -(-self.max_seq // TOKENS_PER_BLOCK)
-        self._set_router()
+        self.gauge_values: dict[Any, int] = {}
+        self._publish()
 
-    def _set_router(self) -> None:
+    def _publish(self) -> None:
+        """The gauges as of now, handed to the outbox (under self.lock)."""
         active = list(self.active)
         used = sum(-(-(len(j.prompt) + len(j.out)) // TOKENS_PER_BLOCK) for j in active)
-        self.router.set_requests(waiting=len(self.waiting), scheduled=len(active))
+        self.outbox.call(self._set_gauges, len(self.waiting), len(active), used)
+
+    def _set_gauges(self, waiting: int, active: int, used: int) -> None:
+        """On the outbox's thread: each set is a round trip to Triton, so only changed values."""
+        for metric, value in ((self.m_waiting, waiting), (self.m_active, active)):
+            if self.gauge_values.get(metric) != value:
+                self.gauge_values[metric] = value
+                metric.set(value)
+        self.router.set_requests(waiting=waiting, scheduled=active)
         self.router.set_blocks(used=used, total=self.max_blocks, tokens_per=TOKENS_PER_BLOCK)
 
     def finalize(self) -> None:
@@ -265,6 +280,7 @@ class TritonPythonModel:
             self.running = False
             self.lock.notify_all()
         self.thread.join(timeout=10)
+        self.outbox.close()
 
     # --- requests ------------------------------------------------------------------------
 
@@ -274,19 +290,18 @@ class TritonPythonModel:
             try:
                 if _scalar(request, "stop", False):
                     self._stop(request.request_id())
-                    sender.send(flags=FINAL)
+                    self.outbox.send(sender, None, FINAL)
                     continue
                 job = self._job(request, sender)
             except ValueError as exc:
                 error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
-                sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
+                self.outbox.send(sender, pb_utils.InferenceResponse(error=error), FINAL)
                 continue
             with self.lock:
                 self.waiting.append(job)
                 if job.request_id:
                     self.by_id[job.request_id] = job
-                self.m_waiting.set(len(self.waiting))
-                self._set_router()
+                self._publish()
                 self.lock.notify()
         return None
 
@@ -357,7 +372,8 @@ class TritonPythonModel:
             while True:
                 with self.lock:
                     if not self.waiting and not self.active and self.text is not None:
-                        self.text.latency.flush()  # idle: the last observations go out
+                        # Idle: the last observations go out.
+                        self.outbox.call(self.text.latency.flush)
                     while self.running and not self.waiting and not self.active:
                         self.lock.wait(timeout=1.0)
                     if not self.running:
@@ -365,26 +381,21 @@ class TritonPythonModel:
                     admitted: list[_Job] = []
                     while self.waiting and len(self.active) + len(admitted) < self.max_slots:
                         admitted.append(self.waiting.popleft())
-                    self.m_waiting.set(len(self.waiting))
-                self.generated = 0
                 for job in admitted:
                     self.active.append(job)
                     self._advance(job, prefill=True)
                 for job in list(self.active):
                     if job in self.active and job not in admitted:
                         self._advance(job, prefill=False)
-                # Once per round, not per token: each update is a round trip to Triton.
-                if self.generated:
-                    self.m_tokens.increment(self.generated)
-                self.m_active.set(len(self.active))
+                self._count_tokens()
                 with self.lock:
-                    self._set_router()
+                    self._publish()
 
     def _advance(self, job: _Job, *, prefill: bool) -> None:
         try:
             if self._gone(job):
                 job.cancelled = True
-                self.m_cancelled.increment(1)
+                self.outbox.call(self.m_cancelled.increment, 1)
                 self._finish(job)
                 return
             torch = self.torch
@@ -397,10 +408,8 @@ class TritonPythonModel:
             self._take(job, self._sample(job, out.logits[0, -1].float()))
         except Exception as exc:  # fail this request, keep the engine serving the others
             error = pb_utils.TritonError(f"tensorrt_llm (python): {type(exc).__name__}: {exc}")
-            try:
-                job.sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
-            finally:
-                self._release(job)
+            self.outbox.send(job.sender, pb_utils.InferenceResponse(error=error), FINAL)
+            self._release(job)
 
     def _gone(self, job: _Job) -> bool:
         if job.cancelled:
@@ -460,12 +469,16 @@ class TritonPythonModel:
         done = done or any(job.out[-len(w) :] == w for w in job.stops if w)
         if done:
             self._finish(job)
-        elif job.streaming and self.interval.due(
-            len(job.pending), job.held_since, len(self.active), now, job.gap_ns
+        elif (
+            job.streaming
+            and not self.outbox.waiting(job.sender)  # its last response is not out yet
+            and self.interval.due(
+                len(job.pending), job.held_since, len(self.active), now, job.gap_ns
+            )
         ):
             response = self._response(job, self._drain(job))
             if response is not None:
-                job.sender.send(response)
+                self.outbox.send(job.sender, response)
 
     def _drain(self, job: _Job) -> list[int]:
         """Tokens not yet sent; the prompt goes first unless excluded (TensorRT-LLM's rule)."""
@@ -486,22 +499,29 @@ class TritonPythonModel:
             final=final,
         )
 
+    def _count_tokens(self) -> None:
+        """The tokens generated since the last count, once per round rather than per token (each
+        update is a round trip to Triton), and before a final response (which a client may
+        follow with a look at the metrics)."""
+        if self.generated:
+            self.outbox.call(self.m_tokens.increment, self.generated)
+            self.generated = 0
+
     def _finish(self, job: _Job) -> None:
+        self._count_tokens()
         try:
             if job.cancelled:
-                job.sender.send(flags=FINAL)
+                self.outbox.send(job.sender, None, FINAL)
             elif job.streaming:
                 tokens = self._drain(job)
                 # Text still held back (an incomplete character at the end) goes out too.
                 last = tokens or job.text is not None
-                job.sender.send(
-                    self._response(job, tokens, final=True) if last else None, flags=FINAL
-                )
+                response = self._response(job, tokens, final=True) if last else None
+                self.outbox.send(job.sender, response, FINAL)
             else:
                 # One response with every token, even none (the client asked for one answer).
-                job.sender.send(self._response(job, self._drain(job), final=True), flags=FINAL)
-        except Exception:  # the client may be gone; the slot is freed all the same
-            pass
+                response = self._response(job, self._drain(job), final=True)
+                self.outbox.send(job.sender, response, FINAL)
         finally:
             self._release(job)
 
