@@ -53,18 +53,23 @@ from chatmodel_operator.triton import Repository, with_sources
 from chatmodel_operator.triton.repository import (
     chat_format,
     default_sources,
+    engine_steps,
+    ensemble_files,
     postprocessing_files,
     token_ensemble,
 )
+from chatmodel_operator.triton.tensors import CLIENT_OUTPUTS, USAGE_OUTPUTS, Tensor
 from chatmodel_operator.triton.textproc import TokenTable, token_table_from_tokenizer_json
 
 TOKENS = 240
 TIMEOUT = aiohttp.ClientTimeout(total=60)
 TEXT = "北京是中国的首都,有很多名胜古迹。Triton streams tokens to every client, fast. "
 
-# The stand-in engine: the tensorrt_llm contract, tokens emitted as fast as Triton takes them,
-# with what our Python engines do per response besides generating: the text output (their
-# ensemble has no postprocessing step) and the stream interval, through the same helpers.
+# The stand-in engine: the tensorrt_llm contract, tokens emitted as fast as Triton takes them
+# (a step starts when Triton has taken the last step's responses), with what our Python engines
+# do per response besides generating, through the same helpers: the outputs asked for, the
+# text output (their ensemble has no postprocessing step), the stream interval, and the
+# responses sent from a thread of their own (the Outbox) while the step is still being made.
 ENGINE = """
 import collections, json, threading, time
 import chatmodel_helpers
@@ -82,8 +87,9 @@ def _scalar(request, name, default):
 
 
 class Job:
-    def __init__(self, sender, n, stream, arrival, text):
-        self.sender, self.n, self.stream, self.arrival, self.text = sender, n, stream, arrival, text
+    def __init__(self, sender, n, stream, arrival, wanted, text):
+        self.sender, self.n, self.stream, self.arrival = sender, n, stream, arrival
+        self.wanted, self.text = wanted, text
         self.done, self.pending, self.held_since, self.token_ns, self.gap_ns = 0, [], 0, 0, 0
 
 
@@ -92,7 +98,8 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {{k: v["string_value"] for k, v in config.get("parameters", {{}}).items()}}
         self.batched = config["max_batch_size"] > 0
-        self.text = chatmodel_helpers.EngineText.from_parameters(pb_utils, params)
+        self.outbox = chatmodel_helpers.Outbox()
+        self.text = chatmodel_helpers.EngineText.from_parameters(pb_utils, params, self.outbox)
         self.interval = chatmodel_helpers.StreamInterval.from_parameters(params)
         self.lock = threading.Condition()
         self.queue = collections.deque()
@@ -105,38 +112,27 @@ class TritonPythonModel:
                 self.last = max(time.time_ns(), self.last + 1)
                 n = int(_scalar(r, "request_output_len", 16))
                 stream = bool(_scalar(r, "streaming", False))
-                wanted = r.requested_output_names()
-                # Text instead of ids, as our engines decide it (the ensemble asks for text).
-                text = None
-                if "text_output" in wanted and "output_ids" not in wanted:
-                    text = self.text.stream(self.last)
-                self.queue.append(Job(r.get_response_sender(), n, stream, self.last, text))
+                # The outputs and the text as our engines decide them (the ensemble asks for
+                # text, the bare engine's client for everything: ids).
+                wanted = chatmodel_helpers.engine_outputs(r.requested_output_names(), self.text)
+                text = self.text.stream(self.last) if "text_output" in wanted else None
+                job = Job(r.get_response_sender(), n, stream, self.last, wanted, text)
+                self.queue.append(job)
             self.lock.notify()
         return None
 
     def response(self, job, tokens, final):
-        # The token outputs always, also where the ensemble does not ask for them: the bare
-        # engine and the pipelines pay at least the same engine-side cost.
-        ids = np.array([tokens], dtype=np.int32)
-        lengths = np.array([len(tokens)], dtype=np.int32)
-        stamp = np.array([job.arrival], dtype=np.int64)
-        prompt = np.array([3], dtype=np.int32)
-        out = [ids, lengths, stamp, prompt]
-        names = ["output_ids", "sequence_length", "arrival_time_ns", "num_input_tokens"]
-        if job.text is not None:  # as our engines do for the ensemble (text only)
-            delta = job.text.delta(tokens, final=final)
-            if delta is None:
-                return None
-            out += [np.array([delta[0]], dtype=np.object_), np.array([delta[1]], dtype=np.int32)]
-            names += ["text_output", "num_output_tokens"]
-        if self.batched:
-            out = [x[None] for x in out]
-        return pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in zip(names, out)])
+        return chatmodel_helpers.engine_response(
+            pb_utils, np, tokens, wanted=job.wanted, arrival_ns=job.arrival, prompt_tokens=3,
+            batched=self.batched, text=job.text, final=final,
+        )
 
     def loop(self):
         active = []
         while True:
             with self.lock:
+                if not self.queue and not active and self.text is not None:
+                    self.outbox.call(self.text.latency.flush)  # idle, as our engines do
                 while not self.queue and not active:
                     self.lock.wait()
                 while self.queue:
@@ -144,7 +140,7 @@ class TritonPythonModel:
             for job in list(active):  # one token per stream per round, like in-flight batching
                 if not job.stream:
                     ids = [IDS[i % len(IDS)] for i in range(job.n)]
-                    job.sender.send(self.response(job, ids, True), flags=FINAL)
+                    self.outbox.send(job.sender, self.response(job, ids, True), FINAL)
                     active.remove(job)
                     continue
                 now = time.monotonic_ns()
@@ -154,15 +150,20 @@ class TritonPythonModel:
                 job.pending.append(IDS[job.done % len(IDS)])
                 job.done += 1
                 if job.done == job.n:
-                    job.sender.send(self.response(job, job.pending, True), flags=FINAL)
+                    self.outbox.send(job.sender, self.response(job, job.pending, True), FINAL)
                     active.remove(job)
-                elif self.interval.due(
+                elif not self.outbox.waiting(job.sender) and self.interval.due(
                     len(job.pending), job.held_since, len(active), now, job.gap_ns
                 ):
                     response = self.response(job, job.pending, False)
                     if response is not None:
-                        job.sender.send(response)
+                        self.outbox.send(job.sender, response)
                     job.pending = []
+            # The next step once Triton has taken this one's responses: an engine exactly as
+            # fast as the pipeline (they were sent while the round was still being made).
+            taken = threading.Event()
+            self.outbox.call(taken.set)
+            taken.wait()
 """
 
 
@@ -200,6 +201,23 @@ class TritonPythonModel:
 REFERENCE = "ensemble_per_response"
 # Our token ensemble with our postprocessing: what the C++ engine's layout runs.
 POSTPROCESSED = "ensemble_postprocessing"
+# What an ensemble costs by what its responses carry (at 32 streams): one step, the engine
+# alone, fed token ids like the bare engine, returning the ids alone or what our ensemble
+# returns (the text and the counts).
+ONE_STEP_IDS = "ensemble_engine_ids"
+ONE_STEP_TEXT = "ensemble_engine_text"
+ONE_STEP_INPUTS = (
+    Tensor("input_ids", "INT32", (-1,)),
+    Tensor("input_lengths", "INT32", (1,)),
+    Tensor("request_output_len", "INT32", (1,)),
+    Tensor("streaming", "BOOL", (1,)),
+)
+ONE_STEP_OUTPUTS = {
+    ONE_STEP_IDS: (Tensor("output_ids", "INT32", (-1, -1)),),
+    ONE_STEP_TEXT: CLIENT_OUTPUTS + USAGE_OUTPUTS,
+}
+# Routes a client feeds token ids (the bare engine's request).
+ID_ROUTES = ("tensorrt_llm", ONE_STEP_IDS, ONE_STEP_TEXT)
 
 
 def with_token_ensembles(repo: Repository, local: LocalModel) -> Repository:
@@ -228,6 +246,18 @@ def with_token_ensembles(repo: Repository, local: LocalModel) -> Repository:
                     'model_name: "postprocessing"', f'model_name: "{model}"'
                 )
             out[PurePosixPath(name, *path.parts[1:])] = text
+    return out
+
+
+def with_one_step_ensembles(repo: Repository, local: LocalModel) -> Repository:
+    """``repo`` plus the two one-step ensembles over the engine (``ONE_STEP_OUTPUTS``)."""
+    out = dict(repo)
+    inputs = [x.name for x in ONE_STEP_INPUTS]
+    for name, outputs in ONE_STEP_OUTPUTS.items():
+        steps = engine_steps(inputs, [x.name for x in outputs])
+        out.update(
+            ensemble_files(local.settings, steps, outputs, inputs=ONE_STEP_INPUTS, name=name)
+        )
     return out
 
 
@@ -332,7 +362,7 @@ class Bench:
         self.chunks: dict[tuple[str, int], list[int]] = {}
 
     def body(self, model: str) -> dict[str, Any]:
-        if model == "tensorrt_llm":
+        if model in ID_ROUTES:
             return {
                 "input_ids": [5, 6, 7],
                 "input_lengths": 3,
@@ -362,7 +392,7 @@ class Bench:
                         continue
                     doc = json.loads(event[5:])
                     assert "error" not in doc, doc
-                    if model == "tensorrt_llm":
+                    if model in ("tensorrt_llm", ONE_STEP_IDS):
                         ids = doc["output_ids"]
                         tokens += len(ids) if isinstance(ids, list) else 1
                         stamps.append(now)
@@ -375,7 +405,7 @@ class Bench:
             self.reference_streams += 1
             self.replacement_chars += "".join(texts).count("\ufffd")
             tokens = TOKENS
-        elif model != "tensorrt_llm":
+        elif model not in ("tensorrt_llm", ONE_STEP_IDS):
             text = "".join(texts)
             assert "\ufffd" not in text, "U+FFFD in the stream"
             assert text == self.expected, (text[:80], self.expected[:80])
@@ -473,10 +503,12 @@ def main() -> int:
     repo = with_token_ensembles(
         with_sources(local.repository, tensorrt_llm=ENGINE.format(ids=cycle)), local
     )
+    repo = with_one_step_ensembles(repo, local)
     server = TritonServer(write_repository(repo, work / "repo"), Ports.free())
     routes = ("tensorrt_llm", "ensemble", POSTPROCESSED, REFERENCE, "tensorrt_llm_bls")
     per_token: dict[str, list[float]] = {m: [] for m in routes}
     samples: dict[tuple[str, int], list[float]] = {(m, n): [] for m in routes for n in (1, 8, 32)}
+    samples.update({(m, 32): [] for m in ONE_STEP_OUTPUTS})
     # CPU per token at 32 streams, per pass
     cpu_per_token: dict[str, list[CpuPerToken]] = {m: [] for m in routes}
     load_before = os.getloadavg()[0]
@@ -502,6 +534,8 @@ def main() -> int:
                 samples[(m, n)].append(rate)
                 if n == 32:
                     cpu_per_token[m].append(cpu)
+            for m in ONE_STEP_OUTPUTS:
+                samples[(m, 32)].append(_throughput(bench, server, m, 32, args.rounds)[0])
         # The BLS under many fast streams last: Triton 2.51's Python backend may crash the
         # BLS's process then (docs/data-plane.md, Known limits), which must not cost the other
         # numbers.
@@ -593,6 +627,19 @@ def main() -> int:
         print(f"    {label:22} " + "; ".join(cells) + f"; first chunk {first:.2f} ms")
     if bls_failure:
         print(f"  {bls_failure}")
+    one_step = {
+        m: sorted(
+            _ratio(e, r)
+            for e, r in zip(samples[(m, 32)], samples[("tensorrt_llm", 32)], strict=True)
+        )
+        for m in ONE_STEP_OUTPUTS
+    }
+    print(
+        "  an ensemble of the engine alone, fed token ids, / bare engine @32, per pass: "
+        f"returning the ids {', '.join(f'{x:.2f}' for x in one_step[ONE_STEP_IDS])}; "
+        f"returning what our ensemble returns (text, counts) "
+        f"{', '.join(f'{x:.2f}' for x in one_step[ONE_STEP_TEXT])}"
+    )
     # The issue's targets, as ratios measured in this run. Paired pass by pass where two
     # routes are measured back to back, which cancels most of what the machine's load does.
     vs_ref = sorted(
@@ -619,6 +666,8 @@ def main() -> int:
         "ttft_ms_p50_1": _median(bench.first.get(("ensemble", 1), [])),
         "ttft_ms_p50_1_postprocessing": _median(bench.first.get((POSTPROCESSED, 1), [])),
         "stream_interval": [si_tokens, si_ms, si_streams],
+        "one_step_ids_vs_bare_32": _median(one_step[ONE_STEP_IDS]),
+        "one_step_text_vs_bare_32": _median(one_step[ONE_STEP_TEXT]),
     }
     targets = (
         ("ensemble_vs_bare_32", ">=", 0.9),

@@ -381,17 +381,19 @@ def _text_engine_steps() -> Rendered:
     return rendered_field("ensemble_scheduling", {"step": _pre_and_engine_steps(engine_out)})
 
 
-def _ensemble_files(
+def ensemble_files(
     s: Settings,
     steps: Rendered,
     outputs: Sequence[t.Tensor],
     *,
     inputs: Sequence[t.Tensor] = t.CLIENT_INPUTS,
     max_batch_size: int | None = None,
+    name: str = "ensemble",
 ) -> Repository:
-    """The ``ensemble`` model: ``inputs`` in, ``outputs`` out, run by ``steps``."""
+    """The ``ensemble`` model (or another ``name``): ``inputs`` in, ``outputs`` out, run by
+    ``steps``."""
     config = {
-        "name": "ensemble",
+        "name": name,
         "platform": "ensemble",
         "max_batch_size": s.max_batch_size if max_batch_size is None else max_batch_size,
         "input": _io("input", tuple(inputs)),
@@ -399,20 +401,31 @@ def _ensemble_files(
         "ensemble_scheduling": steps,
     }
     return {
-        _path("ensemble/config.pbtxt"): dumps(config, _header("ensemble", s)),
-        _path("ensemble/1", VERSION_PLACEHOLDER): PLACEHOLDER_TEXT,
+        _path(name, "config.pbtxt"): dumps(config, _header(name, s)),
+        _path(name, "1", VERSION_PLACEHOLDER): PLACEHOLDER_TEXT,
     }
+
+
+def engine_steps(inputs: Sequence[str], outputs: Sequence[str]) -> Rendered:
+    """One step: the engine, its inputs and outputs under their own names."""
+    step = {
+        "model_name": ENGINE_MODEL,
+        "model_version": -1,
+        "input_map": _maps({x: x for x in inputs}),
+        "output_map": _maps({x: x for x in outputs}),
+    }
+    return rendered_field("ensemble_scheduling", {"step": [step]})
 
 
 def text_engine_ensemble(s: Settings) -> Repository:
     """preprocessing -> tensorrt_llm, for our Python engines that return text."""
-    return _ensemble_files(s, _text_engine_steps(), t.CLIENT_OUTPUTS + t.USAGE_OUTPUTS)
+    return ensemble_files(s, _text_engine_steps(), t.CLIENT_OUTPUTS + t.USAGE_OUTPUTS)
 
 
 def token_ensemble(s: Settings, *, usage: bool = True) -> Repository:
     """preprocessing -> tensorrt_llm -> postprocessing, for engines that take token ids."""
     outputs = t.CLIENT_OUTPUTS + (t.USAGE_OUTPUTS if usage else ())
-    return _ensemble_files(s, _token_steps(usage), outputs)
+    return ensemble_files(s, _token_steps(usage), outputs)
 
 
 def _token_pipeline(
@@ -691,7 +704,7 @@ def vllm_layout(
         _path(VLLM_MODEL, "1", "model.json"): json.dumps(vllm_model_json(s, engine_dir), indent=2)
         + "\n",
         # vLLM batches internally: one request per call, and no input vLLM has no use for.
-        **_ensemble_files(
+        **ensemble_files(
             s,
             _vllm_steps(),
             t.VLLM_OUTPUTS,
