@@ -2,9 +2,7 @@
 
 Each request runs in its own thread (one process serves them all): call ``preprocessing``,
 stream from the engine, detokenize here with an incremental decoder (UTF-8 safe, constant work
-per token, no accumulate-and-re-decode), and send ``text_output`` deltas as they complete,
-through the model's one sending thread (``chatmodel_helpers.Outbox``): text that completes while
-the stream's last delta is still waiting to go out goes with the next one.
+per token, no accumulate-and-re-decode), and send ``text_output`` deltas as they complete.
 
 Unlike the ensemble (in which Triton 2.51 does not cancel a running step), the BLS sees its
 client go away (``is_cancelled``) and stops the engine's request with TensorRT-LLM's
@@ -85,12 +83,7 @@ class TritonPythonModel:
         self.tokenizer = None
         if not self.takes_text:
             self.tokenizer = chatmodel_helpers.decoding_tokenizer(params)
-        # Responses and metric updates go to Triton from one thread of their own: each
-        # request's thread only hands them over (chatmodel_helpers.Outbox).
-        self.outbox = chatmodel_helpers.Outbox()
-        self.latency = chatmodel_helpers.TokenLatency(
-            pb_utils, "tensorrt_llm_bls", defer=self.outbox.call
-        )
+        self.latency = chatmodel_helpers.TokenLatency(pb_utils, "tensorrt_llm_bls")
         self.lock = threading.Lock()
         self.in_flight = 0
         workers = int(params.get("max_concurrency", "64"))
@@ -104,7 +97,6 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
-        self.outbox.close()
 
     # --- one request ---------------------------------------------------------------------
 
@@ -122,7 +114,7 @@ class TritonPythonModel:
                 self.in_flight -= 1
                 idle = not self.in_flight
             if idle:
-                self.outbox.call(self.latency.flush)  # the last observations go out
+                self.latency.flush()  # the last observations go out
 
     def _serve_one(self, request: Any, clock: _Clock) -> None:
         sender = request.get_response_sender()
@@ -136,12 +128,12 @@ class TritonPythonModel:
                 self._run_token_engine(request, sender, pre, stream, clock)
         except _Failed as exc:
             code = exc.code if exc.code is not None else pb_utils.TritonError.INTERNAL
-            error = pb_utils.TritonError(str(exc), code)
-            self.outbox.send(sender, pb_utils.InferenceResponse(error=error), FINAL)
+            sender.send(
+                pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), code)), flags=FINAL
+            )
         except Exception as exc:  # answer the client rather than leave it hanging
             msg = f"tensorrt_llm_bls: {type(exc).__name__}: {exc}"
-            error = pb_utils.TritonError(msg)
-            self.outbox.send(sender, pb_utils.InferenceResponse(error=error), FINAL)
+            sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(msg)), flags=FINAL)
 
     def _preprocess(self, request: Any) -> dict[str, np.ndarray]:
         inputs = []
@@ -245,20 +237,19 @@ class TritonPythonModel:
             text = decoder.push(tokens[0, : int(lengths[0])].tolist())
             if not text:
                 continue
-            parts.append(text)
-            # Streamed: sent unless this stream's last response is still waiting to go out
-            # (then it goes with the next).
-            if stream and not self.outbox.waiting(sender):
+            if stream:
                 clock.tokens(counted)  # timed per response, as the client gets them
-                self.outbox.send(sender, self._text("".join(parts), prompt_tokens, counted))
-                parts, counted = [], 0
+                sender.send(self._text(text, prompt_tokens, counted))
+                counted = 0
+            else:
+                parts.append(text)
         parts.append(decoder.finish())
         tail = "".join(parts)
         clock.tokens(counted)
         if stream and not tail and not counted:
-            self.outbox.send(sender, None, FINAL)
+            sender.send(None, flags=FINAL)
         else:  # also the count of tokens whose text was held back or empty
-            self.outbox.send(sender, self._text(tail, prompt_tokens, counted), FINAL)
+            sender.send(self._text(tail, prompt_tokens, counted), flags=FINAL)
 
     def _run_text_engine(
         self, request: Any, sender: Any, pre: dict[str, Any], stream: bool, clock: _Clock
@@ -294,14 +285,14 @@ class TritonPythonModel:
             if out is None:
                 continue
             text = "".join(v.decode("utf-8") for v in out.as_numpy().reshape(-1))
-            if text:
-                parts.append(text)
-            if stream and text and not self.outbox.waiting(sender):
+            if stream and text:
                 clock.tokens(counted)  # timed per response, as the client gets them
-                self.outbox.send(sender, self._text("".join(parts), prompt_tokens, counted))
-                parts, counted = [], 0
+                sender.send(self._text(text, prompt_tokens, counted))
+                counted = 0
+            elif text:
+                parts.append(text)
         clock.tokens(counted)
-        if stream and not counted and not parts:
-            self.outbox.send(sender, None, FINAL)
+        if stream and not counted:
+            sender.send(None, flags=FINAL)
         else:
-            self.outbox.send(sender, self._text("".join(parts), prompt_tokens, counted), FINAL)
+            sender.send(self._text("".join(parts), prompt_tokens, counted), flags=FINAL)
