@@ -131,16 +131,18 @@ class TritonPythonModel:
         active = []
         while True:
             with self.lock:
-                if not self.queue and not active and self.text is not None:
-                    self.outbox.call(self.text.latency.flush)  # idle, as our engines do
                 while not self.queue and not active:
-                    self.lock.wait()
+                    idle = not self.lock.wait(timeout=chatmodel_helpers.IDLE_FLUSH_S)
+                    if idle and self.text is not None:  # as our engines do
+                        self.outbox.call(self.text.latency.flush)
                 while self.queue:
                     active.append(self.queue.popleft())
+            sent = False
             for job in list(active):  # one token per stream per round, like in-flight batching
                 if not job.stream:
                     ids = [IDS[i % len(IDS)] for i in range(job.n)]
                     self.outbox.send(job.sender, self.response(job, ids, True), FINAL)
+                    sent = True
                     active.remove(job)
                     continue
                 now = time.monotonic_ns()
@@ -151,6 +153,7 @@ class TritonPythonModel:
                 job.done += 1
                 if job.done == job.n:
                     self.outbox.send(job.sender, self.response(job, job.pending, True), FINAL)
+                    sent = True
                     active.remove(job)
                 elif not self.outbox.waiting(job.sender) and self.interval.due(
                     len(job.pending), job.held_since, len(active), now, job.gap_ns
@@ -158,7 +161,10 @@ class TritonPythonModel:
                     response = self.response(job, job.pending, False)
                     if response is not None:
                         self.outbox.send(job.sender, response)
+                        sent = True
                     job.pending = []
+            if not sent:  # nothing for Triton to take (text not complete yet)
+                continue
             # The next step once Triton has taken this one's responses: an engine exactly as
             # fast as the pipeline (they were sent while the round was still being made).
             taken = threading.Event()

@@ -181,6 +181,9 @@ ITL_BUCKETS_MS = [1, 2, 5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560]
 # How stale the latency series may be while a model is busy: observations are counted here and
 # sent to Triton at most this often (and whenever the model says it is idle).
 FLUSH_S = 1.0
+# How long an engine is idle before it flushes them: a request that comes sooner (clients that
+# send one after another) does not find its first response queued behind the flush.
+IDLE_FLUSH_S = 0.1
 
 
 class _Histogram:
@@ -211,16 +214,20 @@ class _Histogram:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.total += value
 
-    def flush(self) -> None:
+    def snapshot(self) -> tuple[list[int], float]:
+        return list(self.counts), self.total
+
+    def send(self, counts: list[int], total: float) -> None:
+        """Send Triton what moved up to ``snapshot()``'s ``counts`` and ``total``."""
         cumulative = 0
-        for i, n in enumerate(self.counts):
+        for i, n in enumerate(counts):
             cumulative += n
             if cumulative > self.sent[i]:
                 self.bucket[i].increment(cumulative - self.sent[i])
-                if i == len(self.counts) - 1:  # +Inf: every observation
+                if i == len(counts) - 1:  # +Inf: every observation
                     self.count.increment(cumulative - self.sent[i])
-                    self.sum.increment(self.total - self.sent_sum)
-                    self.sent_sum = self.total
+                    self.sum.increment(total - self.sent_sum)
+                    self.sent_sum = total
                 self.sent[i] = cumulative
 
 
@@ -229,12 +236,13 @@ class TokenLatency:
     client-facing model whose requests they time.
 
     Each call of the Python backend's custom-metric API is a blocking round trip to Triton's
-    process, on the thread that also sends the responses. So observations are counted here
-    (``_Histogram``) and sent at most every ``FLUSH_S`` while the model is busy, and at once
-    when its owner calls ``flush`` (when it has no stream left). Calls are serialized: the BLS
-    times its requests from many threads, and concurrent custom-metric calls from one model's
-    threads crashed Triton 2.51's Python backend (a segfault in libtriton_python.so under 16
-    concurrent streams)."""
+    process. So observations are counted here (``_Histogram``) and sent at most every
+    ``FLUSH_S`` while the model is busy, and when its owner calls ``flush`` (when it has been
+    idle a moment). A flush sends a snapshot: observing never waits for one. Flushes are
+    serialized: the BLS times its requests from many threads, and concurrent custom-metric
+    calls from one model's threads crashed Triton 2.51's Python backend (a segfault in
+    libtriton_python.so under 16 concurrent streams). An engine hands its flushes to its
+    sending thread (``defer``: ``Outbox.call``), where its other calls into Triton are made."""
 
     def __init__(
         self,
@@ -244,14 +252,13 @@ class TokenLatency:
         flush_s: float = FLUSH_S,
         defer: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the counts
+        self.sending = threading.Lock()  # one flush at a time
         self.flush_ns = int(flush_s * 1e9)
         self.flushed_ns = time.monotonic_ns()
-        self.pending = False
-        # Where a due flush runs: here, or handed to the thread that talks to Triton for an
-        # engine (Outbox.call), so that observing never waits on a round trip.
+        self.pending = False  # observations not sent yet
+        self.claimed = False  # a due flush is on its way
         self.defer = defer
-        self.deferred = False
         counter = pb_utils.MetricFamily.COUNTER
         # The families must outlive their metrics, so they are kept here.
         self.families = tuple(
@@ -267,41 +274,40 @@ class TokenLatency:
         self.itl = _Histogram(self.families[3:], labels, ITL_BUCKETS_MS)
 
     def first(self, ms: float) -> None:
-        with self.lock:
-            self.ttft.observe(max(ms, 0.0))
-            self._flush_if_due()
+        self._observe(self.ttft, max(ms, 0.0))
 
     def gap(self, ms: float, tokens: int) -> None:
         """A response with ``tokens`` came ``ms`` after the previous one: one observation of
         the time per token (per response, not per token: under load a response carries
         several tokens)."""
         if tokens > 0:
-            with self.lock:
-                self.itl.observe(max(ms, 0.0) / tokens)
-                self._flush_if_due()
+            self._observe(self.itl, max(ms, 0.0) / tokens)
+
+    def _observe(self, histogram: _Histogram, value: float) -> None:
+        with self.lock:
+            histogram.observe(value)
+            self.pending = True
+            due = not self.claimed and time.monotonic_ns() - self.flushed_ns >= self.flush_ns
+            if due:
+                self.claimed = True
+        if due:
+            if self.defer is None:
+                self.flush()
+            else:
+                self.defer(self.flush)
 
     def flush(self) -> None:
-        """Send what was counted since the last flush (owners call it when idle)."""
-        with self.lock:
-            if self.pending:
-                self._flush()
-            self.deferred = False
-
-    def _flush_if_due(self) -> None:
-        self.pending = True
-        if time.monotonic_ns() - self.flushed_ns < self.flush_ns or self.deferred:
-            return
-        if self.defer is None:
-            self._flush()
-        else:
-            self.deferred = True
-            self.defer(self.flush)
-
-    def _flush(self) -> None:
-        self.ttft.flush()
-        self.itl.flush()
-        self.pending = self.deferred = False
-        self.flushed_ns = time.monotonic_ns()
+        """Send what was counted since the last flush."""
+        with self.sending:
+            with self.lock:
+                self.claimed = False
+                if not self.pending:
+                    return
+                self.pending = False
+                self.flushed_ns = time.monotonic_ns()
+                ttft, itl = self.ttft.snapshot(), self.itl.snapshot()
+            self.ttft.send(*ttft)
+            self.itl.send(*itl)
 
 
 class RouterGauges:

@@ -125,3 +125,25 @@ def test_a_response_without_tokens_is_not_observed(latency: Any) -> None:
     latency.gap(3.0, 0)
     latency.flush()
     assert MetricFamily.calls == 0
+
+
+def test_a_due_flush_is_handed_to_the_sending_thread_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine's observations are made on its generating thread; the flush, a round trip to
+    Triton, is handed to the thread that sends (Outbox.call), once however many observations
+    come before it runs."""
+    MetricFamily.made, MetricFamily.kinds, MetricFamily.calls = [], {}, 0
+    clock = [0]
+    monkeypatch.setattr(chatmodel_helpers.time, "monotonic_ns", lambda: clock[0])
+    handed: list[Any] = []
+    pb = types.SimpleNamespace(MetricFamily=MetricFamily)
+    latency = chatmodel_helpers.TokenLatency(pb, "ensemble", defer=handed.append)
+    clock[0] = 2_000_000_000
+    latency.first(30.0)
+    latency.gap(4.0, 2)
+    assert len(handed) == 1 and MetricFamily.calls == 0
+    handed[0]()  # the sending thread runs it
+    assert series()[("chatmodel_inter_token_latency_ms_count", "")] == 1
+    assert series()[("chatmodel_time_to_first_token_ms_count", "")] == 1
+    clock[0] += 1_000_000_000
+    latency.gap(4.0, 2)
+    assert len(handed) == 2

@@ -236,4 +236,9 @@ class TritonPythonModel:
             self.in_flight -= 1
             self._set_requests()
             if not self.in_flight and self.text is not None:
-                self.outbox.call(self.text.latency.flush)  # idle: the last observations go out
+                # The last observations go out once idle a moment.
+                self.loop.call_later(chatmodel_helpers.IDLE_FLUSH_S, self._flush_if_idle)
+
+    def _flush_if_idle(self) -> None:
+        if not self.in_flight and self.text is not None:
+            self.outbox.call(self.text.latency.flush)

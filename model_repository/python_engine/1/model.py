@@ -371,11 +371,10 @@ class TritonPythonModel:
         with torch.inference_mode():
             while True:
                 with self.lock:
-                    if not self.waiting and not self.active and self.text is not None:
-                        # Idle: the last observations go out.
-                        self.outbox.call(self.text.latency.flush)
                     while self.running and not self.waiting and not self.active:
-                        self.lock.wait(timeout=1.0)
+                        idle = not self.lock.wait(timeout=chatmodel_helpers.IDLE_FLUSH_S)
+                        if idle and self.text is not None:  # the last observations go out
+                            self.outbox.call(self.text.latency.flush)
                     if not self.running:
                         return
                     admitted: list[_Job] = []

@@ -235,11 +235,14 @@ class StreamIntervalSpec(_Model):
     per response, none held longer than maxDelayMs (a token is held only while the next one is
     expected within that time, so a slower engine still streams every token as it comes). Each
     response costs the serving pipeline about the same whatever its size, so this is what keeps
-    it from capping a fast engine. The C++ engine (engine mode) and vLLM send every step.
+    it from capping a fast engine. Whatever the interval, tokens that come while their stream's
+    last response is still waiting for Triton to take it go out with the next one. The C++
+    engine (engine mode) and vLLM send every step.
     """
 
     max_tokens: int = Field(default=4, ge=1, le=64)
-    """Most tokens in one streamed response under load (1: every token on its own)."""
+    """Most tokens in one streamed response under load while Triton keeps up (1: every token
+    on its own)."""
     max_delay_ms: float = Field(default=50.0, ge=0.0, le=1000.0)
     """Longest a generated token waits for the others of its response, in milliseconds."""
     min_streams: int = Field(default=16, ge=1, le=100000)
