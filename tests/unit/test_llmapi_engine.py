@@ -331,6 +331,7 @@ def test_stop_request_with_the_same_id_aborts(engine: Any) -> None:
     time.sleep(0.2)
     stop = Request("r1", input_ids=[[0]], input_lengths=[1], request_output_len=[1], stop=[True])
     engine.execute([stop])
+    assert stop.sender.done.wait(5)
     assert stop.sender.sent == [(None, FINAL)]
     assert request.sender.done.wait(5)
     assert FakeLLM.instances[-1].calls[-1].aborted

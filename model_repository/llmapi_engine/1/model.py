@@ -134,7 +134,7 @@ class TritonPythonModel:
                 gen = self.running.get(request.request_id())
                 if gen is not None:
                     self.loop.call_soon_threadsafe(gen.abort)
-                sender.send(flags=FINAL)
+                self._send(sender, None, FINAL)  # every send from the one sending thread
                 continue
             asyncio.run_coroutine_threadsafe(self._serve(request, sender), self.loop)
         return None
