@@ -200,6 +200,17 @@ def _maps(pairs: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"key": k, "value": v} for k, v in pairs.items()]
 
 
+def _step(model: str, inputs: Mapping[str, str], outputs: Mapping[str, str]) -> dict[str, Any]:
+    """One ensemble step: ``model``'s inputs from the ensemble's tensors (model input ->
+    tensor), its outputs into them (model output -> tensor)."""
+    return {
+        "model_name": model,
+        "model_version": -1,
+        "input_map": _maps(inputs),
+        "output_map": _maps(outputs),
+    }
+
+
 def _python_files(
     model: str, source: str, *, helpers: Sequence[tuple[str, str]]
 ) -> dict[PurePosixPath, str]:
@@ -333,18 +344,8 @@ def _pre_and_engine_steps(engine_out: Mapping[str, str]) -> list[dict[str, Any]]
     engine_in = {eng: f"_{pre}" for pre, eng in t.PRE_TO_ENGINE.items()}
     engine_in.update({eng: cli for cli, eng in t.CLIENT_TO_ENGINE.items()})
     return [
-        {
-            "model_name": "preprocessing",
-            "model_version": -1,
-            "input_map": _maps({pre: cli for cli, pre in t.CLIENT_TO_PRE.items()}),
-            "output_map": _maps(pre_out),
-        },
-        {
-            "model_name": ENGINE_MODEL,
-            "model_version": -1,
-            "input_map": _maps(engine_in),
-            "output_map": _maps(engine_out),
-        },
+        _step("preprocessing", {pre: cli for cli, pre in t.CLIENT_TO_PRE.items()}, pre_out),
+        _step(ENGINE_MODEL, engine_in, engine_out),
     ]
 
 
@@ -361,12 +362,7 @@ def _token_steps(usage: bool) -> Rendered:
         post_in["ENGINE_NUM_INPUT_TOKENS"] = "_NUM_INPUT_TOKENS"
         post_out.update({"NUM_INPUT_TOKENS": "num_input_tokens"})
         post_out.update({"NUM_OUTPUT_TOKENS": "num_output_tokens"})
-    postprocessing = {
-        "model_name": "postprocessing",
-        "model_version": -1,
-        "input_map": _maps(post_in),
-        "output_map": _maps(post_out),
-    }
+    postprocessing = _step("postprocessing", post_in, post_out)
     return rendered_field(
         "ensemble_scheduling", {"step": [*_pre_and_engine_steps(engine_out), postprocessing]}
     )
@@ -408,12 +404,7 @@ def ensemble_files(
 
 def engine_steps(inputs: Sequence[str], outputs: Sequence[str]) -> Rendered:
     """One step: the engine, its inputs and outputs under their own names."""
-    step = {
-        "model_name": ENGINE_MODEL,
-        "model_version": -1,
-        "input_map": _maps({x: x for x in inputs}),
-        "output_map": _maps({x: x for x in outputs}),
-    }
+    step = _step(ENGINE_MODEL, {x: x for x in inputs}, {x: x for x in outputs})
     return rendered_field("ensemble_scheduling", {"step": [step]})
 
 
@@ -652,33 +643,27 @@ def _vllm_steps() -> Rendered:
         "ensemble_scheduling",
         {
             "step": [
-                {
-                    "model_name": "preprocessing",
-                    "model_version": -1,
-                    "input_map": _maps(pre_in),
-                    "output_map": _maps(
-                        {
-                            "PROMPT": "_PROMPT",
-                            "SAMPLING_PARAMETERS": "_SAMPLING_PARAMETERS",
-                            "EXCLUDE_INPUT": "_EXCLUDE_INPUT",
-                        }
-                    ),
-                },
-                {
-                    "model_name": VLLM_MODEL,
-                    "model_version": -1,
-                    "input_map": _maps(
-                        {
-                            "text_input": "_PROMPT",
-                            "sampling_parameters": "_SAMPLING_PARAMETERS",
-                            "exclude_input_in_output": "_EXCLUDE_INPUT",
-                            "stream": "stream",
-                            "return_num_input_tokens": "return_num_input_tokens",
-                            "return_num_output_tokens": "return_num_output_tokens",
-                        }
-                    ),
-                    "output_map": _maps({x.name: x.name for x in t.VLLM_OUTPUTS}),
-                },
+                _step(
+                    "preprocessing",
+                    pre_in,
+                    {
+                        "PROMPT": "_PROMPT",
+                        "SAMPLING_PARAMETERS": "_SAMPLING_PARAMETERS",
+                        "EXCLUDE_INPUT": "_EXCLUDE_INPUT",
+                    },
+                ),
+                _step(
+                    VLLM_MODEL,
+                    {
+                        "text_input": "_PROMPT",
+                        "sampling_parameters": "_SAMPLING_PARAMETERS",
+                        "exclude_input_in_output": "_EXCLUDE_INPUT",
+                        "stream": "stream",
+                        "return_num_input_tokens": "return_num_input_tokens",
+                        "return_num_output_tokens": "return_num_output_tokens",
+                    },
+                    {x.name: x.name for x in t.VLLM_OUTPUTS},
+                ),
             ]
         },
     )
