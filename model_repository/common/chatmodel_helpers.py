@@ -310,6 +310,22 @@ class TokenLatency:
             self.itl.send(*itl)
 
 
+class Gauge:
+    """A custom-metric gauge set only when its value changes: each set is a round trip to
+    Triton's process."""
+
+    __slots__ = ("metric", "value")
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self.value: float | None = None
+
+    def set(self, value: float) -> None:
+        if value != self.value:
+            self.value = value
+            self.metric.set(value)
+
+
 class RouterGauges:
     """nv_trt_llm_request_metrics{request_type} and nv_trt_llm_kv_cache_block_metrics
     {kv_cache_block_type}, as the TensorRT-LLM C++ backend exports them: the llm-d router reads
@@ -331,36 +347,29 @@ class RouterGauges:
         )
         base = {"model": model, "version": "1"}
         self.requests = {
-            t: self.families[0].Metric(labels={**base, "request_type": t})
+            t: Gauge(self.families[0].Metric(labels={**base, "request_type": t}))
             for t in ("waiting", "scheduled", "active", "max")
         }
         self.blocks = {
-            t: self.families[1].Metric(labels={**base, "kv_cache_block_type": t})
+            t: Gauge(self.families[1].Metric(labels={**base, "kv_cache_block_type": t}))
             for t in ("fraction", "tokens_per", "max", "used", "free")
         }
-        # Each set is a round trip to Triton's process: only changed values are sent.
-        self.values: dict[Any, float] = {}
-        self._set(self.requests["max"], max_requests)
+        self.requests["max"].set(max_requests)
         self.set_requests(waiting=0, scheduled=0)
 
-    def _set(self, metric: Any, value: float) -> None:
-        if self.values.get(metric) != value:
-            self.values[metric] = value
-            metric.set(value)
-
     def set_requests(self, *, waiting: int, scheduled: int) -> None:
-        self._set(self.requests["waiting"], waiting)
-        self._set(self.requests["scheduled"], scheduled)
-        self._set(self.requests["active"], scheduled)
+        self.requests["waiting"].set(waiting)
+        self.requests["scheduled"].set(scheduled)
+        self.requests["active"].set(scheduled)
 
     def set_blocks(
         self, *, used: int, total: int, tokens_per: int, free: int | None = None
     ) -> None:
-        self._set(self.blocks["tokens_per"], tokens_per)
-        self._set(self.blocks["max"], total)
-        self._set(self.blocks["used"], used)
-        self._set(self.blocks["free"], total - used if free is None else free)
-        self._set(self.blocks["fraction"], used / total if total > 0 else 0.0)
+        self.blocks["tokens_per"].set(tokens_per)
+        self.blocks["max"].set(total)
+        self.blocks["used"].set(used)
+        self.blocks["free"].set(total - used if free is None else free)
+        self.blocks["fraction"].set(used / total if total > 0 else 0.0)
 
 
 class Outbox:

@@ -247,8 +247,12 @@ class TritonPythonModel:
             )
         }
         labels = {"model": "tensorrt_llm"}
-        self.m_active = self.families["chatmodel_engine_active_sequences"].Metric(labels=labels)
-        self.m_waiting = self.families["chatmodel_engine_waiting_requests"].Metric(labels=labels)
+        self.m_active = chatmodel_helpers.Gauge(
+            self.families["chatmodel_engine_active_sequences"].Metric(labels=labels)
+        )
+        self.m_waiting = chatmodel_helpers.Gauge(
+            self.families["chatmodel_engine_waiting_requests"].Metric(labels=labels)
+        )
         self.m_tokens = self.families["chatmodel_engine_generated_tokens_total"].Metric(
             labels=labels
         )
@@ -257,7 +261,6 @@ class TritonPythonModel:
         )
         self.router = chatmodel_helpers.RouterGauges(pb_utils, max_requests=self.max_slots)
         self.max_blocks = self.max_slots * -(-self.max_seq // TOKENS_PER_BLOCK)
-        self.gauge_values: dict[Any, int] = {}
         self._publish()
 
     def _publish(self) -> None:
@@ -267,11 +270,9 @@ class TritonPythonModel:
         self.outbox.call(self._set_gauges, len(self.waiting), len(active), used)
 
     def _set_gauges(self, waiting: int, active: int, used: int) -> None:
-        """On the outbox's thread: each set is a round trip to Triton, so only changed values."""
-        for metric, value in ((self.m_waiting, waiting), (self.m_active, active)):
-            if self.gauge_values.get(metric) != value:
-                self.gauge_values[metric] = value
-                metric.set(value)
+        """On the outbox's thread (each set that changes a value is a round trip to Triton)."""
+        self.m_waiting.set(waiting)
+        self.m_active.set(active)
         self.router.set_requests(waiting=waiting, scheduled=active)
         self.router.set_blocks(used=used, total=self.max_blocks, tokens_per=TOKENS_PER_BLOCK)
 
